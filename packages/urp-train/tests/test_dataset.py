@@ -1,0 +1,94 @@
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from urp_data.schema import SchemaError, load_manifest, parse_answer, split_path
+from urp_train.dataset import check_image_tokens, image_token_counts, load_examples, with_completions
+
+
+def _user_text(example):
+    return "".join(p["text"] or "" for p in example["prompt"][-1]["content"] if p["type"] == "text")
+
+
+def test_one_example_per_sample_and_non_null_indicator_with_the_scored_target(tiny_build):
+    ds = load_examples(tiny_build, "train")
+    rows = pq.read_table(split_path(tiny_build, "train")).to_pylist()
+    scales = {k: v.score_scale() for k, v in load_manifest(tiny_build).indicators.items()}
+    expected = {(r["sample_id"], ind): r[ind] for r in rows for ind in scales if r[ind] is not None}
+    got = {(e["sample_id"], e["indicator"]): e for e in ds}
+    assert len(ds) == len(got) == len(expected) < len(rows) * len(scales)  # nulls dropped, no duplicates
+    for key, value in expected.items():
+        ex = got[key]
+        assert ex["target_value"] == value
+        assert ex["target"] == round(scales[key[1]].to_score(value), 1)
+        assert 0.0 <= ex["target"] <= 9.9
+        assert ex["group"] == key[0].split("-", 1)[1].rsplit("-", 1)[0]
+        assert isinstance(ex["image"], Image.Image) and ex["image"].size == (64, 64)
+        assert ex["prompt"][-1]["content"][0]["type"] == "image"
+        assert key[1].replace("_", " ") in _user_text(ex)
+
+
+def test_indicator_and_split_selection(tiny_build):
+    ds = load_examples(tiny_build, "test", indicators=["night_light"])
+    assert set(ds["indicator"]) == {"night_light"}
+    assert {s.split("-")[0] for s in ds["sample_id"]} == {"test_seen", "test_unseen"}
+    with pytest.raises(SchemaError, match="no indicator gdp"):
+        load_examples(tiny_build, "train", indicators=["gdp"])
+
+
+def test_drop_image_removes_the_image_and_its_slot(tiny_build):
+    ds = load_examples(tiny_build, "train", drop="image")
+    assert "image" not in ds.column_names
+    for ex in ds:
+        assert all(p["type"] == "text" for m in ex["prompt"] for p in m["content"])
+        assert "Address:" in _user_text(ex) and "Nearby Places:" in _user_text(ex)
+
+
+def test_drop_text_keeps_image_and_coordinates_only(tiny_build):
+    full = load_examples(tiny_build, "train")
+    ds = load_examples(tiny_build, "train", drop="text")
+    assert len(ds) == len(full)
+    for ex in ds:
+        text = _user_text(ex)
+        assert "Coordinates:" in text
+        assert "Address" not in text and "Rua" not in text and "Recife" not in text
+        assert isinstance(ex["image"], Image.Image)
+
+
+def test_sft_completion_renders_the_target_in_the_answer_format(tiny_build):
+    ds = with_completions(load_examples(tiny_build, "val"))
+    for ex in ds:
+        (msg,) = ex["completion"]
+        assert msg["role"] == "assistant"
+        assert parse_answer(msg["content"][0]["text"]) == pytest.approx(ex["target"])
+
+
+def test_every_prompt_carries_the_image_tokens_its_image_needs(tiny_build, tiny_model_dir):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    ds = load_examples(tiny_build, "all")
+    counts = image_token_counts(ds, processor)
+    assert len(counts) == len(ds)
+    assert {c for c in counts} == {(16, 16)}  # 112x112 pixels: 8x8 patches merged 2x2
+    check_image_tokens(ds, processor)
+    assert {c[0] for c in image_token_counts(load_examples(tiny_build, "val", drop="image"), processor)} == {0}
+
+
+def test_mismatched_image_tokens_are_caught(tiny_build, tiny_model_dir):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    ds = load_examples(tiny_build, "val")
+    doubled = ds.map(lambda ex: {"prompt": [ex["prompt"][0], {**ex["prompt"][1], "content": [
+        {"type": "image", "text": None}, *ex["prompt"][1]["content"]]}]})
+    with pytest.raises(SchemaError, match="2 image slots for 1 images"):
+        check_image_tokens(doubled, processor)
+    processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
+    mixed = ds.map(lambda ex, i: {"image": ex["image"].resize((64 + 64 * (i % 2), 64))}, with_indices=True)
+    with pytest.raises(SchemaError, match="different numbers of image tokens"):
+        check_image_tokens(mixed, processor)
+
+
+def test_missing_build_is_a_clear_error(tmp_path):
+    with pytest.raises(SchemaError, match="manifest.json not found"):
+        load_examples(tmp_path, "train")
