@@ -1,0 +1,456 @@
+"""The geographic-bias report: ``summary.json``, ``groups.parquet`` and a self-contained ``report.html``.
+
+:func:`bias_report` wires :mod:`urp_eval.metrics` (every figure comes from DuckDB SQL) to the
+outputs and the threshold checks; :func:`compare` puts two summaries side by side. This
+module imports neither torch nor transformers: a report runs on any machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+import io
+import json
+import logging
+import math
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
+from urp_eval import metrics as M
+from urp_eval.metrics import METRICS, InputError
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME, GROUPS_NAME, HTML_NAME = "summary.json", "groups.parquet", "report.html"
+
+
+def _parse_thresholds(specs: Sequence[str], flag: str, allowed: Sequence[str]) -> list[tuple[str, float]]:
+    out = []
+    for spec in specs:
+        metric, sep, value = spec.partition("=")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = math.nan
+        if not sep or metric not in allowed or math.isnan(limit):
+            raise ValueError(f"{flag} {spec!r}: expected METRIC=VALUE with METRIC one of {', '.join(allowed)} "
+                             "and VALUE a number, e.g. spearman=0.3")
+        out.append((metric, limit))
+    return out
+
+
+@dataclass
+class ReportConfig:
+    """``urp-eval bias-report``: accuracy and geographic bias of predictions on a build."""
+
+    data: str = field(metadata={"help": "build folder written by `urp-data build` (<out>/<region>)"})
+    predictions: str = field(metadata={"help": "predictions Parquet written by `urp-eval predict`"})
+    split: str = field(default="unseen", metadata={"help": "split or alias: unseen, seen, test_unseen, "
+                       "test_seen, test (both: adds the seen - unseen drop), all"})
+    group_by: str = field(default="group", metadata={"help": "groups to compare: group (the build's "
+                          "geographic group), country, or h3:R (H3 parent cell at resolution R)"})
+    out: str = field(default="bias-report", metadata={"help": "output folder"})
+    min_group_size: int = field(default=30, metadata={"help": "groups with fewer evaluated samples are "
+                                "reported but not ranked"})
+    fail_under: list[str] = field(default_factory=list, metadata={"help": "METRIC=VALUE: exit 1 when the "
+                                  "metric of any split and indicator is below VALUE or undefined"})
+    max_gap: list[str] = field(default_factory=list, metadata={"help": "METRIC=VALUE: exit 1 when the "
+                               "best - worst group gap of any split and indicator exceeds VALUE or is undefined"})
+    anchor: str | None = field(default=None, metadata={"help": "indicator whose true values anchor the Manvi "
+                               "et al. bias score (default: the build's first indicator)"})
+    permutations: int = field(default=999, metadata={"help": "permutations of the Moran's I test"})
+    seed: int = field(default=0, metadata={"help": "seed of the Moran's I permutations and plot samples"})
+    memory_limit: str = field(default="2GB", metadata={"help": "DuckDB memory limit; larger inputs spill "
+                              "to disk"})
+
+    def __post_init__(self) -> None:
+        self.splits = resolve_splits(self.split)
+        higher = [m.name for m in METRICS.values() if m.direction == "higher"]
+        self.under = _parse_thresholds(self.fail_under, "--fail-under", higher)
+        self.gaps = _parse_thresholds(self.max_gap, "--max-gap", list(METRICS))
+        if self.min_group_size < 1:
+            raise ValueError(f"min_group_size={self.min_group_size}: must be at least 1")
+        if self.permutations < 0:
+            raise ValueError(f"permutations={self.permutations}: must be 0 (no test) or more")
+        M.group_expression(self.group_by)
+
+
+@dataclass
+class Report:
+    """What :func:`bias_report` wrote and which thresholds broke."""
+
+    out: Path
+    summary: dict[str, Any]
+    breaches: list[str]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_info(path: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"path": str(path), "sha256": sha256(path)}
+    if path.suffix == ".parquet":
+        info["rows"] = pq.read_metadata(path).num_rows
+    return info
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("urp-eval", "urp-data", "duckdb", "pyarrow", "numpy", "h3", "matplotlib"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN and infinities become null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _nest(rows: list[dict[str, Any]], *keys: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for row in rows:
+        d = out
+        for k in keys[:-1]:
+            d = d.setdefault(row[k], {})
+        d[row[keys[-1]]] = {k: _clean(v) for k, v in row.items() if k not in keys}
+    return out
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]:
+    """Every figure of the summary except inputs and thresholds (the metric stage of the report)."""
+    build = Path(cfg.data)
+    manifest = load_manifest(build)
+    indicators = M.open_inputs(con, build, cfg.splits, Path(cfg.predictions), cfg.group_by)
+    anchor = cfg.anchor or next(iter(manifest.indicators), None)
+    if anchor not in manifest.indicators:
+        raise InputError(f"--anchor {anchor!r} is not an indicator of {build} "
+                         f"(choose one of {', '.join(manifest.indicators)})")
+    M.group_metrics(con, indicators, cfg.min_group_size)
+    overall = M.records(con, "SELECT * EXCLUDE (grp, lat, lon, ranked) FROM metrics WHERE grp IS NULL "
+                        "ORDER BY split, indicator")
+    bias = M.bias_summary(con)
+    counts = con.execute("SELECT split, indicator, count(*) AS groups, count(*) FILTER (WHERE ranked) AS "
+                         "ranked_groups FROM metrics WHERE grp IS NOT NULL GROUP BY ALL").fetchall()
+    cov = M.coverage(con, indicators)
+    for row in overall:
+        row.update(cov[row["split"]][row["indicator"]])
+        row["groups"], row["ranked_groups"] = next((g, r) for s, i, g, r in counts
+                                                   if s == row["split"] and i == row["indicator"])
+    summary: dict[str, Any] = {
+        "splits": list(cfg.splits), "indicators": indicators, "group_by": cfg.group_by,
+        "min_group_size": cfg.min_group_size,
+        "metrics": _nest(overall, "split", "indicator"),
+        "bias": _nest(bias, "split", "indicator", "metric"),
+        "moran": _nest(M.morans_i(con, indicators, cfg.permutations, cfg.seed), "split", "indicator"),
+        "bias_score": _nest(M.bias_score(con, indicators, anchor), "split", "indicator"),
+        "drop": None,
+    }
+    ms = summary["metrics"]
+    if "test_seen" in ms and "test_unseen" in ms:
+        summary["drop"] = {
+            ind: {m.name: _drop(m.direction, ms["test_seen"][ind].get(m.name), ms["test_unseen"][ind].get(m.name))
+                  for m in METRICS.values()}
+            for ind in indicators if ind in ms["test_seen"] and ind in ms["test_unseen"]
+        }
+    return summary
+
+
+def _drop(direction: str, seen: float | None, unseen: float | None) -> float | None:
+    """How much worse a metric is on unseen than on seen groups (positive: worse on unseen)."""
+    if seen is None or unseen is None:
+        return None
+    return {"higher": seen - unseen, "lower": unseen - seen, "zero": abs(unseen) - abs(seen)}[direction]
+
+
+def check_thresholds(summary: dict[str, Any], cfg: ReportConfig) -> list[dict[str, Any]]:
+    """One entry per threshold × split × indicator; an undefined value breaches (fails closed)."""
+    checks = []
+    for split, per_ind in summary["metrics"].items():
+        for ind, row in per_ind.items():
+            for metric, limit in cfg.under:
+                actual = row.get(metric)
+                checks.append({"kind": "fail_under", "metric": metric, "limit": limit, "split": split,
+                               "indicator": ind, "actual": actual, "passed": actual is not None and actual >= limit})
+            for metric, limit in cfg.gaps:
+                actual = summary["bias"].get(split, {}).get(ind, {}).get(metric, {}).get("gap")
+                checks.append({"kind": "max_gap", "metric": metric, "limit": limit, "split": split,
+                               "indicator": ind, "actual": actual, "passed": actual is not None and actual <= limit})
+    return checks
+
+
+def _breach_message(c: dict[str, Any]) -> str:
+    what = f"{c['metric']} of {c['indicator']} on {c['split']}"
+    if c["kind"] == "max_gap":
+        what = f"best - worst group gap of {what}"
+    actual = "undefined" if c["actual"] is None else f"{c['actual']:.4g}"
+    rel = "below" if c["kind"] == "fail_under" else "above"
+    return f"threshold breached: {what} is {actual}, {rel} the limit {c['limit']:g}"
+
+
+def bias_report(cfg: ReportConfig) -> Report:
+    """Compute the report of ``cfg`` and write its three outputs to ``cfg.out``."""
+    out = Path(cfg.out)
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = {M.literal(cfg.memory_limit)}")
+    summary = compute(con, cfg)
+    build = Path(cfg.data)
+    summary = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {
+            "build": str(build),
+            "manifest": _file_info(build / MANIFEST_NAME),
+            "splits": {s: _file_info(split_path(build, s)) for s in cfg.splits},
+            "predictions": _file_info(Path(cfg.predictions)),
+        },
+        "models": [{"model": m, "backend": b} for m, b in con.execute(
+            "SELECT DISTINCT model, backend FROM preds ORDER BY ALL").fetchall()]
+        if "model" in {r[0] for r in con.execute("DESCRIBE preds").fetchall()} else [],
+        "config": asdict(cfg),
+        **summary,
+    }
+    checks = check_thresholds(summary, cfg)
+    summary["thresholds"] = checks
+    summary["passed"] = all(c["passed"] for c in checks)
+    summary["versions"] = _versions()
+
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / SUMMARY_NAME, json.dumps(summary, indent=2).encode())
+    tmp = out / (GROUPS_NAME + ".tmp")
+    con.execute(f"COPY (SELECT split, indicator, grp AS \"group\", * EXCLUDE (split, indicator, grp) FROM metrics "
+                f"WHERE grp IS NOT NULL ORDER BY ALL) TO {M.literal(str(tmp))} (FORMAT parquet)")
+    os.replace(tmp, out / GROUPS_NAME)
+    _atomic_write(out / HTML_NAME, render_html(con, summary, cfg).encode())
+    return Report(out, summary, [_breach_message(c) for c in checks if not c["passed"]])
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- HTML and plots
+
+
+def _png(fig: Any) -> str:
+    """An <img> with the figure embedded as a base64 PNG (the report must open offline)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+MAX_BARS = 40
+MAX_POINTS = 20_000
+
+
+def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str) -> str:
+    import matplotlib.pyplot as plt
+
+    rows = con.execute("SELECT grp, spearman, mae, ranked FROM metrics WHERE split = ? AND indicator = ? "
+                       "AND grp IS NOT NULL ORDER BY spearman NULLS FIRST, grp LIMIT ?",
+                       [split, ind, MAX_BARS]).fetchall()
+    if not rows:
+        return ""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.25 * len(rows) + 1.2), sharey=True)
+    labels = [str(r[0]) for r in rows]
+    colors = ["tab:blue" if r[3] else "lightgrey" for r in rows]
+    for ax, col, title in ((axes[0], 1, "Spearman ρ"), (axes[1], 2, "MAE")):
+        ax.barh(labels, [r[col] if r[col] is not None else 0.0 for r in rows], color=colors)
+        ax.set_title(title)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{ind} on {split}: worst {len(rows)} groups by Spearman (grey: below min group size)")
+    return _png(fig)
+
+
+def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) -> str:
+    import matplotlib.pyplot as plt
+
+    pts = con.execute(f"""
+        SELECT j.lon, j.lat, m.mae FROM ({M.joined(ind)}) j
+        JOIN metrics m ON m.split = j.split AND m.grp = j.grp AND m.indicator = {M.literal(ind)}
+        WHERE j.split = {M.literal(split)} USING SAMPLE reservoir({MAX_POINTS} ROWS) REPEATABLE ({int(seed)})
+    """).fetchnumpy()
+    if not len(pts["lon"]):
+        return ""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sc = ax.scatter(pts["lon"], pts["lat"], c=pts["mae"], s=6, cmap="magma_r")
+    fig.colorbar(sc, ax=ax, label="group MAE")
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(f"{ind} on {split}: samples coloured by their group's MAE")
+    return _png(fig)
+
+
+def _scatter(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) -> str:
+    import matplotlib.pyplot as plt
+
+    pts = con.execute(f"SELECT truth, pred FROM ({M.joined(ind)}) WHERE split = {M.literal(split)} AND pred IS NOT "
+                      f"NULL USING SAMPLE reservoir({MAX_POINTS} ROWS) REPEATABLE ({int(seed)})").fetchnumpy()
+    if not len(pts["truth"]):
+        return "<p>No answered predictions.</p>"
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(pts["truth"], pts["pred"], s=5, alpha=0.5)
+    lo = float(min(pts["truth"].min(), pts["pred"].min()))
+    hi = float(max(pts["truth"].max(), pts["pred"].max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+    ax.set_xlabel(f"true {ind}")
+    ax.set_ylabel(f"predicted {ind}")
+    ax.set_title(f"{ind} on {split}")
+    return _png(fig)
+
+
+CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4f4}.fail{color:#b00}
+.pass{color:#070}img{max-width:100%}"""
+
+
+def render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: ReportConfig) -> str:
+    """The report as one HTML file: tables and plots (base64 PNGs), no scripts, no external resources."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    names = list(METRICS)
+    parts = [f"<h1>Geographic bias report</h1><p>Predictions {html.escape(cfg.predictions)} on "
+             f"{html.escape(cfg.data)}, splits {html.escape(', '.join(summary['splits']))}, groups by "
+             f"{html.escape(cfg.group_by)} (ranked when n ≥ {cfg.min_group_size}); models: "
+             f"{html.escape(', '.join(m['model'] for m in summary['models']))}.</p>"]
+    verdict = "pass" if summary["passed"] else "fail"
+    parts.append(f'<p class="{verdict}">Thresholds: {verdict.upper()}</p>')
+    if summary["thresholds"]:
+        parts.append(_table(["check", "metric", "split", "indicator", "limit", "actual", "passed"],
+                            [[c["kind"], c["metric"], c["split"], c["indicator"], c["limit"], c["actual"],
+                              c["passed"]] for c in summary["thresholds"]]))
+    rows = []
+    for split, per in summary["metrics"].items():
+        for ind, m in per.items():
+            mo = summary["moran"].get(split, {}).get(ind, {})
+            bs = summary["bias_score"].get(split, {}).get(ind, {})
+            rows.append([split, ind, m["n"], *[m[n] for n in names], mo.get("I"), mo.get("p_sim"),
+                         bs.get("bias_score")])
+    parts.append("<h2>Headline</h2>" + _table(["split", "indicator", "n", *names, "Moran's I", "p", "bias score"],
+                                              rows))
+    brows = [[s, i, m, b["n_groups"], b["worst_group"], b["worst"], b["best_group"], b["best"], b["gap"],
+              b["worst_decile"]]
+             for s, per in summary["bias"].items() for i, pm in per.items() for m, b in pm.items()]
+    parts.append("<h2>Across groups</h2>" + _table(["split", "indicator", "metric", "ranked groups", "worst group",
+                                                    "worst", "best group", "best", "gap", "worst decile"], brows))
+    if summary["drop"]:
+        parts.append("<h2>Seen − unseen drop (positive: worse on unseen)</h2>" + _table(
+            ["indicator", *names], [[i, *[d[n] for n in names]] for i, d in summary["drop"].items()]))
+    for split, per in summary["metrics"].items():
+        for ind in per:
+            parts.append(f"<h2>{html.escape(ind)} on {html.escape(split)}</h2>")
+            parts.append(_scatter(con, split, ind, cfg.seed) + _group_map(con, split, ind, cfg.seed))
+            parts.append(_group_bars(con, split, ind))
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>urp bias report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """A ``summary.json`` (or the report folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SUMMARY_NAME
+    if not p.is_file():
+        raise InputError(f"{p} not found; pass a report folder or its summary.json")
+    try:
+        summary = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p} is not JSON ({exc})") from exc
+    if not isinstance(summary, dict) or "metrics" not in summary:
+        raise InputError(f"{p} is not a summary.json written by `urp-eval bias-report`")
+    return summary
+
+
+def _flat(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for split, per in summary["metrics"].items():
+        for ind, m in per.items():
+            row = {n: m.get(n) for n in ["n", *METRICS]}
+            row["moran_I"] = summary.get("moran", {}).get(split, {}).get(ind, {}).get("I")
+            row["bias_score"] = summary.get("bias_score", {}).get(split, {}).get(ind, {}).get("bias_score")
+            out[(split, ind)] = row
+    return out
+
+
+def compare(a: str | Path, b: str | Path) -> str:
+    """A side-by-side text table of two summaries (e.g. GRPO vs SFT, or seen vs unseen).
+
+    Rows pair on (split, indicator); when each report covers one split and they differ
+    (a seen and an unseen report), they pair on the indicator alone.
+    """
+    fa, fb = _flat(load_summary(a)), _flat(load_summary(b))
+    sa, sb = {k[0] for k in fa}, {k[0] for k in fb}
+    if len(sa) == 1 and len(sb) == 1 and sa != sb:
+        label = f"{sa.pop()} / {sb.pop()}"
+        fa = {(label, i): v for (_, i), v in fa.items()}
+        fb = {(label, i): v for (_, i), v in fb.items()}
+    keys = [k for k in fa if k in fb]
+    if not keys:
+        raise InputError(f"{a} and {b} share no split and indicator to compare")
+    header = ["split", "indicator", "metric", "A", "B", "B - A"]
+    rows = []
+    for split, ind in keys:
+        for metric in fa[(split, ind)]:
+            va, vb = fa[(split, ind)][metric], fb[(split, ind)][metric]
+            diff = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+            rows.append([split, ind, metric, va, vb, diff])
+    cells = [header] + [[_text(v) for v in r] for r in rows]
+    widths = [max(len(r[c]) for r in cells) for c in range(len(header))]
+    lines = ["  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"A: {a}\nB: {b}\n" + "\n".join(lines)
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
