@@ -1,0 +1,23 @@
+"""The build config: light on imports so that `urp-data --help` is instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from urp_data.errors import RegionError
+
+
+@dataclass
+class BuildConfig:
+    """What ``urp-data build`` does; every field is also a CLI flag."""
+
+    region: str = field(metadata={"help": "shipped region name (see `urp-data regions`) or path of a region YAML"})
+    out: str = field(default="build", metadata={"help": "output folder; the build goes to OUT/REGION/"})
+    resolution: int | None = field(default=None, metadata={"help": "H3 resolution (overrides the region's)"})
+    samples: int | None = field(default=None, metadata={"help": "number of samples (overrides the region's)"})
+    seed: int | None = field(default=None, metadata={"help": "seed (overrides the region's)"})
+    chunk_size: int = field(default=256, metadata={"help": "samples per chunk (the unit of resume and of memory)"})
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0:
+            raise RegionError(f"chunk_size must be positive, got {self.chunk_size}")

@@ -1,0 +1,27 @@
+"""Small exception classes for bad input: each message names the input and the fix.
+
+They subclass builtins so callers can catch them broadly; the CLI turns any of them into
+a one-line message and exit code 1 (a traceback only with ``URP_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+
+class URPDataError(Exception):
+    """Base class of every error urp-data reports to the user."""
+
+
+class RegionError(URPDataError, ValueError):
+    """Unknown region name, invalid region config, or an empty region."""
+
+
+class InputError(URPDataError, ValueError):
+    """An input file is missing, corrupt, truncated, or lacks what it needs (e.g. a CRS)."""
+
+
+class NoImageryError(URPDataError, LookupError):
+    """No imagery source covers a sample (raised only with ``on_missing_imagery: fail``)."""
+
+
+class OutputError(URPDataError, OSError):
+    """The output folder cannot be written."""

