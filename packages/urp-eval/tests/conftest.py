@@ -62,7 +62,7 @@ def write_build(out: Path, seed: int = 0) -> Path:
             "country": np.where(latlon[m, 1] < -34.86, "BRA", "PRY"), "split": [s] * m.sum(),
             "image": [{"bytes": image, "path": None}] * m.sum(), "address": ["Olinda, Pernambuco, Brazil"] * m.sum(),
             "nearby_places": [[{"name": "Olinda", "kind": "city", "distance_km": 1.5, "direction": "North"}]] * m.sum(),
-            **{k: v[m] for k, v in values.items()},
+            **{k: pa.array(v[m], mask=np.isnan(v[m])) for k, v in values.items()},  # null, never NaN
             "geometry": [None] * m.sum(),
         }
         pq.write_table(pa.table(cols, schema=schema), split_path(out, s))
@@ -104,3 +104,9 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def predictions(build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_predictions(build, tmp_path_factory.mktemp("preds") / "preds.parquet")
+
+
+@pytest.fixture(scope="session")
+def make_predictions():
+    """:func:`write_predictions`, for tests that need predictions of their own."""
+    return write_predictions

@@ -196,14 +196,22 @@ def open_inputs(con: duckdb.DuckDBPyConnection, build_dir: Path, splits: Sequenc
 def joined(indicator: str, truth_of: str | None = None) -> str:
     """SQL rows (split, grp, sample_id, h3_cell, lat, lon, truth, pred, score) of evaluated samples.
 
+    NaN or infinite values count as missing, like nulls: a truth makes the sample not
+    evaluated, a prediction or score makes it unanswered.
+
     ``truth`` is the true value of ``truth_of`` (default: the indicator itself), so the bias
     score can pair one indicator's predictions with another's truth.
     """
-    col = quote(truth_of or indicator)
-    return (f"SELECT s.split, s.grp, s.sample_id, s.h3_cell, s.lat, s.lon, s.{col} AS truth, "
-            f"p.prediction AS pred, p.score FROM samples s JOIN "
+    col = "s." + quote(truth_of or indicator)
+    return (f"SELECT s.split, s.grp, s.sample_id, s.h3_cell, s.lat, s.lon, {col} AS truth, "
+            f"{_finite('p.prediction')} AS pred, {_finite('p.score')} AS score FROM samples s JOIN "
             f"(SELECT sample_id, prediction, score FROM preds WHERE indicator = {literal(indicator)}) p "
-            f"USING (sample_id) WHERE s.{col} IS NOT NULL")
+            f"USING (sample_id) WHERE isfinite({col})")
+
+
+def _finite(expr: str) -> str:
+    # The contract writes nulls, but a NaN from another writer must not poison sums and sorts.
+    return f"CASE WHEN isfinite({expr}) THEN {expr} END"
 
 
 def coverage(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> dict[str, dict[str, dict[str, int]]]:
@@ -213,7 +221,7 @@ def coverage(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> dict[
         rows = con.execute(
             f"SELECT s.split, count(*), count(p.sample_id) FROM samples s LEFT JOIN "
             f"(SELECT sample_id FROM preds WHERE indicator = {literal(ind)}) p USING (sample_id) "
-            f"WHERE s.{quote(ind)} IS NOT NULL GROUP BY 1").fetchall()
+            f"WHERE isfinite(s.{quote(ind)}) GROUP BY 1").fetchall()
         for split, n_true, n_pred in rows:
             out.setdefault(split, {})[ind] = {"with_truth": n_true, "with_prediction": n_pred}
     return out
@@ -371,7 +379,8 @@ def morans_i(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], permutat
         FROM residuals a JOIN nb ON a.h3_cell = nb.i
         JOIN residuals b ON b.h3_cell = nb.j AND a.split = b.split AND a.indicator = b.indicator""")
     stats = con.execute("""
-        WITH u AS (SELECT split, indicator, count(*) AS n, sum(z * z) AS m2 FROM residuals GROUP BY ALL),
+        WITH u AS (SELECT m.split, m.indicator, count(r.z) AS n, sum(r.z * r.z) AS m2 FROM metrics m
+                   LEFT JOIN residuals r USING (split, indicator) WHERE m.grp IS NULL GROUP BY ALL),
         c AS (SELECT w.split, w.indicator, sum(w.w) AS s0, sum(w.w * a.z * b.z) AS num
               FROM weights w JOIN residuals a ON a.split = w.split AND a.indicator = w.indicator AND a.idx = w.i
               JOIN residuals b ON b.split = w.split AND b.indicator = w.indicator AND b.idx = w.j GROUP BY ALL)

@@ -308,7 +308,7 @@ def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) 
     import matplotlib.pyplot as plt
 
     pts = con.execute(f"""
-        SELECT j.lon, j.lat, m.mae FROM ({M.joined(ind)}) j
+        SELECT j.lon, j.lat, coalesce(m.mae, 'NaN'::DOUBLE) AS mae FROM ({M.joined(ind)}) j
         JOIN metrics m ON m.split = j.split AND m.grp = j.grp AND m.indicator = {M.literal(ind)}
         WHERE j.split = {M.literal(split)} USING SAMPLE reservoir({MAX_POINTS} ROWS) REPEATABLE ({int(seed)})
     """).fetchnumpy()
