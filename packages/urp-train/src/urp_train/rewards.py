@@ -13,7 +13,6 @@ logs each function's mean separately.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -85,13 +84,24 @@ REWARDS: dict[str, RewardFunc] = {"accuracy": accuracy_reward, "format": format_
 """Rewards by the name used in configs (``reward_funcs: [accuracy, format]``)."""
 
 
+class BoundReward:
+    """A registry reward with options bound; TRL logs it under ``__name__`` (the registry name)."""
+
+    def __init__(self, name: str, func: RewardFunc, options: dict[str, Any]):
+        self.__name__ = name
+        self.func = func
+        self.options = options
+
+    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
+        return self.func(prompts, completions, **columns, **self.options)
+
+
 def reward_funcs(names: Sequence[str], **options: Any) -> list[RewardFunc]:
     """The named rewards, each bound to the ``options`` among its keyword-only parameters.
 
-    E.g. ``reward_funcs(["accuracy", "format"], scale=3.0)``; the bound functions keep their
-    registry name as ``__name__`` (TRL logs ``rewards/<name>/mean``).
+    E.g. ``reward_funcs(["accuracy", "format"], scale=3.0)``; TRL logs ``rewards/<name>/mean``.
     """
-    funcs = []
+    funcs: list[RewardFunc] = []
     for name in names:
         if name not in REWARDS:
             raise ValueError(f"unknown reward {name!r}; choose from {', '.join(REWARDS)}")
@@ -99,8 +109,5 @@ def reward_funcs(names: Sequence[str], **options: Any) -> list[RewardFunc]:
         params = inspect.signature(func).parameters
         bound = {k: v for k, v in options.items()
                  if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
-        wrapped = functools.update_wrapper(functools.partial(func, **bound), func)
-        wrapped.__name__ = name
-        funcs.append(wrapped)
+        funcs.append(BoundReward(name, func, bound))
     return funcs
-

@@ -1,0 +1,238 @@
+"""GRPO with geographic-group advantages: a thin subclass of TRL's GRPOTrainer.
+
+TRL normalises each completion's reward within the ``num_generations`` completions of its
+prompt. Urban-R1's first mechanism normalises within the *geographic group* instead: with
+``advantage_grouping="group"`` every completion of every prompt of one group (``group``
+column, e.g. an H3 parent cell) in the generation batch, across all processes, shares one
+baseline (mean) and, with ``scale_rewards="group"``, one standard deviation. A sampler puts
+``prompts_per_group`` prompts of one group next to each other so a generation batch holds
+several prompts per group. ``advantage_grouping="prompt"`` (the default) is TRL's behaviour.
+
+Two hooks are overridden, both calling ``super()``: ``_calculate_rewards`` (remembers the
+gathered rewards and group keys, logs per-group rewards) and
+``_generate_and_score_completions`` (replaces the advantages when grouping by a column).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from torch.utils.data import Sampler
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler, nanstd
+
+from urp_train.rewards import DEFAULT_ACCURACY_SCALE
+
+logger = logging.getLogger(__name__)
+
+PROMPT = "prompt"
+
+
+@dataclass
+class URPGRPOConfig(GRPOConfig):
+    """TRL's GRPOConfig plus the URP rewards and geographic-group advantages."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Rewards by name (urp_train.rewards.REWARDS); weight them with reward_weights "
+                          "(the total is accuracy + λ·format with reward_weights [1, λ])."},
+    )
+    accuracy_scale: float = field(
+        default=DEFAULT_ACCURACY_SCALE,
+        metadata={"help": "Score points at which the accuracy reward max(0, 1 - |pred - target| / scale) is 0."},
+    )
+    accuracy_scales: dict[str, float] | str | None = field(
+        default=None,
+        metadata={"help": "Per-indicator accuracy scales overriding accuracy_scale, e.g. '{\"gdp\": 3.0}'."},
+    )
+    advantage_grouping: str = field(
+        default=PROMPT,
+        metadata={"help": "'prompt': normalise rewards within each prompt's completions (TRL). A column name "
+                          "such as 'group': normalise within each value of that column across the whole "
+                          "generation batch and all processes (Urban-R1's group-wise advantages)."},
+    )
+    prompts_per_group: int = field(
+        default=2,
+        metadata={"help": "When grouping by a column, prompts of one group placed together in a generation "
+                          "batch; must divide generation_batch_size / num_generations."},
+    )
+    reward_log_column: str | None = field(
+        default="group",
+        metadata={"help": "Log the mean reward per value of this column (rewards_by_<column>/<value>/...); "
+                          "empty to turn off."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.accuracy_scales, str):
+            import json
+
+            self.accuracy_scales = json.loads(self.accuracy_scales)
+        if self.accuracy_scale <= 0 or any(v <= 0 for v in (self.accuracy_scales or {}).values()):
+            raise ValueError(f"accuracy scales must be positive (got {self.accuracy_scale}, "
+                             f"{self.accuracy_scales}); they are score points (0-9.9)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"reward_weights {self.reward_weights} needs one weight per reward in "
+                             f"reward_funcs {self.reward_funcs}")
+        self.reward_log_column = self.reward_log_column or None
+        if self.advantage_grouping != PROMPT:
+            prompts = self.generation_batch_size // self.num_generations
+            if self.prompts_per_group < 1 or prompts % self.prompts_per_group:
+                raise ValueError(
+                    f"prompts_per_group={self.prompts_per_group} must divide the {prompts} prompts of a "
+                    f"generation batch (generation_batch_size {self.generation_batch_size} / num_generations "
+                    f"{self.num_generations}); change one of them")
+            if self.remove_unused_columns:
+                raise ValueError(f"advantage_grouping={self.advantage_grouping!r} reads that column from the "
+                                 "dataset; set remove_unused_columns to false")
+
+
+def grouped_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, groups: Sequence[Hashable], *,
+                       scale_rewards: str = "group",
+                       aggregation: str = "sum_then_normalize") -> torch.Tensor:
+    """Advantages with the baseline (and scale) computed within each group of ``groups``.
+
+    ``rewards_per_func`` is (N, F) with NaN where a reward does not apply; ``groups`` gives each
+    of the N completions its group key. With ``groups[i] = i // num_generations`` this is TRL's
+    own per-prompt computation (same NaN handling, same 1e-4 in the denominator, unbiased std).
+    A completion no reward applies to gets advantage 0.
+    """
+    keys = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+    index = torch.tensor([keys[g] for g in groups], device=rewards_per_func.device)
+    members = [torch.nonzero(index == k).squeeze(1) for k in range(len(keys))]
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+
+    def within(x: torch.Tensor, scale: bool) -> torch.Tensor:
+        """x minus its group's mean, over its group's std when scale (the std is also returned)."""
+        mean, std = torch.empty_like(x), torch.empty_like(x)
+        for m in members:
+            mean[m] = torch.nanmean(x[m], dim=0)
+            std[m] = nanstd(x[m], dim=0) if len(m) > 1 else torch.zeros_like(x[m][0])
+        return (x - mean) / (std + 1e-4) if scale else x - mean, std
+
+    w = weights.to(rewards_per_func.device)
+    if aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * w).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        centred, std = within(rewards, scale=False)
+        if scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        advantages = centred / (std + 1e-4) if scale_rewards != "none" else centred
+    elif aggregation == "normalize_then_sum":
+        normalised, _ = within(rewards_per_func, scale=True)
+        rewards = (normalised * w).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros(())
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+    else:
+        raise ValueError(f"unknown multi_objective_aggregation {aggregation!r}")
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+class GroupedRepeatSampler(Sampler[int]):
+    """TRL's RepeatSampler over an order that keeps runs of ``prompts_per_group`` same-group prompts.
+
+    Each epoch: shuffle each group's examples, cut them into runs of ``prompts_per_group``,
+    shuffle the runs, concatenate. TRL's RepeatSampler then chunks that order into generation
+    batches and repeats each prompt ``mini_repeat_count`` times, exactly as without grouping.
+    Every process draws the same order (same seed), as TRL requires.
+    """
+
+    def __init__(self, groups: Sequence[Hashable], prompts_per_group: int, mini_repeat_count: int,
+                 batch_size: int = 1, repeat_count: int = 1, shuffle: bool = True, seed: int | None = None):
+        self.groups = list(groups)
+        self.prompts_per_group = prompts_per_group
+        self.shuffle = shuffle
+        self.rng = random.Random(seed)
+        self.positions = RepeatSampler(range(len(self.groups)), mini_repeat_count, batch_size, repeat_count,
+                                       shuffle=False)
+
+    def order(self) -> list[int]:
+        by_group: dict[Hashable, list[int]] = defaultdict(list)
+        for i, g in enumerate(self.groups):
+            by_group[g].append(i)
+        runs = []
+        for members in by_group.values():
+            if self.shuffle:
+                self.rng.shuffle(members)
+            runs += [members[i:i + self.prompts_per_group] for i in range(0, len(members), self.prompts_per_group)]
+        if self.shuffle:
+            self.rng.shuffle(runs)
+        return [i for run in runs for i in run]
+
+    def __iter__(self):
+        order = self.order()
+        return (order[p] for p in self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+class URPGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer with ``advantage_grouping`` and per-group reward logging (see the module docstring)."""
+
+    args: URPGRPOConfig
+
+    def _group_by(self) -> str | None:
+        grouping = getattr(self.args, "advantage_grouping", PROMPT)
+        return None if grouping == PROMPT else grouping
+
+    def _get_train_sampler(self, dataset: Any = None) -> Sampler:
+        column = self._group_by()
+        if column is None:
+            return super()._get_train_sampler(dataset)
+        dataset = self.train_dataset if dataset is None else dataset
+        return GroupedRepeatSampler(
+            dataset[column], self.args.prompts_per_group, mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            shuffle=self.shuffle_dataset, seed=self.args.seed,
+        )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._urp_groups = None
+        column = self._group_by()
+        if column is not None:
+            self._urp_groups = gather_object([x[column] for x in inputs])  # same order as gathered rewards
+        log_column = getattr(self.args, "reward_log_column", None)
+        if log_column is not None and log_column in inputs[0]:
+            keys = self._urp_groups if log_column == column else gather_object([x[log_column] for x in inputs])
+            self._log_rewards_by(log_column, keys, rewards_per_func)
+        self._urp_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _log_rewards_by(self, column: str, keys: list, rewards_per_func: torch.Tensor) -> None:
+        mode = "train" if self.model.training else "eval"
+        total = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        for key in dict.fromkeys(keys):
+            rows = torch.tensor([k == key for k in keys], device=total.device)
+            self._metrics[mode][f"rewards_by_{column}/{key}/mean"].append(torch.nanmean(total[rows]).item())
+            for i, name in enumerate(self.reward_func_names):
+                value = torch.nanmean(rewards_per_func[rows, i]).item()
+                self._metrics[mode][f"rewards_by_{column}/{key}/{name}"].append(value)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self._group_by() is None:
+            return output
+        advantages = grouped_advantages(
+            self._urp_rewards_per_func, self.reward_weights, self._urp_groups, scale_rewards=self.scale_rewards,
+            aggregation=self.multi_objective_aggregation,
+        )
+        n = len(inputs)
+        start = self.accelerator.process_index * n
+        output["advantages"] = advantages[start:start + n]
+        logged = self._logs["advantages"]  # a bounded deque that ends with TRL's per-prompt advantages
+        for _ in range(min(len(advantages), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
+        return output
