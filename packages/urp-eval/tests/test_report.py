@@ -1,0 +1,189 @@
+"""The bias-report and compare commands: exit codes, thresholds, one-line errors, HTML, no torch."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from urp_data.schema import split_path
+from urp_eval.cli import main
+from urp_eval.report import ReportConfig, check_thresholds
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def report_args(build: Path, preds: Path, out: Path, *extra: str) -> list[str]:
+    return ["bias-report", "--data", str(build), "--predictions", str(preds), "--out", str(out),
+            "--permutations", "9", *extra]
+
+
+@pytest.fixture(scope="module")
+def summary(build: Path, predictions: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("rep")
+    assert main(report_args(build, predictions, out, "--split", "test", "--min-group-size", "5")) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_exit_codes_follow_thresholds(build: Path, predictions: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture, summary: dict) -> None:
+    rho = {i: m["spearman"] for i, m in summary["metrics"]["test_unseen"].items()}
+    code, _, err = run(capsys, *report_args(build, predictions, tmp_path / "a", "--fail-under",
+                                            f"spearman={min(rho.values()) - 1e-6}"))
+    assert code == 0, err
+    code, _, err = run(capsys, *report_args(build, predictions, tmp_path / "b", "--fail-under",
+                                            f"spearman={rho['population'] + 1e-6}", "--fail-under", "answer_rate=0"))
+    assert code == 1
+    assert "threshold breached: spearman of population on test_unseen" in err
+    assert "answer_rate" not in err  # that threshold held
+    written = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert written["passed"] is False
+    assert {(c["metric"], c["indicator"]) for c in written["thresholds"] if not c["passed"]} >= {
+        ("spearman", "population")}
+
+
+def test_max_gap(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run(capsys, *report_args(build, predictions, tmp_path / "a", "--min-group-size", "5",
+                                            "--max-gap", "mae=0"))
+    assert code == 1 and "best - worst group gap of mae" in err
+    code, _, err = run(capsys, *report_args(build, predictions, tmp_path / "b", "--min-group-size", "5",
+                                            "--max-gap", "mae=1e12"))
+    assert code == 0, err
+
+
+def test_threshold_logic_fails_closed() -> None:
+    cfg = ReportConfig(data="d", predictions="p", fail_under=["spearman=0.5"], max_gap=["rmse=10"])
+    summary = {"metrics": {"test_unseen": {"a": {"spearman": 0.5}, "b": {"spearman": None}}},
+               "bias": {"test_unseen": {"a": {"rmse": {"gap": 10.0}}, "b": {"rmse": {"gap": 10.5}}}}}
+    got = {(c["kind"], c["indicator"]): c["passed"] for c in check_thresholds(summary, cfg)}
+    assert got == {("fail_under", "a"): True, ("fail_under", "b"): False,
+                   ("max_gap", "a"): True, ("max_gap", "b"): False}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fail-under", "rmse=3"], "--fail-under 'rmse=3'"),
+    (["--fail-under", "spearman"], "METRIC=VALUE"),
+    (["--max-gap", "spearman=abc"], "METRIC=VALUE"),
+    (["--group-by", "h3:9"], "resolution 8"),
+    (["--group-by", "admin"], "choose group, country or h3:R"),
+    (["--split", "holdout"], "unknown split 'holdout'"),
+    (["--anchor", "gdp"], "--anchor 'gdp'"),
+])
+def test_usage_errors_exit_2(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                             flags: list[str], message: str) -> None:
+    code, _, err = run(capsys, *report_args(build, predictions, tmp_path, *flags))
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def _copy_build(build: Path, dest: Path, **replace: pa.Table) -> Path:
+    dest.mkdir()
+    for f in build.iterdir():
+        (dest / f.name).write_bytes(f.read_bytes())
+    for split, table in replace.items():
+        pq.write_table(table, split_path(dest, split))
+    return dest
+
+
+def test_bad_inputs_exit_2(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    preds = pq.read_table(predictions)
+    cases: dict[str, tuple[Path, Path]] = {}
+    cases["not found"] = (build, tmp_path / "missing.parquet")
+    pq.write_table(preds.drop(["prediction"]), tmp_path / "noprediction.parquet")
+    cases["no column 'prediction'"] = (build, tmp_path / "noprediction.parquet")
+    pq.write_table(preds.set_column(preds.schema.get_field_index("prediction"), "prediction",
+                                    pa.array(["x"] * len(preds))), tmp_path / "strings.parquet")
+    cases["expected a float"] = (build, tmp_path / "strings.parquet")
+    (tmp_path / "garbage.parquet").write_bytes(b"not parquet")
+    cases["not a readable Parquet file"] = (build, tmp_path / "garbage.parquet")
+    other = preds.set_column(0, "sample_id", pa.array([f"x{i}" for i in range(len(preds))]))
+    pq.write_table(other, tmp_path / "other.parquet")
+    cases["matches a sample"] = (build, tmp_path / "other.parquet")
+    pq.write_table(pa.concat_tables([preds, preds.slice(0, 1)]), tmp_path / "dup.parquet")
+    cases["several predictions for sample"] = (build, tmp_path / "dup.parquet")
+    unseen = pq.read_table(split_path(build, "test_unseen"))
+    cases["has no rows"] = (_copy_build(build, tmp_path / "empty", test_unseen=unseen.slice(0, 0)), predictions)
+    cases["has no column 'group'"] = (_copy_build(build, tmp_path / "nogroup", test_unseen=unseen.drop(["group"])),
+                                      predictions)
+    cases["manifest.json not found"] = (tmp_path, predictions)
+    for message, (b, p) in cases.items():
+        code, _, err = run(capsys, *report_args(b, p, tmp_path / "out"))
+        assert code == 2, (message, err)
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, (message, err)
+
+
+def test_traceback_only_with_urp_debug(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("URP_DEBUG", "1")
+    code, _, err = run(capsys, *report_args(build, tmp_path / "missing.parquet", tmp_path / "out"))
+    assert code == 2 and "Traceback" in err
+
+
+def test_report_never_imports_torch(build: Path, predictions: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from urp_eval.cli import main\n"
+        f"rc = main({report_args(build, predictions, tmp_path)!r})\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'vllm', 'urp_train') if m in sys.modules)\n"
+        "print('HEAVY', heavy, 'RC', rc)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY [] RC 0" in res.stdout, res.stdout + res.stderr
+
+
+def test_html_is_self_contained_with_png_plots(build: Path, predictions: Path, tmp_path: Path) -> None:
+    assert main(report_args(build, predictions, tmp_path, "--min-group-size", "5")) == 0
+    text = (tmp_path / "report.html").read_text()
+    assert not re.search(r"(?:https?:|ftp:)?//[\w.-]+\.\w", text.replace("http://www.w3.org", ""))
+    assert "<script" not in text and "<link" not in text and "@import" not in text
+    sources = re.findall(r'src="([^"]+)"', text)
+    assert len(sources) == 6  # scatter, map and bars for each of the two indicators
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert mpimg.imread(io.BytesIO(png)).shape[0] > 100  # decodes to a real image
+    assert "Headline" in text and "population" in text
+
+
+def test_groups_parquet_has_one_row_per_split_indicator_group(build: Path, predictions: Path,
+                                                              tmp_path: Path, summary: dict) -> None:
+    assert main(report_args(build, predictions, tmp_path, "--split", "test")) == 0
+    groups = pq.read_table(tmp_path / "groups.parquet").to_pandas()
+    assert not groups.duplicated(["split", "indicator", "group"]).any()
+    assert groups.groupby(["split", "indicator"]).n.sum().to_dict() == {
+        (s, i): m["n"] for s, per in summary["metrics"].items() for i, m in per.items()}
+
+
+def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                 make_predictions) -> None:
+    worse = make_predictions(build, tmp_path / "worse.parquet", seed=7, answer_rate=0.5)
+    assert main(report_args(build, predictions, tmp_path / "a")) == 0
+    assert main(report_args(build, worse, tmp_path / "b")) == 0
+    assert main(report_args(build, predictions, tmp_path / "seen", "--split", "seen")) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b" / "summary.json"))
+    assert code == 0
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"]["test_unseen"]["population"]
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())["metrics"]["test_unseen"]["population"]
+    line = next(ln for ln in out.splitlines() if ln.startswith("test_unseen") and " population " in ln
+                and " answer_rate " in ln)
+    assert line.split()[-3:] == [f"{a['answer_rate']:.4g}", f"{b['answer_rate']:.4g}",
+                                 f"{b['answer_rate'] - a['answer_rate']:.4g}"]
+    code, out, _ = run(capsys, "compare", str(tmp_path / "seen"), str(tmp_path / "a"))
+    assert code == 0 and "test_seen / test_unseen" in out
+    code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "nothing"))
+    assert code == 2 and "not found" in err
