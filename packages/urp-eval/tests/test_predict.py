@@ -1,0 +1,129 @@
+"""urp-eval predict: baselines against scikit-learn, answer parsing and score mapping, resume, atomic output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.neighbors import BallTree
+
+from urp_data.schema import load_manifest, split_path
+from urp_eval import predict as P
+from urp_eval.cli import main
+from urp_eval.predict import PREDICTION_SCHEMA, PredictConfig, predict
+
+
+def test_knn_matches_sklearn_haversine_balltree() -> None:
+    rng = np.random.default_rng(0)
+    tlat, tlon = rng.uniform(-80, 80, 500), rng.uniform(-180, 180, 500)
+    values = rng.normal(size=500)
+    qlat, qlon = rng.uniform(-80, 80, 200), rng.uniform(-180, 180, 200)
+    qlon[:5] = 179.9  # neighbours across the antimeridian
+    tree = BallTree(np.radians(np.column_stack([tlat, tlon])), metric="haversine")  # (lat, lon) order
+    _, idx = tree.query(np.radians(np.column_stack([qlat, qlon])), k=7)
+    np.testing.assert_allclose(P.knn_mean(tlat, tlon, values, qlat, qlon, 7), values[idx].mean(axis=1), rtol=1e-12)
+    # k above the number of training points: the mean of all of them
+    np.testing.assert_allclose(P.knn_mean(tlat[:3], tlon[:3], values[:3], qlat, qlon, 7), values[:3].mean())
+
+
+@pytest.mark.parametrize("backend", ["knn", "mean"])
+def test_baselines_write_one_row_per_sample_and_indicator(build: Path, tmp_path: Path, backend: str) -> None:
+    out = predict(PredictConfig(data=str(build), out=str(tmp_path / "p.parquet"), backend=backend, split="test"))
+    table = pq.read_table(out)
+    assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
+    manifest = load_manifest(build)
+    train = pq.read_table(split_path(build, "train")).to_pandas()
+    for split in ("test_seen", "test_unseen"):
+        truth = pq.read_table(split_path(build, split)).to_pandas()
+        for ind in manifest.indicators:
+            rows = table.filter((table["indicator"].to_numpy(zero_copy_only=False) == ind)
+                                & (table["split"].to_numpy(zero_copy_only=False) == split)).to_pandas()
+            assert sorted(rows.sample_id) == sorted(truth[truth[ind].notna()].sample_id)
+            if backend == "mean":
+                np.testing.assert_allclose(rows.prediction, train[ind].mean(), rtol=1e-12)
+            np.testing.assert_allclose(rows.score, manifest.indicators[ind].score_scale().to_score(rows.prediction))
+            assert (rows.model == ("train-mean" if backend == "mean" else "knn(k=5)")).all()
+
+
+class FakeGenerator:
+    """Stands in for a model: answers from a script, one entry per prompt."""
+
+    calls: list[int] = []
+
+    def __init__(self, cfg: PredictConfig) -> None:
+        self.k = cfg.samples_per_prompt
+
+    def generate(self, messages, images):
+        FakeGenerator.calls.append(len(messages))
+        assert all(im.size == (32, 32) for im in images)
+        assert all(m[1]["content"][0] == {"type": "image"} for m in messages)
+        answers = ["<think>dense</think><answer>4.5</answer>", "no answer here", "<answer>9.9</answer>"]
+        out = []
+        for i in range(len(messages)):  # [4.5, 9.9], [none, none] or [9.9, 9.9]
+            a = (len(FakeGenerator.calls) + i) % 3
+            out.append([answers[a]] + [answers[1 if a == 1 else 2]] * (self.k - 1))
+        return out
+
+
+def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
+    out = tmp_path / "p.parquet"
+    cfg = dict(data=str(build), out=str(out), model="fake-model", max_samples=6, batch_size=4, save_every=4,
+               samples_per_prompt=2, temperature=1.0)
+    predict(PredictConfig(**cfg))
+    first = pq.read_table(out).to_pandas()
+    unseen = pq.read_table(split_path(build, "test_unseen")).sort_by("sample_id").slice(0, 6).to_pandas()
+    assert len(first) == unseen[["population", "night_light"]].notna().sum().sum()
+    scale = load_manifest(build).indicators["population"].score_scale()
+    for _, r in first.iterrows():
+        parsed = [v for v in (4.5 if "4.5" in c else 9.9 if "9.9" in c else None for c in r.completions)
+                  if v is not None]
+        assert r.n_parsed == len(parsed) and len(r.completions) == 2
+        if parsed:
+            assert r.score == pytest.approx(np.mean(parsed))
+            if r.indicator == "population":
+                assert r.prediction == pytest.approx(scale.to_value(np.mean(parsed)))
+        else:
+            assert np.isnan(r.score) and np.isnan(r.prediction)
+    assert first.prediction.isna().any() and first.prediction.notna().any()
+    # resume with more samples: the first rows are kept as they were, nothing is duplicated
+    FakeGenerator.calls = []
+    predict(PredictConfig(**{**cfg, "max_samples": 9}))
+    second = pq.read_table(out).to_pandas()
+    assert not second.duplicated(["sample_id", "indicator"]).any()
+    assert sum(FakeGenerator.calls) == len(second) - len(first) > 0
+    kept = second.merge(first, on=["sample_id", "indicator"], suffixes=("", "_first"))
+    assert len(kept) == len(first) and (kept.completions.map(list) == kept.completions_first.map(list)).all()
+    assert not list(tmp_path.glob("*.tmp"))
+    # another model into the same file is refused
+    with pytest.raises(P.InputError, match="holds predictions of fake-model"):
+        predict(PredictConfig(**{**cfg, "model": "other-model"}))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "transformers"], "needs --model"),
+    (["--backend", "knn", "--model", "x"], "uses no model"),
+    (["--backend", "gpt"], "choose one of transformers"),
+    (["--model", "m", "--samples-per-prompt", "4"], "set --temperature above 0"),
+    (["--backend", "mean", "--indicators", "gdp"], "gdp not in"),
+    (["--backend", "mean", "--split", "holdout"], "unknown split"),
+])
+def test_predict_usage_errors(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                              argv: list[str], message: str) -> None:
+    code = main(["predict", "--data", str(build), "--out", str(tmp_path / "p.parquet"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_config_file_and_flags(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tmp_path / "predict.yaml"
+    cfg.write_text(f"data: {build}\nbackend: knn\nk: 3\nsplit: unseen\n")
+    out = tmp_path / "p.parquet"
+    assert main(["predict", "--config", str(cfg), "--out", str(out), "--k", "2"]) == 0
+    assert set(pq.read_table(out)["model"].to_pylist()) == {"knn(k=2)"}  # the flag wins
+    cfg.write_text(f"data: {build}\nneighbours: 3\n")
+    assert main(["predict", "--config", str(cfg)]) == 2
+    assert "unknown option(s) neighbours" in capsys.readouterr().err
