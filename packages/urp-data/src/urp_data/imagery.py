@@ -83,7 +83,7 @@ class RasterImagery:
     """A local raster (GeoTIFF, COG, or any GDAL image) cut with windowed, resampled reads.
 
     ``bands`` are 1-based, in R, G, B order. ``rescale`` maps raw values to 0-255: a [low, high]
-    pair, ``auto`` (2nd-98th percentile of valid pixels, per band; identity for uint8), or None.
+    pair, ``auto`` (2nd-98th percentile of valid pixels, per band: Landsat DNs are dark), or None.
     ``crs`` and ``bounds`` georeference an image that has no CRS (e.g. a global JPEG in
     plate carrée: ``crs: EPSG:4326, bounds: [-180, -90, 180, 90]``).
     """
@@ -141,7 +141,7 @@ class RasterImagery:
         return mem
 
     def _fit_rescale(self, rescale: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        if rescale is None or (rescale == "auto" and self.ds.dtypes[0] == "uint8"):
+        if rescale is None:
             return None
         if rescale == "auto":
             f = max(1, max(self.ds.width, self.ds.height) // 1024)

@@ -339,7 +339,7 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
         raise NoImageryError(f"no sample of region {region.name} has imagery (all {n} skipped); "
                              "check that the imagery covers the area")
     counts["buffer_dropped"] = plan.n_buffer
-    counts["planned"] = n
+    counts["sampled"] = n + plan.n_buffer  # = rows written + buffer_dropped + skipped_no_imagery
     scales = _fit_scales(final / "train.parquet", indicators)
     infos = {}
     for ind in src.indicators:

@@ -125,11 +125,22 @@ def arrow_schema(indicators: Sequence[str]) -> pa.Schema:
             "geometry": {
                 "encoding": "WKB",
                 "geometry_types": ["Polygon"],
-                "crs": None,  # null CRS means OGC:CRS84 (lon/lat WGS84) in GeoParquet
+                # no "crs" key: GeoParquet then means OGC:CRS84 (lon/lat WGS84); null would mean unknown
             }
         },
     }
-    return pa.schema(fields, metadata={b"geo": json.dumps(geo).encode()})
+    hf = {"info": {"features": {f.name: _hf_feature(f.name, f.type) for f in fields}}}
+    return pa.schema(fields, metadata={b"geo": json.dumps(geo).encode(), b"huggingface": json.dumps(hf).encode()})
+
+
+def _hf_feature(name: str, typ: pa.DataType) -> dict[str, Any]:
+    """Hugging Face ``datasets`` feature metadata, so ``load_dataset("parquet")`` decodes ``image`` to PIL."""
+    if name == "image":
+        return {"_type": "Image"}
+    if pa.types.is_list(typ):
+        inner = typ.value_type
+        return {"feature": {f.name: _hf_feature(f.name, f.type) for f in inner}, "_type": "List"}
+    return {"dtype": str(typ).replace("double", "float64"), "_type": "Value"}
 
 
 def indicator_columns(schema: pa.Schema) -> list[str]:

@@ -1,0 +1,263 @@
+"""Builds of small real regions: outputs, bad inputs, resume after a kill, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+
+from urp_data.cli import main
+from urp_data.config import BuildConfig
+from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
+from urp_data.pipeline import build
+from urp_data.schema import SPLITS, load_manifest, split_path
+
+
+def _read_all(build_dir: Path):
+    return {s: pq.read_table(split_path(build_dir, s)).to_pylist() for s in SPLITS}
+
+
+def _run(region: Path, out: Path, **kw) -> Path:
+    return build(BuildConfig(region=str(region), out=str(out), **kw))
+
+
+def test_small_region_builds_with_all_modalities(write_region, tmp_path):
+    out = _run(write_region(), tmp_path / "out")
+    rows = [r for part in _read_all(out).values() for r in part]
+    assert len(rows) >= 20
+    r = rows[0]
+    assert r["sample_id"] == f"mini-{r['h3_cell']}"
+    assert r["image"]["bytes"][:3] == b"\xff\xd8\xff"  # JPEG
+    assert r["address"] and r["nearby_places"]
+    assert all(p["direction"] and p["distance_km"] >= 0 for p in r["nearby_places"])
+    dists = [p["distance_km"] for p in r["nearby_places"]]
+    assert dists == sorted(dists)
+    m = load_manifest(out)
+    assert sum(m.counts["per_split"].values()) == len(rows)
+    assert set(m.indicators) == {"census_count", "population"}
+    assert all(i["sha256"] for i in m.inputs if i["role"] == "imagery")
+
+
+def test_rebuild_is_deterministic(write_region, tmp_path):
+    region = write_region()
+    a = _read_all(_run(region, tmp_path / "a"))
+    b = _read_all(_run(region, tmp_path / "b"))
+    for s in SPLITS:
+        assert [r["sample_id"] for r in a[s]] == [r["sample_id"] for r in b[s]]
+        assert [r["image"]["bytes"] for r in a[s]] == [r["image"]["bytes"] for r in b[s]]
+
+
+def test_nodata_indicator_is_null_not_zero(write_region, tmp_path, data_dir):
+    # An indicator raster whose western half is nodata: samples there must get null.
+    src = rasterio.open(data_dir / "demo/olinda_l7_etm.tif")
+    arr = src.read(4).astype("float32")
+    arr[:, : arr.shape[1] // 2] = -9999
+    path = tmp_path / "ind.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32",
+                       crs=src.crs, transform=src.transform, nodata=-9999) as dst:
+        dst.write(arr, 1)
+    mid_lon = src.xy(0, src.width // 2)[0]
+    region = write_region(area={"bbox": [-34.90, -8.02, -34.84, -7.99]},
+                          indicators=[{"name": "nir", "type": "raster", "path": str(path), "stat": "mean"}])
+    out = _run(region, tmp_path / "out")
+    rows = [r for part in _read_all(out).values() for r in part]
+    from pyproj import Transformer
+
+    to_utm = Transformer.from_crs("EPSG:4326", src.crs, always_xy=True)
+    west = [r for r in rows if to_utm.transform(r["lon"], r["lat"])[0] < mid_lon - 600]
+    east = [r for r in rows if to_utm.transform(r["lon"], r["lat"])[0] > mid_lon + 600]
+    assert west and east
+    assert all(r["nir"] is None for r in west)
+    assert all(r["nir"] is not None and r["nir"] > 0 for r in east)
+
+
+def test_census_count_is_null_outside_the_tracts(write_region, tmp_path):
+    # The tracts cover Olinda only: neighbouring Recife and Paulista, and the sea, get null.
+    out = _run(write_region(area={"bbox": [-34.92, -8.04, -34.82, -7.95]}), tmp_path / "out")
+    rows = [r for part in _read_all(out).values() for r in part]
+    assert any(r["census_count"] is None for r in rows)
+    assert sum(r["census_count"] is not None for r in rows) > 20
+    assert all(r["census_count"] is None or r["census_count"] > 0 for r in rows)
+
+
+def test_missing_imagery_is_skipped_and_counted(write_region, tmp_path):
+    # Half of this bbox lies east of the Olinda scene.
+    out = _run(write_region(area={"bbox": [-34.85, -8.02, -34.79, -7.99]}), tmp_path / "out")
+    m = load_manifest(out)
+    assert m.counts["skipped_no_imagery"] > 0
+    assert sum(m.counts["per_split"].values()) > 0
+    assert sum(m.counts["per_split"].values()) + m.counts["skipped_no_imagery"] + m.counts["buffer_dropped"] \
+        == m.counts["sampled"]
+
+
+def test_missing_imagery_can_fail_and_leaves_no_split_files(write_region, tmp_path):
+    region = write_region(area={"bbox": [-34.85, -8.02, -34.79, -7.99]}, chip={"on_missing_imagery": "fail"})
+    with pytest.raises(NoImageryError, match="no imagery covers cell"):
+        _run(region, tmp_path / "out")
+    assert not (tmp_path / "out" / "mini").exists()
+
+
+def test_region_without_any_imagery_fails_cleanly(write_region, tmp_path):
+    with pytest.raises(NoImageryError, match="no sample"):
+        _run(write_region(area={"bbox": [10.0, 10.0, 10.05, 10.05]}), tmp_path / "out")
+    assert not (tmp_path / "out" / "mini").exists()
+
+
+def test_empty_region(write_region, tmp_path):
+    with pytest.raises(RegionError, match="no H3 cells"):
+        _run(write_region(area={"bbox": [-34.85, -8.0, -34.8499, -7.9999]}), tmp_path / "out")
+
+
+def test_unknown_region(tmp_path):
+    with pytest.raises(RegionError, match="unknown region 'atlantis'"):
+        build(BuildConfig(region="atlantis", out=str(tmp_path)))
+
+
+def test_unknown_config_key_is_an_error(write_region, tmp_path):
+    with pytest.raises(RegionError, match="unknown key"):
+        _run(write_region(chip={"size": 64}), tmp_path / "out")
+
+
+def test_raster_without_crs(write_region, tmp_path, data_dir):
+    src = rasterio.open(data_dir / "demo/olinda_l7_etm.tif")
+    path = tmp_path / "nocrs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=src.width, height=src.height, count=3,
+                       dtype="uint8") as dst:
+        dst.write(src.read([3, 2, 1]))
+    with pytest.raises(InputError, match="has no CRS"):
+        _run(write_region(imagery=[{"type": "raster", "path": str(path)}]), tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["demo/olinda_l7_etm.tif", "demo/foz_cde_lc08_b2b3b4.tif"])
+def test_truncated_raster(write_region, tmp_path, data_dir, name):
+    raw = (data_dir / name).read_bytes()
+    path = tmp_path / "truncated.tif"
+    path.write_bytes(raw[: len(raw) // 3])
+    region = write_region(imagery=[{"type": "raster", "path": str(path), "bands": [3, 2, 1]}],
+                          area={"from_imagery": True} if "foz" in name else {"bbox": [-34.87, -8.02, -34.84, -7.99]})
+    with pytest.raises(InputError, match="truncated"):
+        _run(region, tmp_path / "out", samples=30)
+    assert not (tmp_path / "out" / "mini").exists()
+
+
+def test_not_a_raster(write_region, tmp_path):
+    path = tmp_path / "junk.tif"
+    path.write_text("this is not a GeoTIFF")
+    with pytest.raises(InputError, match="cannot open raster"):
+        _run(write_region(imagery=[{"type": "raster", "path": str(path)}]), tmp_path / "out")
+
+
+def test_broken_pbf(write_region, tmp_path, data_dir):
+    raw = (data_dir / "osm/monaco.osm.pbf").read_bytes()
+    path = tmp_path / "broken.osm.pbf"
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="cannot read OSM extract"):
+        _run(write_region(poi=[{"type": "osm_pbf", "path": str(path)}]), tmp_path / "out")
+
+
+def test_unwritable_output(write_region, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot write to output folder"):
+        _run(write_region(), blocker / "out")
+
+
+def test_failed_rebuild_keeps_the_previous_build(write_region, tmp_path):
+    region = write_region()
+    out = _run(region, tmp_path / "out")
+    before = _read_all(out)
+    bad = write_region(imagery=[{"type": "raster", "path": str(tmp_path / "missing.tif")}])
+    with pytest.raises(InputError):
+        _run(bad, tmp_path / "out")
+    assert _read_all(out) == before
+
+
+def test_cli_errors_are_one_line(write_region, tmp_path, capsys):
+    assert main(["build", "--region", "atlantis", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("urp-data: error: unknown region") and "\n" not in err and "Traceback" not in err
+    assert main(["build", "--out", str(tmp_path)]) == 2
+
+
+def test_cli_config_file_and_flags(write_region, tmp_path, capsys):
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text(f"region: {write_region()}\nout: {tmp_path / 'x'}\nsamples: 5\n")
+    assert main(["build", "--config", str(cfg), "--samples", "12"]) == 0  # the flag wins
+    m = load_manifest(tmp_path / "x" / "mini")
+    assert m.counts["sampled"] == 12
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_help_and_regions(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["build", "--help"])
+    assert e.value.code == 0
+    assert "--region" in capsys.readouterr().out
+    assert main(["regions"]) == 0
+    listed = capsys.readouterr().out
+    assert "demo" in listed and "global" in listed
+
+
+def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, tmp_path):
+    region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]})
+    reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "urp_data.cli", "build", "--region", str(region), "--out", str(out),
+           "--chunk-size", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunks = out / ".mini.partial" / "chunks"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(chunks.glob("chunk-*.parquet"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(chunks.glob("chunk-*.parquet")))
+    assert done_before >= 3, "the build finished or stalled before it could be killed"
+    assert not (out / "mini").exists()
+    resumed = _read_all(_run(region, out, chunk_size=8))
+    for s in SPLITS:
+        ids = [r["sample_id"] for r in resumed[s]]
+        assert len(ids) == len(set(ids))
+        assert ids == [r["sample_id"] for r in reference[s]]
+        assert resumed[s] == reference[s]
+    assert not (out / ".mini.partial").exists()
+
+
+def test_partial_build_with_another_config_is_discarded(write_region, tmp_path):
+    region = write_region()
+    out = tmp_path / "out"
+    stale = out / ".mini.partial"
+    (stale / "chunks").mkdir(parents=True)
+    (stale / "state.json").write_text(json.dumps({"key": "another config"}))
+    shutil.copy(__file__, stale / "chunks" / "chunk-000000.parquet")  # would break the build if reused
+    rows = _read_all(_run(region, out))
+    assert sum(len(v) for v in rows.values()) > 0
+
+
+def test_settlement_sampling_is_seeded_and_on_land(tmp_path, data_dir):
+    from urp_data.regions import load_region
+
+    out_a = build(BuildConfig(region="global", out=str(tmp_path / "a"), samples=60, seed=3))
+    out_b = build(BuildConfig(region="global", out=str(tmp_path / "b"), samples=60, seed=3))
+    a, b = _read_all(out_a), _read_all(out_b)
+    assert a == b
+    rows = [r for part in a.values() for r in part]
+    m = load_manifest(out_a)
+    assert m.counts["sampled"] == 60
+    assert len({r["country"] for r in rows}) > 10  # worldwide
+    unseen = {r["country"] for r in a["test_unseen"]}
+    seen = {r["country"] for s in ("train", "val") for r in a[s]}
+    assert unseen and not (unseen & seen)
+    assert load_region("global").splits.group_by == "country"
+    vals = np.array([r["night_light"] for r in rows], dtype=float)
+    assert np.isfinite(vals).all() and vals.std() > 0
