@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 
 from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
@@ -300,7 +301,8 @@ def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str) -> str:
         ax.barh(labels, [r[col] if r[col] is not None else 0.0 for r in rows], color=colors)
         ax.set_title(title)
     axes[0].invert_yaxis()
-    fig.suptitle(f"{ind} on {split}: worst {len(rows)} groups by Spearman (grey: below min group size)")
+    fig.suptitle(f"{ind} on {split}: worst {len(rows)} groups by Spearman (grey: below min group size)",
+                 y=1.0 + 0.3 / (0.25 * len(rows) + 1.2))
     return _png(fig)
 
 
@@ -315,7 +317,7 @@ def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) 
     if not len(pts["lon"]):
         return ""
     fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(pts["lon"], pts["lat"], c=pts["mae"], s=6, cmap="magma_r")
+    sc = ax.scatter(pts["lon"], pts["lat"], c=pts["mae"], s=max(4.0, 2000 / len(pts["lon"])), cmap="magma_r")
     fig.colorbar(sc, ax=ax, label="group MAE")
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
@@ -336,6 +338,14 @@ def _scatter(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) ->
     lo = float(min(pts["truth"].min(), pts["pred"].min()))
     hi = float(max(pts["truth"].max(), pts["pred"].max()))
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+    both = np.concatenate([pts["truth"], pts["pred"]])
+    positive = both[both > 0]
+    if lo >= 0 and len(positive) and hi > 1000 * float(np.median(positive)):  # skewed counts: log-like axes
+        linthresh = float(np.percentile(positive, 10))
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_yscale("symlog", linthresh=linthresh)
+    else:
+        ax.locator_params(axis="x", nbins=5)
     ax.set_xlabel(f"true {ind}")
     ax.set_ylabel(f"predicted {ind}")
     ax.set_title(f"{ind} on {split}")
