@@ -1,0 +1,137 @@
+"""Sources on real inputs: OSM POIs (.pbf with pyosmium, .osm XML with osmnx), rasters, XYZ tiles, geocoding."""
+
+from __future__ import annotations
+
+import io
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import osmium
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from urp_data import http
+from urp_data.config import BuildConfig
+from urp_data.geocode import Gazetteer, haversine_km
+from urp_data.imagery import RasterImagery, XYZImagery
+from urp_data.pipeline import build
+from urp_data.poi import pois_from_pbf, pois_from_xml
+
+
+def test_pbf_pois_are_named_and_typed(data_dir):
+    table = pois_from_pbf(data_dir / "osm/monaco.osm.pbf")
+    assert len(table) > 500
+    assert all(isinstance(n, str) and n for n in table.name)
+    assert {"restaurant", "cafe"} <= set(table.kind)
+    # Monaco lies within lon 7.40..7.44, lat 43.72..43.76
+    assert table.lat.min() > 43.7 and table.lat.max() < 43.77 and table.lon.min() > 7.39
+
+
+def test_xml_and_pbf_agree(data_dir, tmp_path):
+    xml = tmp_path / "monaco.osm"
+    with osmium.SimpleWriter(str(xml)) as writer:
+        for obj in osmium.FileProcessor(str(data_dir / "osm/monaco.osm.pbf")):
+            writer.add(obj)
+    from_pbf = pois_from_pbf(data_dir / "osm/monaco.osm.pbf")
+    from_xml = pois_from_xml(xml)
+    common = set(from_pbf.name) & set(from_xml.name)
+    assert len(common) > 0.8 * len(set(from_pbf.name))
+
+
+def test_nearby_pois_are_sorted_within_radius(data_dir):
+    table = pois_from_pbf(data_dir / "osm/helsinki.osm.pbf")
+    lat, lon = 60.1699, 24.9384  # Helsinki centre
+    near = table.nearby(lat, lon, k=10, radius_km=0.3)
+    assert 0 < len(near) <= 10
+    d = [p["distance_km"] for p in near]
+    assert d == sorted(d) and max(d) <= 0.3
+    idx = [int(np.flatnonzero(table.name == p["name"])[0]) for p in near]
+    true = haversine_km(lat, lon, table.lat[idx], table.lon[idx])
+    np.testing.assert_allclose(d, true, atol=0.2)  # names may repeat; distances are those of real POIs
+
+
+def test_gazetteer_addresses_and_nearby_places():
+    g = Gazetteer(1000)
+    lat, lon = np.array([-8.0089]), np.array([-34.8553])  # Olinda
+    assert g.addresses(lat, lon, ["BRA"])[0].endswith("Brazil")
+    near = g.places.nearby(-8.0089, -34.8553, 10, 100)
+    names = [p["name"] for p in near]
+    assert "Olinda" in names and "Recife" in names
+    recife = next(p for p in near if p["name"] == "Recife")
+    assert recife["direction"] in ("South", "South-West") and 3 < recife["distance_km"] < 10
+    assert g.population_within(lat, lon, 10)[0] > g.population_within(lat, lon, 1)[0] > 0  # Recife is ~6 km away
+
+
+def test_raster_chip_is_centred_and_sized(data_dir):
+    src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])
+    chip = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=96)
+    assert chip.rgb.shape == (96, 96, 3) and chip.rgb.dtype == np.uint8
+    assert chip.valid_fraction == 1.0
+    c = chip.footprint.centroid
+    assert abs(c.x + 34.87) < 1e-3 and abs(c.y + 8.0) < 1e-3  # x is lon, y is lat
+    w = haversine_km(c.y, chip.footprint.bounds[0], c.y, chip.footprint.bounds[2])
+    assert w == pytest.approx(1.0, rel=0.05)
+    assert src.read_chip(10.0, 10.0, 1000, 96) is None  # far outside
+
+
+def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
+    src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])
+    left = src.footprint().bounds[0]
+    chip = src.read_chip(-8.0, left, footprint_m=1000, size_px=64)
+    assert chip is not None and 0.3 < chip.valid_fraction < 0.7
+    assert (chip.rgb[:, :20] == 0).all()  # the outside half is black, not invented
+
+
+class _Tiles(BaseHTTPRequestHandler):
+    agents: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        z, x, y = (int(v) for v in self.path.strip("/").split(".")[0].split("/"))
+        _Tiles.agents.append(self.headers.get("User-Agent", ""))
+        buf = io.BytesIO()
+        Image.new("RGB", (256, 256), (x % 256, y % 256, z)).save(buf, format="PNG")
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        self.wfile.write(buf.getvalue())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def tile_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
+    _Tiles.agents = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_xyz_tiles_are_mosaicked_cached_and_polite(tile_server):
+    src = XYZImagery(tile_server + "/{z}/{x}/{y}.png", zoom=16, min_interval_s=0.0)
+    chip = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=64)
+    assert chip.rgb.shape == (64, 64, 3)
+    n = len(_Tiles.agents)
+    assert n >= 4  # 1 km at zoom 16 (~2.4 m/px) spans several 256 px tiles
+    assert all(a.startswith("urp-data/") for a in _Tiles.agents)
+    # tile colours encode (x, y): the chip's top-left pixel comes from the top-left tile
+    x_tile = int((-34.87 - 0.0045 + 180) / 360 * 2**16)
+    assert abs(int(chip.rgb[0, 0, 0]) - x_tile % 256) <= 1
+    again = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=64)
+    assert len(_Tiles.agents) == n  # served from the cache
+    np.testing.assert_array_equal(again.rgb, chip.rgb)
+
+
+def test_monaco_example_region_attaches_osm_pois(tmp_path):
+    out = build(BuildConfig(region="monaco", out=str(tmp_path)))
+    rows = [r for s in ("train", "val", "test_seen", "test_unseen")
+            for r in pq.read_table(out / f"{s}.parquet").to_pylist()]
+    assert rows
+    kinds = {p["kind"] for r in rows for p in r["nearby_places"]}
+    assert "city" in kinds and len(kinds - {"city"}) > 5  # OSM POIs besides gazetteer places
+    assert all(r["country"] == "MCO" for r in rows)

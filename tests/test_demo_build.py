@@ -1,0 +1,66 @@
+"""The shipped demo build: what the README promises, readable by the tools users have."""
+
+from __future__ import annotations
+
+import duckdb
+import geopandas as gpd
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from urp_data.schema import SPLITS, arrow_schema, indicator_columns, load_manifest, split_path
+
+
+def test_demo_has_enough_real_samples_and_an_unseen_country(demo_build):
+    m = load_manifest(demo_build)
+    counts = m.counts["per_split"]
+    assert sum(counts.values()) >= 300
+    assert counts["test_unseen"] > 0 and counts["train"] > 0
+    assert m.config["unseen_groups"] and all(g.startswith("PRY-") for g in m.config["unseen_groups"])
+    real = [n for n, i in m.indicators.items() if i.source and i.licence]
+    assert len(real) >= 2
+    for info in m.indicators.values():
+        assert info.resolution and info.scale and len(info.scale) == 101
+
+
+def test_unseen_split_has_a_varying_indicator(demo_build):
+    t = pq.read_table(split_path(demo_build, "test_unseen"))
+    varying = [c for c in indicator_columns(t.schema)
+               if np.nanstd(t.column(c).to_numpy(zero_copy_only=False).astype(float)) > 0]
+    assert varying
+
+
+def test_no_cell_in_two_splits_and_no_unseen_group_in_training(demo_build):
+    con = duckdb.connect()
+    files = [str(split_path(demo_build, s)) for s in SPLITS]
+    dup = con.execute(f"select count(*) - count(distinct h3_cell) from read_parquet({files})").fetchone()[0]
+    assert dup == 0
+    leak = con.execute(f"""
+        select count(*) from read_parquet('{split_path(demo_build, "test_unseen")}') u
+        join read_parquet({files[:2]}) t on u."group" = t."group" or u.country = t.country""").fetchone()[0]
+    assert leak == 0
+
+
+def test_files_open_with_geopandas_duckdb_and_datasets(demo_build):
+    import datasets
+
+    path = split_path(demo_build, "train")
+    gdf = gpd.read_parquet(path)
+    assert gdf.crs.to_string() == "OGC:CRS84" and gdf.geometry.is_valid.all()
+    inside = gdf.geometry.contains(gpd.GeoSeries(gpd.points_from_xy(gdf["lon"], gdf["lat"]), index=gdf.index))
+    assert inside.all()  # footprints are centred on (lat, lon)
+    n = duckdb.connect().execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
+    assert n == len(gdf)
+    ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    img = ds[0]["image"]
+    assert isinstance(img, Image.Image) and img.size == (448, 448) and img.mode == "RGB"
+    assert np.asarray(img).std() > 5  # a real picture, not a flat fill
+    assert pq.read_schema(path).names == arrow_schema(indicator_columns(pq.read_schema(path))).names
+
+
+def test_score_scale_is_fitted_on_train_only(demo_build):
+    m = load_manifest(demo_build)
+    train = pq.read_table(split_path(demo_build, "train"), columns=["night_light"]).column(0)
+    vals = train.to_numpy(zero_copy_only=False).astype(float)
+    scale = m.indicators["night_light"].scale
+    assert scale[0] == np.nanmin(vals) and scale[-1] == np.nanmax(vals)
