@@ -119,6 +119,10 @@ class RasterImagery:
         self._geographic = ds.crs.is_geographic
         self._unit = 1.0 if self._geographic else float(ds.crs.linear_units_factor[1])
         self._to_src = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
+        self._to_wgs = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
+        # Only rasters with nodata or an internal mask pay for masked reads.
+        self._masked = self.nodata is not None or any(
+            rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f for f in ds.mask_flag_enums)
         self._footprint = shapely.geometry.shape(
             transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)), precision=-1)
         ) if not self._geographic else shapely.box(*ds.bounds)
@@ -159,9 +163,9 @@ class RasterImagery:
                 a, b = np.percentile(valid, [2, 98])
                 lo.append(a)
                 hi.append(b if b > a else a + 1)
-            return np.array(lo, np.float64)[:, None, None], np.array(hi, np.float64)[:, None, None]
+            return np.array(lo, np.float32)[:, None, None], np.array(hi, np.float32)[:, None, None]
         if isinstance(rescale, list | tuple) and len(rescale) == 2 and rescale[1] > rescale[0]:
-            return np.full((3, 1, 1), float(rescale[0])), np.full((3, 1, 1), float(rescale[1]))
+            return np.full((3, 1, 1), rescale[0], np.float32), np.full((3, 1, 1), rescale[1], np.float32)
         raise InputError(f"raster {self.path}: rescale must be auto, null or [low, high], got {rescale!r}")
 
     def footprint(self) -> shapely.Geometry:
@@ -187,34 +191,41 @@ class RasterImagery:
                 return None
             if overlap.width * overlap.height <= 0:
                 return None
+        masked = self._masked or not inside
         try:
             data = ds.read(self.bands, window=win, out_shape=(len(self.bands), size_px, size_px),
-                           resampling=self._resampling, masked=True, boundless=not inside,
+                           resampling=self._resampling, masked=masked, boundless=not inside,
                            fill_value=self.nodata if self.nodata is not None else 0)
         except RasterioError as exc:
             raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
                              f"{_first_line(exc)}; the file may be truncated") from exc
-        mask = np.ma.getmaskarray(data).any(axis=0)
-        if not inside:  # boundless reads may not flag the outside as masked
-            rows, cols = np.mgrid[0:size_px, 0:size_px]
-            c = win.col_off + (cols + 0.5) * win.width / size_px
-            r = win.row_off + (rows + 0.5) * win.height / size_px
-            mask |= (c < 0) | (r < 0) | (c >= ds.width) | (r >= ds.height)
-        rgb = self._to_uint8(np.ma.getdata(data).astype(np.float64))
-        rgb[:, mask] = 0
+        bands = self._to_uint8(np.ma.getdata(data))
+        valid = 1.0
+        if masked:
+            mask = np.ma.getmaskarray(data).any(axis=0)
+            if not inside:  # boundless reads may not flag the outside as masked
+                rows, cols = np.mgrid[0:size_px, 0:size_px]
+                c = win.col_off + (cols + 0.5) * win.width / size_px
+                r = win.row_off + (rows + 0.5) * win.height / size_px
+                mask |= (c < 0) | (r < 0) | (c >= ds.width) | (r >= ds.height)
+            bands[:, mask] = 0
+            valid = float(1.0 - mask.mean())
         corners = [(left, bottom), (right, bottom), (right, top), (left, top)]
         if self._geographic:
             poly = shapely.Polygon([(cx - x + lon, cy) for cx, cy in corners])
         else:
-            back = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
-            poly = shapely.Polygon([back.transform(cx, cy) for cx, cy in corners])
-        return Chip(np.ascontiguousarray(rgb.transpose(1, 2, 0)), float(1.0 - mask.mean()), poly)
+            poly = shapely.Polygon([self._to_wgs.transform(cx, cy) for cx, cy in corners])
+        rgb = np.asarray(Image.merge("RGB", [Image.fromarray(b) for b in bands]))  # HWC without a numpy copy loop
+        return Chip(rgb, valid, poly)
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
         if self._scale is None:
-            return np.clip(data, 0, 255).astype(np.uint8)
+            return data if data.dtype == np.uint8 else np.clip(data, 0, 255).astype(np.uint8)
         lo, hi = self._scale
-        return np.clip((data - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+        out = data.astype(np.float32)
+        out -= lo
+        out *= 255.0 / (hi - lo)
+        return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 class XYZImagery:
