@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trl import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +142,43 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+@dataclass
+class URPModelConfig(ModelConfig):
+    """TRL's ModelConfig plus the image processor's resize bounds.
+
+    With fixed-size chips, ``min_pixels == max_pixels`` fixes the number of image tokens per
+    prompt; leaving both unset keeps the checkpoint's own bounds.
+    """
+
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "Image processor's lower bound on pixels per image (e.g. 200704 = 448x448)."}
+    )
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "Image processor's upper bound on pixels per image; set with min_pixels."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.min_pixels is None) != (self.max_pixels is None):
+            raise ValueError(f"set both min_pixels and max_pixels or neither (got {self.min_pixels}, "
+                             f"{self.max_pixels})")
+        if self.min_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} exceeds max_pixels {self.max_pixels}; swap them")
+
+    def load(self, trust_remote_code: bool = False) -> tuple[Any, Any]:
+        """The model and processor this config names."""
+        if not self.model_name_or_path:
+            raise ValueError("no model given; set model_name_or_path (a hub id or a folder, e.g. from "
+                             "`urp-train tiny-model --out models/tiny`)")
+        pixels = (self.min_pixels, self.max_pixels) if self.min_pixels is not None else None
+        return load_model_and_processor(self.model_name_or_path, trust_remote_code=trust_remote_code,
+                                        dtype=self.dtype or "auto", attn_implementation=self.attn_implementation,
+                                        revision=self.model_revision, pixels=pixels)
+
+
 def load_model_and_processor(path_or_id: str | Path, *, trust_remote_code: bool = False,
                              dtype: str = "auto", attn_implementation: str | None = None,
-                             pixels: tuple[int, int] | None = None) -> tuple[Any, Any]:
+                             revision: str = "main", pixels: tuple[int, int] | None = None) -> tuple[Any, Any]:
     """Load a vision-language model and its processor from a hub id or a local folder.
 
     ``pixels`` = (min_pixels, max_pixels) overrides the image processor's resize bounds; with
@@ -155,10 +192,10 @@ def load_model_and_processor(path_or_id: str | Path, *, trust_remote_code: bool 
     if pixels is not None:
         proc_kwargs["size"] = {"shortest_edge": pixels[0], "longest_edge": pixels[1]}
     processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code,
-                                              padding_side="left", **proc_kwargs)
+                                              revision=revision, padding_side="left", **proc_kwargs)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForImageTextToText.from_pretrained(
-        str(path_or_id), trust_remote_code=trust_remote_code, dtype=torch_dtype,
+        str(path_or_id), trust_remote_code=trust_remote_code, dtype=torch_dtype, revision=revision,
         attn_implementation=attn_implementation,
     )
     return model, processor
