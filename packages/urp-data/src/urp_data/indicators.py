@@ -169,11 +169,22 @@ class GeonamesPopulation:
         return self.gazetteer.population_within(batch.lat, batch.lon, self.radius_km)
 
 
+_COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "licence"}
+_KEYS = {
+    "raster": _COMMON_KEYS | {"path", "band", "stat", "crs", "bounds", "nodata", "scale"},
+    "vector": _COMMON_KEYS | {"path", "column", "method"},
+    "geonames_population": _COMMON_KEYS | {"radius_km"},
+}
+
+
 def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> Any:
     """An indicator source from one ``indicators:`` entry of a region config."""
     kind = spec.get("type")
     if "name" not in spec:
         raise InputError(f"indicator source {kind}: needs a name (the column it fills)")
+    unknown = sorted(set(spec) - _KEYS.get(kind, set(spec)))
+    if unknown:
+        raise InputError(f"indicator {spec['name']}: unknown key(s) {unknown}; allowed: {sorted(_KEYS[kind])}")
     if kind in ("raster", "vector"):
         if "path" not in spec:
             raise InputError(f"indicator {spec['name']}: needs a path")
