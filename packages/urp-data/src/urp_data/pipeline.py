@@ -210,7 +210,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         for p in src.pois:
             near += p.nearby(float(la), float(lo))
         places.append(sorted(near, key=lambda p: p["distance_km"]))
-    batch = CellBatch(lat, lon, footprint_array(fps))
+    batch = CellBatch(lat, lon, footprint_array(fps), countries)
     cols: dict[str, Any] = {
         "sample_id": [f"{region.name}-{plan.cells[i]}" for i in idx],
         "h3_cell": [plan.cells[i] for i in idx],
