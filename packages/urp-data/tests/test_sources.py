@@ -135,3 +135,54 @@ def test_monaco_example_region_attaches_osm_pois(tmp_path):
     kinds = {p["kind"] for r in rows for p in r["nearby_places"]}
     assert "city" in kinds and len(kinds - {"city"}) > 5  # OSM POIs besides gazetteer places
     assert all(r["country"] == "MCO" for r in rows)
+
+
+def _static_catalog(tmp_path, data_dir):
+    """A static STAC catalog whose two items are the demo's Landsat scenes (real COG-like GeoTIFFs)."""
+    import datetime as dt
+
+    import pystac
+    import shapely.geometry
+
+    cat = pystac.Catalog(id="demo-landsat", description="the demo scenes")
+    for name in ("olinda_l7_etm.tif", "foz_cde_lc08_b2b3b4.tif"):
+        src = RasterImagery(data_dir / "demo" / name)
+        fp = src.footprint()
+        item = pystac.Item(id=name.split(".")[0], geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
+                           datetime=dt.datetime(2020, 5, 18, tzinfo=dt.UTC), properties={})
+        item.add_asset("visual", pystac.Asset(href=str(data_dir / "demo" / name), media_type=pystac.MediaType.GEOTIFF))
+        cat.add_item(item)
+    cat.normalize_hrefs(str(tmp_path / "stac"))
+    cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return tmp_path / "stac" / "catalog.json"
+
+
+def test_stac_catalog_items_serve_chips(tmp_path, data_dir):
+    from urp_data.imagery import StacImagery
+
+    src = StacImagery(str(_static_catalog(tmp_path, data_dir)), asset="visual", bands=[3, 2, 1])
+    assert len(src.sources) == 2
+    olinda = src.read_chip(-8.0, -34.87, 1000, 32)
+    foz = src.read_chip(-25.5, -54.58, 1000, 32)
+    assert olinda.valid_fraction == 1.0 and foz.valid_fraction == 1.0
+    assert src.read_chip(0.0, 0.0, 1000, 32) is None
+    only_olinda = StacImagery(str(_static_catalog(tmp_path / "b", data_dir)), bbox=[-35.0, -8.1, -34.8, -7.9])
+    assert [s.name for s in only_olinda.sources] == ["olinda_l7_etm"]
+
+
+def test_region_with_stac_imagery_builds(tmp_path, data_dir, write_region):
+    catalog = _static_catalog(tmp_path, data_dir)
+    region = write_region(imagery=[{"type": "stac", "catalog": str(catalog), "asset": "visual", "bands": [3, 2, 1]}])
+    out = build(BuildConfig(region=str(region), out=str(tmp_path / "out"), samples=10))
+    rows = pq.read_table(out / "train.parquet").to_pylist()
+    assert rows and all(r["image"]["bytes"] for r in rows)
+
+
+def test_unreadable_stac_catalog(tmp_path):
+    from urp_data.errors import InputError
+    from urp_data.imagery import StacImagery
+
+    bad = tmp_path / "catalog.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="cannot read STAC catalog"):
+        StacImagery(str(bad))

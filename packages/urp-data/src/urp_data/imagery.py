@@ -1,7 +1,8 @@
 """Imagery sources: anything with ``footprint()`` and ``read_chip(lat, lon, footprint_m, size_px)``.
 
-Two sources ship: local rasters read with rasterio (GeoTIFF/COG in any CRS, or a plain image
-given ``crs`` and ``bounds``) and XYZ tile servers (network, cached and rate-limited).
+Three sources ship: local rasters read with rasterio (GeoTIFF/COG in any CRS, or a plain image
+given ``crs`` and ``bounds``), XYZ tile servers (network, cached and rate-limited), and the
+COG assets of a STAC catalog or API (each item read as a raster).
 A chip is a square of ``footprint_m`` metres on the ground centred on the sample, resampled
 to ``size_px`` x ``size_px`` RGB uint8 pixels.
 """
@@ -279,6 +280,57 @@ class XYZImagery:
         return Chip(rgb, 1.0, shapely.box(left, bottom, right, top))
 
 
+class StacImagery:
+    """Rasters listed in a STAC catalog: a static catalog (path or URL) or a STAC API (searched).
+
+    Every item intersecting ``bbox`` (lon/lat) contributes its ``asset`` (a COG, read remotely
+    by GDAL when its href is a URL) as a ``RasterImagery``; a chip comes from the first item
+    whose footprint covers it, in catalog order (sort the search, e.g. by cloud cover, upstream).
+    """
+
+    def __init__(self, catalog: str, asset: str = "visual", bbox: list[float] | None = None,
+                 collections: list[str] | None = None, datetime: str | None = None, max_items: int = 50,
+                 bands: list[int] | None = None, rescale: Any = "auto", licence: str = "", name: str | None = None) -> None:
+        import pystac
+        import pystac_client
+
+        self.path = catalog
+        self.name = name or catalog
+        self.licence = licence
+        try:
+            root = pystac.read_file(catalog)
+            if isinstance(root, pystac.Catalog) and any(link.rel == "search" for link in root.links):
+                search = pystac_client.Client.open(catalog).search(
+                    bbox=bbox, collections=collections, datetime=datetime, max_items=max_items)
+                items = list(search.items())
+            elif isinstance(root, pystac.Catalog):
+                items = [i for i in root.get_items(recursive=True)
+                         if bbox is None or shapely.intersects(shapely.box(*bbox), shapely.geometry.shape(i.geometry))]
+            else:
+                items = [root]
+        except Exception as exc:  # pystac and pystac-client raise many types for unreadable catalogs
+            raise InputError(f"cannot read STAC catalog {catalog}: {_first_line(exc)}") from exc
+        items = [i for i in items if asset in i.assets][:max_items]
+        if not items:
+            raise InputError(f"STAC catalog {catalog} has no item with asset {asset!r} in bbox {bbox}")
+        self.sources = [RasterImagery(i.assets[asset].get_absolute_href(), bands=bands, rescale=rescale,
+                                      name=i.id, licence=licence) for i in items]
+
+    def footprint(self) -> shapely.Geometry:
+        return shapely.union_all([s.footprint() for s in self.sources])
+
+    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        best = None
+        for src in self.sources:
+            if shapely.contains_xy(src.footprint(), lon, lat):
+                chip = src.read_chip(lat, lon, footprint_m, size_px)
+                if chip is not None and (best is None or chip.valid_fraction > best.valid_fraction):
+                    best = chip
+                    if chip.valid_fraction == 1.0:
+                        break
+        return best
+
+
 def imagery_from_config(spec: dict[str, Any], resolve: Any) -> ImagerySource:
     """An imagery source from one ``imagery:`` entry of a region config."""
     spec = dict(spec)
@@ -288,9 +340,13 @@ def imagery_from_config(spec: dict[str, Any], resolve: Any) -> ImagerySource:
             return RasterImagery(resolve(spec.pop("path")), **spec)
         if kind == "xyz":
             return XYZImagery(**spec)
-    except TypeError as exc:
+        if kind == "stac":
+            catalog = str(spec.pop("catalog"))
+            is_url = "://" in catalog
+            return StacImagery(catalog if is_url else str(resolve(catalog)), **spec)
+    except (TypeError, KeyError) as exc:
         raise InputError(f"imagery source of type {kind}: {exc}") from exc
-    raise InputError(f"unknown imagery type {kind!r}; use raster or xyz")
+    raise InputError(f"unknown imagery type {kind!r}; use raster, xyz or stac")
 
 
 def _first_line(exc: BaseException) -> str:
