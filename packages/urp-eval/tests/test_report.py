@@ -112,8 +112,11 @@ def test_bad_inputs_exit_2(build: Path, predictions: Path, tmp_path: Path, capsy
     other = preds.set_column(0, "sample_id", pa.array([f"x{i}" for i in range(len(preds))]))
     pq.write_table(other, tmp_path / "other.parquet")
     cases["matches a sample"] = (build, tmp_path / "other.parquet")
-    pq.write_table(pa.concat_tables([preds, preds.slice(0, 1)]), tmp_path / "dup.parquet")
+    dup = pa.concat_tables([preds, preds.slice(5, 1)])
+    pq.write_table(dup, tmp_path / "dup.parquet")  # unsorted: the hash-aggregate check
     cases["several predictions for sample"] = (build, tmp_path / "dup.parquet")
+    pq.write_table(dup.sort_by([("indicator", "ascending"), ("sample_id", "ascending")]), tmp_path / "dup2.parquet")
+    cases[f"several predictions for sample {preds['sample_id'][5].as_py()!r}"] = (build, tmp_path / "dup2.parquet")
     unseen = pq.read_table(split_path(build, "test_unseen"))
     cases["has no rows"] = (_copy_build(build, tmp_path / "empty", test_unseen=unseen.slice(0, 0)), predictions)
     cases["has no column 'group'"] = (_copy_build(build, tmp_path / "nogroup", test_unseen=unseen.drop(["group"])),

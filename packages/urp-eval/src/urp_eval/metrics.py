@@ -181,10 +181,12 @@ def open_inputs(con: duckdb.DuckDBPyConnection, build_dir: Path, splits: Sequenc
     if unknown:
         raise InputError(f"{predictions} predicts {', '.join(unknown)}, which the build {build_dir} lacks "
                          f"(it has {', '.join(build_indicators or []) or 'no indicators'})")
-    dup = con.execute("SELECT sample_id, indicator FROM preds GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
+    dup = _duplicate_prediction(con)
     if dup:
         raise InputError(f"{predictions} holds several predictions for sample {dup[0]!r}, indicator {dup[1]!r}; "
                          "write one row per (sample_id, indicator)")
+    # Only the check above reads rows in file order; every later query orders what it returns.
+    con.execute("SET preserve_insertion_order = false")
     matched = con.execute("SELECT count(*) FROM (SELECT sample_id FROM preds SEMI JOIN samples USING (sample_id)"
                           " LIMIT 1)").fetchone()[0]
     if not matched:
@@ -193,18 +195,35 @@ def open_inputs(con: duckdb.DuckDBPyConnection, build_dir: Path, splits: Sequenc
     return [i for i in build_indicators or [] if i in pred_indicators]
 
 
-def joined(indicator: str, truth_of: str | None = None) -> str:
-    """SQL rows (split, grp, sample_id, h3_cell, lat, lon, truth, pred, score) of evaluated samples.
+def _duplicate_prediction(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+    """A (sample_id, indicator) pair with several predictions, or None.
+
+    `urp-eval predict` writes files sorted by (indicator, sample_id): one streaming pass then
+    finds duplicates as equal neighbours and proves the order. Other files fall back to a
+    hash aggregate, exact but several times slower on tens of millions of rows.
+    """
+    unsorted, dup = con.execute("""
+        SELECT count(*) FILTER (WHERE (pi, ps) > (indicator, sample_id)),
+               min((sample_id, indicator)) FILTER (WHERE (pi, ps) = (indicator, sample_id))
+        FROM (SELECT sample_id, indicator, lag(sample_id) OVER () AS ps, lag(indicator) OVER () AS pi FROM preds)
+        WHERE pi IS NOT NULL""").fetchone()
+    if not unsorted:
+        return None if dup is None else (dup[0], dup[1])
+    row = con.execute("SELECT sample_id, indicator FROM preds GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def joined(indicator: str, anchor: str | None = None) -> str:
+    """SQL rows (split, grp, sample_id, h3_cell, lat, lon, truth, pred, score[, anchor]) of evaluated samples.
 
     NaN or infinite values count as missing, like nulls: a truth makes the sample not
-    evaluated, a prediction or score makes it unanswered.
-
-    ``truth`` is the true value of ``truth_of`` (default: the indicator itself), so the bias
-    score can pair one indicator's predictions with another's truth.
+    evaluated, a prediction or score makes it unanswered. ``anchor`` adds the true value of
+    another indicator (null when missing), for the bias score.
     """
-    col = "s." + quote(truth_of or indicator)
+    col = "s." + quote(indicator)
+    extra = f", {_finite('s.' + quote(anchor))} AS anchor" if anchor else ""
     return (f"SELECT s.split, s.grp, s.sample_id, s.h3_cell, s.lat, s.lon, {col} AS truth, "
-            f"{_finite('p.prediction')} AS pred, {_finite('p.score')} AS score FROM samples s JOIN "
+            f"{_finite('p.prediction')} AS pred, {_finite('p.score')} AS score{extra} FROM samples s JOIN "
             f"(SELECT sample_id, prediction, score FROM preds WHERE indicator = {literal(indicator)}) p "
             f"USING (sample_id) WHERE isfinite({col})")
 
@@ -214,68 +233,96 @@ def _finite(expr: str) -> str:
     return f"CASE WHEN isfinite({expr}) THEN {expr} END"
 
 
-def coverage(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> dict[str, dict[str, dict[str, int]]]:
-    """Per split and indicator: samples with a true value, and how many of them have a prediction row."""
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for ind in indicators:
-        rows = con.execute(
-            f"SELECT s.split, count(*), count(p.sample_id) FROM samples s LEFT JOIN "
-            f"(SELECT sample_id FROM preds WHERE indicator = {literal(ind)}) p USING (sample_id) "
-            f"WHERE isfinite(s.{quote(ind)}) GROUP BY 1").fetchall()
-        for split, n_true, n_pred in rows:
-            out.setdefault(split, {})[ind] = {"with_truth": n_true, "with_prediction": n_pred}
-    return out
+def samples_with_truth(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per split and indicator: samples with a (finite) true value, predicted or not."""
+    counts = ", ".join(f"count(*) FILTER (WHERE isfinite({quote(i)}))" for i in indicators)
+    return {split: dict(zip(indicators, rest)) for split, *rest in
+            con.execute(f"SELECT split, {counts} FROM samples GROUP BY split").fetchall()}
 
 
 # --------------------------------------------------------------------------- per-group metrics
 
 
-def _avg_rank(partition: str, order: str) -> str:
-    # rank() is the lowest rank of a run of ties and count(*) over the default RANGE frame the
-    # highest, so their mean is the average rank; both share one sort.
-    w = f"(PARTITION BY {partition} ORDER BY {order})"
-    return f"(rank() OVER {w} + count(*) OVER {w}) / 2.0"
+def _ranks(col: str, table: str, partition: str = "split, grp") -> str:
+    """CTEs ``{col}_d`` (distinct values of ``col`` per partition of ``table`` with counts) and
+    ``{col}_r`` (their average rank within the partition, ``rg``, and within the split, ``ro``).
+
+    Aggregating to distinct values first keeps the sorts as small as the number of distinct
+    values (indicators and rounded answers tie a lot). A value seen c times after k smaller
+    ones has the average rank k + (c + 1) / 2; the split-level table is built from the
+    partition-level one, so a join back to the rows gives both ranks at once.
+    """
+    return f"""
+    {col}_d AS (SELECT {partition}, {col}, count(*) AS c FROM {table} GROUP BY ALL),
+    {col}_o AS (SELECT split, {col}, sum(sum(c)) OVER (PARTITION BY split ORDER BY {col} ROWS UNBOUNDED PRECEDING)
+                       - (sum(c) - 1) / 2.0 AS ro
+                FROM {col}_d GROUP BY split, {col}),
+    {col}_r AS (SELECT {partition}, {col}, ro, sum(c) OVER (PARTITION BY {partition} ORDER BY {col} ROWS UNBOUNDED
+                       PRECEDING) - (c - 1) / 2.0 AS rg
+                FROM {col}_d JOIN {col}_o USING (split, {col}))"""
 
 
-def group_metrics(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], min_group_size: int) -> None:
-    """Fill the table ``metrics``: one row per split × indicator × group, plus the whole split (``grp`` NULL).
+def group_metrics(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], min_group_size: int,
+                  anchor: str) -> None:
+    """Fill the tables ``metrics`` and ``bias_scores``, one indicator at a time (bounded memory).
 
-    Columns: split, indicator, grp, n, n_answered, the :data:`METRICS`, ``lat``/``lon`` (the
-    mean sample position, for the map) and ``ranked`` (n >= ``min_group_size``; always true
-    for the whole split). One query per indicator, so memory is bounded by one indicator.
+    ``metrics``: one row per split × indicator × group, plus the whole split (``grp`` NULL):
+    n, n_answered, the :data:`METRICS` and ``ranked`` (n >= ``min_group_size``; always true
+    for the whole split). Spearman's ranks are taken over answered pairs within the group,
+    or within the whole split for the split's row.
+
+    ``bias_scores``: the Manvi et al. (2024) bias score per split × indicator, on the model's
+    0–9.9 scores: ρ_Spearman(score, true ``anchor``) × mean absolute deviation of the scores ×
+    answer rate. ρ and the deviation use evaluated samples with a score and a true anchor
+    value. Positive: the model rates places higher where the anchor (e.g. population) is higher.
     """
     con.execute("DROP TABLE IF EXISTS metrics")
+    con.execute("CREATE OR REPLACE TABLE bias_parts (split VARCHAR, indicator VARCHAR, rho DOUBLE, mad DOUBLE)")
     for i, ind in enumerate(indicators):
-        answered = "pred IS NOT NULL"
-        rank = {
-            "gp": _avg_rank("split, grp, pred IS NULL", "pred"),
-            "gt": _avg_rank("split, grp, pred IS NULL", "truth"),
-            "op": _avg_rank("split, pred IS NULL", "pred"),
-            "ot": _avg_rank("split, pred IS NULL", "truth"),
-        }
-        ranks = ", ".join(f"CASE WHEN {answered} THEN {expr} END AS r{k}" for k, expr in rank.items())
+        con.execute(f"CREATE OR REPLACE TEMP TABLE j AS SELECT split, grp, truth, pred, score, anchor "
+                    f"FROM ({joined(ind, anchor=anchor)})")
         grouped = "GROUPING(grp) = 1"
-        sql = f"""
-        WITH j AS ({joined(ind)}),
-        r AS (SELECT split, grp, lat, lon, truth, pred, {ranks} FROM j),
-        a AS (
+        con.execute(f"""
+        {'INSERT INTO metrics' if i else 'CREATE TABLE metrics AS'}
+        WITH a AS (SELECT split, grp, truth, pred FROM j WHERE pred IS NOT NULL),
+        {_ranks('pred', 'a')}, {_ranks('truth', 'a')},
+        r AS (
+          SELECT j.split, j.grp, j.truth, j.pred, p.rg AS rgp, p.ro AS rop, t.rg AS rgt, t.ro AS rot FROM j
+          LEFT JOIN pred_r p ON p.split = j.split AND p.grp = j.grp AND p.pred = j.pred
+          LEFT JOIN truth_r t ON j.pred IS NOT NULL AND t.split = j.split AND t.grp = j.grp AND t.truth = j.truth
+        ),
+        g AS (
           SELECT split, grp, {grouped} AS whole, count(*) AS n, count(pred) AS n_answered,
                  corr(pred, truth) AS pearson,
                  CASE WHEN {grouped} THEN corr(rop, rot) ELSE corr(rgp, rgt) END AS spearman,
                  sum((pred - truth) ^ 2) AS sse,
-                 var_pop(truth) FILTER (WHERE {answered}) * count(pred) AS sst,
+                 var_pop(truth) FILTER (WHERE pred IS NOT NULL) * count(pred) AS sst,
                  sqrt(avg((pred - truth) ^ 2)) AS rmse, avg(abs(pred - truth)) AS mae,
-                 avg(pred - truth) AS mean_error, avg(lat) AS lat, avg(lon) AS lon
+                 avg(pred - truth) AS mean_error
           FROM r GROUP BY GROUPING SETS ((split, grp), (split))
         )
         SELECT split, {literal(ind)} AS indicator, grp, n, n_answered,
                n_answered / n AS answer_rate, {_nan_to_null('pearson')} AS pearson,
                {_nan_to_null('spearman')} AS spearman,
-               CASE WHEN sst > 0 THEN 1 - sse / sst END AS r2, rmse, mae, mean_error, lat, lon,
+               CASE WHEN sst > 0 THEN 1 - sse / sst END AS r2, rmse, mae, mean_error,
                whole OR n >= {int(min_group_size)} AS ranked
-        FROM a
-        """
-        con.execute(f"{'INSERT INTO metrics' if i else 'CREATE TABLE metrics AS'} {sql}")
+        FROM g""")
+        con.execute(f"""
+        INSERT INTO bias_parts
+        WITH b AS (SELECT split, score, anchor FROM j WHERE score IS NOT NULL AND anchor IS NOT NULL),
+        {_ranks('score', 'b', 'split')}, {_ranks('anchor', 'b', 'split')},
+        m AS (SELECT split, sum(c * score) / sum(c) AS mean FROM score_d GROUP BY split),
+        mad AS (SELECT split, sum(c * abs(score - mean)) / sum(c) AS mad FROM score_d JOIN m USING (split)
+                GROUP BY split),
+        rho AS (SELECT split, corr(s.ro, a.ro) AS rho FROM b JOIN score_r s USING (split, score)
+                JOIN anchor_r a USING (split, anchor) GROUP BY split)
+        SELECT split, {literal(ind)}, {_nan_to_null('rho')}, mad FROM rho JOIN mad USING (split)""")
+    con.execute("DROP TABLE IF EXISTS j")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE bias_scores AS
+        SELECT m.split, m.indicator, {literal(anchor)} AS anchor, b.rho, b.mad, m.answer_rate,
+               b.rho * b.mad * m.answer_rate AS bias_score
+        FROM metrics m LEFT JOIN bias_parts b USING (split, indicator) WHERE m.grp IS NULL""")
 
 
 def bias_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -303,33 +350,6 @@ def bias_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
                CASE WHEN metric IN ({', '.join(literal(m.name) for m in METRICS.values() if m.direction == 'higher')})
                     THEN -quantile_cont(bad, 0.9) ELSE quantile_cont(bad, 0.9) END AS worst_decile
         FROM v GROUP BY split, indicator, metric ORDER BY split, indicator, metric
-    """)
-
-
-# --------------------------------------------------------------------------- bias score
-
-
-def bias_score(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], anchor: str) -> list[dict[str, Any]]:
-    """Manvi et al. (2024) bias score per split × indicator, on the model's 0–9.9 scores.
-
-    ρ_Spearman(score, true ``anchor``) × mean absolute deviation of the scores × answer rate.
-    The correlation and deviation use answered samples with a true anchor value; the answer
-    rate is that of the indicator. Positive: the model rates places higher where the anchor
-    (e.g. population or wealth) is higher.
-    """
-    parts = []
-    for ind in indicators:
-        parts.append(f"""
-        SELECT split, {literal(ind)} AS indicator, corr(rs, ra) AS rho, avg(abs(score - m)) AS mad
-        FROM (SELECT split, score, avg(score) OVER (PARTITION BY split) AS m,
-                     {_avg_rank('split', 'score')} AS rs, {_avg_rank('split', 'truth')} AS ra
-              FROM ({joined(ind, truth_of=anchor)}) WHERE score IS NOT NULL)
-        GROUP BY split""")
-    return records(con, f"""
-        WITH s AS ({' UNION ALL '.join(parts)})
-        SELECT m.split, m.indicator, {literal(anchor)} AS anchor, {_nan_to_null('s.rho')} AS rho, s.mad,
-               m.answer_rate, {_nan_to_null('s.rho')} * s.mad * m.answer_rate AS bias_score
-        FROM metrics m LEFT JOIN s USING (split, indicator) WHERE m.grp IS NULL ORDER BY 1, 2
     """)
 
 

@@ -151,24 +151,23 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
     if anchor not in manifest.indicators:
         raise InputError(f"--anchor {anchor!r} is not an indicator of {build} "
                          f"(choose one of {', '.join(manifest.indicators)})")
-    M.group_metrics(con, indicators, cfg.min_group_size)
-    overall = M.records(con, "SELECT * EXCLUDE (grp, lat, lon, ranked) FROM metrics WHERE grp IS NULL "
-                        "ORDER BY split, indicator")
-    bias = M.bias_summary(con)
-    counts = con.execute("SELECT split, indicator, count(*) AS groups, count(*) FILTER (WHERE ranked) AS "
-                         "ranked_groups FROM metrics WHERE grp IS NOT NULL GROUP BY ALL").fetchall()
-    cov = M.coverage(con, indicators)
+    M.group_metrics(con, indicators, cfg.min_group_size, anchor)
+    overall = M.records(con, """
+        SELECT o.* EXCLUDE (grp, ranked), g.groups, g.ranked_groups FROM metrics o
+        JOIN (SELECT split, indicator, count(*) AS groups, count(*) FILTER (WHERE ranked) AS ranked_groups
+              FROM metrics WHERE grp IS NOT NULL GROUP BY ALL) g USING (split, indicator)
+        WHERE o.grp IS NULL ORDER BY split, indicator""")
+    with_truth = M.samples_with_truth(con, indicators)
     for row in overall:
-        row.update(cov[row["split"]][row["indicator"]])
-        row["groups"], row["ranked_groups"] = next((g, r) for s, i, g, r in counts
-                                                   if s == row["split"] and i == row["indicator"])
+        row["n_with_truth"] = with_truth[row["split"]][row["indicator"]]  # n: those with a prediction row
     summary: dict[str, Any] = {
         "splits": list(cfg.splits), "indicators": indicators, "group_by": cfg.group_by,
         "min_group_size": cfg.min_group_size,
         "metrics": _nest(overall, "split", "indicator"),
-        "bias": _nest(bias, "split", "indicator", "metric"),
+        "bias": _nest(M.bias_summary(con), "split", "indicator", "metric"),
         "moran": _nest(M.morans_i(con, indicators, cfg.permutations, cfg.seed), "split", "indicator"),
-        "bias_score": _nest(M.bias_score(con, indicators, anchor), "split", "indicator"),
+        "bias_score": _nest(M.records(con, "SELECT * FROM bias_scores ORDER BY split, indicator"),
+                            "split", "indicator"),
         "drop": None,
     }
     ms = summary["metrics"]
@@ -218,6 +217,7 @@ def bias_report(cfg: ReportConfig) -> Report:
     out = Path(cfg.out)
     con = duckdb.connect()
     con.execute(f"SET memory_limit = {M.literal(cfg.memory_limit)}")
+    con.execute("SET enable_progress_bar = false")  # the CLI's stderr is for one-line errors
     summary = compute(con, cfg)
     build = Path(cfg.data)
     summary = {

@@ -1,0 +1,196 @@
+"""Time the bias report's metric stage in DuckDB against a pandas + scipy per-group loop.
+
+    uv run python benchmarks/bias_report.py                 # 10M cells x 5 indicators, ~1000 groups
+    uv run python benchmarks/bias_report.py --cells 1000000 # smaller, while developing
+
+Generates (with DuckDB, seeded) one split file of N cells with 5 indicators (skewed counts
+with ~10% zeros, rounded so values tie) and a predictions file of 5N rows in
+``urp_eval.predict.PREDICTION_SCHEMA`` (noisy, rounded, ~5% unanswered), grouped into ~1000
+groups of very unequal size. Each engine then runs in its own subprocess, so its peak
+resident memory (``ru_maxrss`` of the child) is its own:
+
+* ``duckdb``: the report's metric stage exactly as ``urp-eval bias-report`` runs it
+  (``metrics.open_inputs`` with its input checks, ``group_metrics`` with the bias score,
+  ``bias_summary``, ``samples_with_truth``), under the report's default ``memory_limit``.
+* ``pandas``: the same figures (n, answer rate, Pearson, Spearman, R², RMSE, MAE, mean
+  error per indicator × group and overall, then worst / gap / worst decile across ranked
+  groups) with ``pandas.read_parquet``, ``merge`` and a ``groupby`` loop calling scipy.
+
+Moran's I (an H3 neighbour table per cell) and the plots are not part of the timed stage.
+The two engines' per-group Spearman and R² are compared at the end as a sanity check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+INDICATORS = [f"ind{i}" for i in range(5)]
+MIN_GROUP = 30
+
+
+def generate(out: Path, cells: int, groups: int, seed: float = 0.42) -> None:
+    """Write ``<out>/bench/test_unseen.parquet``, its manifest and ``<out>/preds.parquet``."""
+    import duckdb
+
+    from urp_data.schema import IndicatorInfo, Manifest
+    from urp_eval.predict import PREDICTION_SCHEMA
+
+    build = out / "bench"
+    build.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"SELECT setseed({seed})")
+    truth = ", ".join(
+        f"CASE WHEN random() < 0.1 THEN 0.0 WHEN random() < 0.02 THEN NULL "
+        f"ELSE round(exp(random() * {4 + k}), 1) END AS {name}" for k, name in enumerate(INDICATORS))
+    con.execute(f"""COPY (
+        SELECT printf('s%09d', i) AS sample_id, printf('88%013x', i) AS h3_cell, -25 + random() AS lat,
+               -54 + random() AS lon, 'bench' AS region,
+               printf('g%04d', floor({groups} * pow(random(), 2))::INT) AS "group", 'PRY' AS country,
+               'test_unseen' AS split, {truth}
+        FROM range({cells}) t(i)) TO '{build / "test_unseen.parquet"}' (FORMAT parquet)""")
+    manifest = Manifest(region="bench", resolution=8,
+                        indicators={k: IndicatorInfo(k, k, "", "synthetic", "cell") for k in INDICATORS})
+    (build / "manifest.json").write_text(manifest.to_json())
+    con.execute(f"""COPY (
+        SELECT sample_id, indicator, split,
+               CASE WHEN answered THEN round(random() * 9.9, 1) END AS score,
+               CASE WHEN answered THEN round(truth * (0.5 + random()), 0) END AS prediction,
+               []::VARCHAR[] AS completions, answered::INT AS n_parsed, 'bench-model' AS model,
+               'bench' AS backend
+        FROM (SELECT *, random() > 0.05 AS answered FROM (UNPIVOT (
+            SELECT sample_id, split, {', '.join(INDICATORS)} FROM read_parquet('{build / "test_unseen.parquet"}'))
+            ON {', '.join(INDICATORS)} INTO NAME indicator VALUE truth))
+        ORDER BY indicator, sample_id) TO '{out / "preds.parquet"}' (FORMAT parquet)""")
+    assert [f.name for f in PREDICTION_SCHEMA] == [r[0] for r in con.execute(
+        f"DESCRIBE SELECT * FROM read_parquet('{out / 'preds.parquet'}')").fetchall()]
+
+
+def run_duckdb(out: Path) -> dict:
+    import duckdb
+
+    from urp_eval import metrics as M
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '2GB'")  # the report's default (ReportConfig.memory_limit)
+    indicators = M.open_inputs(con, out / "bench", ["test_unseen"], out / "preds.parquet", "group")
+    con.execute("SET enable_progress_bar = false")
+    M.group_metrics(con, indicators, MIN_GROUP, anchor=INDICATORS[0])
+    M.bias_summary(con)
+    M.samples_with_truth(con, indicators)
+    return {"rows": con.execute("SELECT indicator, grp, spearman, r2 FROM metrics").fetchall(),
+            "bias_score": dict(con.execute("SELECT indicator, bias_score FROM bias_scores").fetchall())}
+
+
+def run_pandas(out: Path) -> dict:
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    samples = pd.read_parquet(out / "bench" / "test_unseen.parquet", columns=["sample_id", "group", *INDICATORS])
+    preds = pd.read_parquet(out / "preds.parquet", columns=["sample_id", "indicator", "prediction", "score"])
+
+    def metrics(df: pd.DataFrame, ind: str) -> dict:
+        a = df[df.prediction.notna()]
+        y, p = a[ind].to_numpy(), a.prediction.to_numpy()
+        r = {"n": len(df), "answer_rate": len(a) / len(df), "pearson": np.nan, "spearman": np.nan, "r2": np.nan,
+             "rmse": np.nan, "mae": np.nan, "mean_error": np.nan}
+        if len(a):
+            e = p - y
+            r.update(rmse=float(np.sqrt(np.mean(e ** 2))), mae=float(np.mean(np.abs(e))), mean_error=float(e.mean()))
+        if len(a) >= 2 and np.ptp(y) > 0 and np.ptp(p) > 0:
+            r["pearson"] = stats.pearsonr(p, y).statistic
+            r["spearman"] = stats.spearmanr(p, y).statistic
+            r["r2"] = 1 - float(np.sum((p - y) ** 2)) / float(np.sum((y - y.mean()) ** 2))
+        return r
+
+    rows, bias_score, bias = [], {}, {}
+    for ind in INDICATORS:
+        anchor = INDICATORS[0]
+        cols = ["sample_id", "group", ind] if ind == anchor else ["sample_id", "group", ind, anchor]
+        j = samples[samples[ind].notna()][cols].merge(
+            preds[preds.indicator == ind][["sample_id", "prediction", "score"]], on="sample_id")
+        overall = metrics(j, ind)
+        b = j[j.score.notna() & j[anchor].notna()]  # Manvi et al. bias score, as the report computes it
+        bias_score[ind] = (stats.spearmanr(b.score, b[anchor]).statistic
+                           * np.mean(np.abs(b.score - b.score.mean())) * overall["answer_rate"])
+        per = {g: metrics(df, ind) for g, df in j.groupby("group")}
+        ranked = pd.DataFrame([dict(v, group=g) for g, v in per.items() if v["n"] >= MIN_GROUP])
+        for name in ("answer_rate", "pearson", "spearman", "r2", "rmse", "mae", "mean_error"):
+            v = ranked[name].dropna()
+            if len(v):  # worst group, gap, 10th percentile
+                bias[(ind, name)] = (ranked.group[v.idxmin()], v.max() - v.min(), np.percentile(v, 10))
+        rows += [(ind, g, v["spearman"], v["r2"]) for g, v in [*per.items(), (None, overall)]]
+    return {"rows": rows, "bias_score": bias_score}
+
+
+def child(engine: str, out: Path, cells: int, groups: int) -> None:
+    if engine == "generate":
+        generate(out, cells, groups)
+        return
+    t0 = time.perf_counter()
+    result = (run_duckdb if engine == "duckdb" else run_pandas)(out)
+    result["seconds"] = time.perf_counter() - t0
+    (out / f"{engine}.json").write_text(json.dumps(result))
+
+
+def spawn(engine: str, out: Path, *extra: str) -> resource.struct_rusage:
+    """Run ``--child engine`` and return its own resource usage (wait4), peak RSS included.
+
+    Every child starts from this small parent: Linux carries ru_maxrss across fork and exec,
+    so a parent that had generated the data itself would lend its peak to every child.
+    """
+    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--out", str(out), *extra])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{engine} child failed with exit code {proc.returncode}")
+    return usage
+
+
+def measure(engine: str, out: Path) -> dict:
+    usage = spawn(engine, out)
+    result = json.loads((out / f"{engine}.json").read_text())
+    result["peak_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=10_000_000, help="samples (H3 cells) in the split")
+    parser.add_argument("--groups", type=int, default=1000, help="geographic groups")
+    parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--child", choices=["generate", "duckdb", "pandas"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.out, args.cells, args.groups)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        t0 = time.perf_counter()
+        spawn("generate", out, "--cells", str(args.cells), "--groups", str(args.groups))
+        print(f"generated {args.cells:,} cells x {len(INDICATORS)} indicators, ~{args.groups} groups "
+              f"in {time.perf_counter() - t0:.1f} s")
+        # DuckDB first: ru_maxrss of children is a running maximum, so the smaller engine goes first.
+        results = {engine: measure(engine, out) for engine in ("duckdb", "pandas")}
+        for engine, r in results.items():
+            print(f"{engine:7s} metric stage {r['seconds']:7.1f} s   peak RSS {r['peak_gib']:6.2f} GiB")
+        d, p = results["duckdb"], results["pandas"]
+        print(f"duckdb / pandas: time {d['seconds'] / p['seconds']:.2f}x, memory {d['peak_gib'] / p['peak_gib']:.2f}x")
+        ref = {(i, g): (s, r2) for i, g, s, r2 in p["rows"]}
+        diffs = [abs(a - b) for i, g, s, r2 in d["rows"] for a, b in zip((s, r2), ref[(i, g)])
+                 if a is not None and b is not None and b == b]
+        diffs += [abs(v - p["bias_score"][i]) for i, v in d["bias_score"].items()]
+        print(f"groups compared: {len(d['rows'])}; max |DuckDB - pandas| of Spearman, R2 and bias score: "
+              f"{max(diffs):.2e}")
+
+
+if __name__ == "__main__":
+    main()
