@@ -23,6 +23,7 @@ The two engines' per-group Spearman and R² are compared at the end as a sanity 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -74,14 +75,11 @@ def generate(out: Path, cells: int, groups: int, seed: float = 0.42) -> None:
 
 
 def run_duckdb(out: Path) -> dict:
-    import duckdb
-
     from urp_eval import metrics as M
+    from urp_eval.report import ReportConfig
 
-    con = duckdb.connect()
-    con.execute("SET memory_limit = '2GB'")  # the report's default (ReportConfig.memory_limit)
+    con = M.connect(next(f.default for f in dataclasses.fields(ReportConfig) if f.name == "memory_limit"))
     indicators = M.open_inputs(con, out / "bench", ["test_unseen"], out / "preds.parquet", "group")
-    con.execute("SET enable_progress_bar = false")
     M.group_metrics(con, indicators, MIN_GROUP, anchor=INDICATORS[0])
     M.bias_summary(con)
     M.samples_with_truth(con, indicators)

@@ -92,6 +92,14 @@ def _nan_to_null(expr: str) -> str:
 # --------------------------------------------------------------------------- inputs
 
 
+def connect(memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for one report: bounded memory (larger work spills to disk), no progress bar."""
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = {literal(memory_limit)}")
+    con.execute("SET enable_progress_bar = false")  # stderr is for the CLI's one-line errors
+    return con
+
+
 def group_expression(group_by: str) -> str:
     """SQL for the group of a sample: a column (``group``, ``country``) or ``h3:R``, the H3 parent at R.
 
