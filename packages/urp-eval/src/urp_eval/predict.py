@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from urp_data.schema import (
@@ -294,11 +295,11 @@ def predict(cfg: PredictConfig) -> Path:
 
 
 def _todo(table: pa.Table, indicators: Sequence[str], writer: PredictionWriter) -> list[tuple[int, str]]:
-    """(row index, indicator) pairs with a true value and no prediction yet."""
+    """(row index, indicator) pairs with a finite true value and no prediction yet."""
     ids = table["sample_id"].to_pylist()
     out = []
     for ind in indicators:
-        valid = table[ind].is_valid().to_pylist()
+        valid = pc.fill_null(pc.is_finite(table[ind]), False).to_pylist()
         out += [(r, ind) for r, (sid, ok) in enumerate(zip(ids, valid)) if ok and (sid, ind) not in writer.done]
     return out
 
@@ -313,7 +314,7 @@ def _predict_baseline(cfg: PredictConfig, build: Path, indicators: Sequence[str]
             rows = np.array([r for r, i in todo if i == ind], dtype=np.int64)
             if not len(rows):
                 continue
-            values = train[ind].to_numpy(zero_copy_only=False).astype(np.float64)
+            values = train[ind].to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
             ok = np.isfinite(values)
             if not ok.any():
                 raise InputError(f"the train split of {build} has no value of {ind}; a baseline needs some")
