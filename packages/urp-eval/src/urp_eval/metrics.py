@@ -371,7 +371,11 @@ def neighbour_table(cells: Sequence[str]) -> pa.Table:
     present = set(cells)
     src, dst = [], []
     for c in present:
-        for nb in h3.grid_ring(c, 1):
+        try:
+            ring = h3.grid_ring(c, 1)
+        except h3.H3BaseException as exc:
+            raise InputError(f"h3_cell {c!r} is not a valid H3 cell ({type(exc).__name__}); rebuild the region") from exc
+        for nb in ring:
             if nb in present:
                 src.append(c)
                 dst.append(nb)
