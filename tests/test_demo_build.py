@@ -7,7 +7,6 @@ import geopandas as gpd
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
-
 from urp_data.schema import SPLITS, arrow_schema, indicator_columns, load_manifest, split_path
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-
 from urp_data.cli import main
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError

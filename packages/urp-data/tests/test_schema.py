@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from urp_data.schema import (
     SCORE_MAX,
     SchemaError,

@@ -11,7 +11,6 @@ import osmium
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-
 from urp_data import http
 from urp_data.config import BuildConfig
 from urp_data.geocode import Gazetteer, haversine_km

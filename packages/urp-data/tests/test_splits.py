@@ -5,7 +5,6 @@ from __future__ import annotations
 import h3
 import numpy as np
 import pytest
-
 from urp_data.errors import RegionError
 from urp_data.splits import BUFFER, assign_splits, choose_unseen_groups, group_of
 

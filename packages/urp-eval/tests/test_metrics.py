@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
 from urp_data.schema import split_path
 from urp_eval import metrics as M
 from urp_eval.report import ReportConfig, bias_report

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sklearn.neighbors import BallTree
-
 from urp_data.schema import load_manifest, split_path
 from urp_eval import predict as P
 from urp_eval.cli import main

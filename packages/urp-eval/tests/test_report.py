@@ -14,7 +14,6 @@ import matplotlib.image as mpimg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from urp_data.schema import split_path
 from urp_eval.cli import main
 from urp_eval.report import ReportConfig, check_thresholds

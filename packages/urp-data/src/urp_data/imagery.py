@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol

@@ -225,6 +225,10 @@ class IndicatorInfo:
     def score_scale(self) -> ScoreScale | None:
         return ScoreScale(tuple(self.scale)) if self.scale else None
 
+    def spec(self) -> IndicatorSpec:
+        """How the indicator is named in prompts: training and evaluation both render from this."""
+        return IndicatorSpec(self.name, self.description, self.unit)
+
 
 @dataclass
 class Manifest:

@@ -29,7 +29,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-
 from urp_data.schema import SchemaError, indicator_columns, split_path
 
 logger = logging.getLogger(__name__)

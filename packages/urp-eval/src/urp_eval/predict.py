@@ -29,17 +29,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from urp_data.schema import (
     Manifest,
     ScoreScale,
-    indicator_spec,
     load_manifest,
     parse_answer,
     render_messages,
     resolve_splits,
     split_path,
 )
+
 from urp_eval.metrics import InputError
 
 logger = logging.getLogger(__name__)
@@ -345,8 +344,7 @@ def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicato
     if not work:
         return
     generator: Generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
-    specs = {i: indicator_spec(i, manifest.indicators[i].description, manifest.indicators[i].unit)
-             for i in indicators}
+    specs = {i: manifest.indicators[i].spec() for i in indicators}
     since_save = 0
     with _progress(len(work), f"predict {cfg.model_id}") as advance:
         for start in range(0, len(work), cfg.batch_size):

@@ -26,8 +26,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
-
 from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
+
 from urp_eval import metrics as M
 from urp_eval.metrics import METRICS, InputError
 
@@ -219,7 +219,7 @@ def bias_report(cfg: ReportConfig) -> Report:
     summary = compute(con, cfg)
     build = Path(cfg.data)
     summary = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "inputs": {
             "build": str(build),
             "manifest": _file_info(build / MANIFEST_NAME),
