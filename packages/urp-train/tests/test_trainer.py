@@ -110,6 +110,9 @@ def test_grouping_by_a_unique_column_equals_trl_prompt_grouping(parts, tmp_path)
     theirs = GRPOTrainer._generate_and_score_completions(trainer, inputs)["advantages"]
     assert ours.abs().sum() > 0
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    trainer.args.advantage_grouping = "prompt"  # the default: TRL's computation, untouched
+    torch.manual_seed(0)
+    torch.testing.assert_close(trainer._generate_and_score_completions(inputs)["advantages"], theirs)
 
 
 def test_grouping_by_region_normalises_across_prompts_of_a_group(parts, tmp_path):

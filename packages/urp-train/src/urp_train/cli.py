@@ -61,60 +61,55 @@ def _setup(training_args: Any) -> str | None:
     return last
 
 
-def _finish(trainer: Any, result: Any, output_dir: str) -> None:
-    """Save metrics, trainer state and the final model (loadable with from_pretrained)."""
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    trainer.save_model(output_dir)
-    logger.info("model saved to %s", output_dir)
+def _run(command: str, config_type: type, argv: Sequence[str], make_trainer: Callable[..., Any]) -> int:
+    """TRL's script order: parse; seed, logging, resume; data; model; trainer; train; save metrics and model.
 
-
-def grpo(argv: Sequence[str]) -> int:
+    ``make_trainer(args, train, evaluation, model=, processing_class=, peft_config=)`` builds the trainer.
+    """
     from trl import get_peft_config
 
     from urp_train.dataset import URPDataArguments, check_image_tokens, load_data
     from urp_train.models import URPModelConfig
+
+    data_args, training_args, model_args = _parse((URPDataArguments, config_type, URPModelConfig), argv,
+                                                  f"urp-train {command}")
+    checkpoint = _setup(training_args)
+    train, evaluation = load_data(data_args, training_args.seed)
+    model, processor = model_args.load(training_args.trust_remote_code)
+    if "image" in train.column_names:
+        check_image_tokens(train, processor)
+    trainer = make_trainer(training_args, train, evaluation, model=model, processing_class=processor,
+                           peft_config=get_peft_config(model_args))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    trainer.save_model(training_args.output_dir)  # with the processor: loadable with from_pretrained
+    logger.info("model saved to %s", training_args.output_dir)
+    return 0
+
+
+def grpo(argv: Sequence[str]) -> int:
     from urp_train.rewards import reward_funcs
     from urp_train.trainer import URPGRPOConfig, URPGRPOTrainer
 
-    data_args, training_args, model_args = _parse(
-        (URPDataArguments, URPGRPOConfig, URPModelConfig), argv, "urp-train grpo")
-    checkpoint = _setup(training_args)
-    train, evaluation = load_data(data_args, training_args.seed)
-    model, processor = model_args.load(training_args.trust_remote_code)
-    if "image" in train.column_names:
-        check_image_tokens(train, processor)
-    trainer = URPGRPOTrainer(
-        model=model, processing_class=processor, args=training_args, train_dataset=train, eval_dataset=evaluation,
-        reward_funcs=reward_funcs(training_args.reward_funcs, scale=training_args.accuracy_scale,
-                                  scales=training_args.accuracy_scales),
-        peft_config=get_peft_config(model_args),
-    )
-    _finish(trainer, trainer.train(resume_from_checkpoint=checkpoint), training_args.output_dir)
-    return 0
+    def make(args: Any, train: Any, evaluation: Any, **common: Any) -> Any:
+        rewards = reward_funcs(args.reward_funcs, scale=args.accuracy_scale, scales=args.accuracy_scales)
+        return URPGRPOTrainer(args=args, train_dataset=train, eval_dataset=evaluation, reward_funcs=rewards, **common)
+
+    return _run("grpo", URPGRPOConfig, argv, make)
 
 
 def sft(argv: Sequence[str]) -> int:
-    from trl import SFTConfig, SFTTrainer, get_peft_config
+    from trl import SFTConfig, SFTTrainer
 
-    from urp_train.dataset import URPDataArguments, check_image_tokens, load_data, with_completions
-    from urp_train.models import URPModelConfig
+    from urp_train.dataset import with_completions
 
-    data_args, training_args, model_args = _parse((URPDataArguments, SFTConfig, URPModelConfig), argv,
-                                                  "urp-train sft")
-    checkpoint = _setup(training_args)
-    train, evaluation = load_data(data_args, training_args.seed)
-    model, processor = model_args.load(training_args.trust_remote_code)
-    if "image" in train.column_names:
-        check_image_tokens(train, processor)
-    trainer = SFTTrainer(
-        model=model, processing_class=processor, args=training_args, train_dataset=with_completions(train),
-        eval_dataset=with_completions(evaluation) if evaluation is not None else None,
-        peft_config=get_peft_config(model_args),
-    )
-    _finish(trainer, trainer.train(resume_from_checkpoint=checkpoint), training_args.output_dir)
-    return 0
+    def make(args: Any, train: Any, evaluation: Any, **common: Any) -> Any:
+        return SFTTrainer(args=args, train_dataset=with_completions(train),
+                          eval_dataset=with_completions(evaluation) if evaluation is not None else None, **common)
+
+    return _run("sft", SFTConfig, argv, make)
 
 
 def tiny_model(argv: Sequence[str]) -> int:

@@ -158,11 +158,11 @@ def load_data(args: URPDataArguments, seed: int) -> tuple[Any, Any]:
 
 def with_completions(dataset: Any) -> Any:
     """Add the SFT ``completion``: the target score in the answer format, as an assistant message."""
-    def add(example: dict[str, Any]) -> dict[str, Any]:
-        text = render_answer(example["target"])
+    def add(target: float) -> dict[str, Any]:
+        text = render_answer(target)
         return {"completion": [{"role": "assistant", "content": [{"type": "text", "text": text}]}]}
 
-    return dataset.map(add)
+    return dataset.map(add, input_columns="target")  # images pass through without being decoded
 
 
 def image_token_counts(dataset: Any, processor: Any, limit: int | None = None) -> list[tuple[int, int]]:
