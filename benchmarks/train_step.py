@@ -108,7 +108,7 @@ def main() -> None:
                     [sys.executable, __file__, "--build", args.build, "--model", model, "--steps", str(args.steps),
                      "--_child", kind, "--_out", str(Path(tmp) / kind),
                      *(["--threads", str(args.threads)] if args.threads else [])],
-                    capture_output=True, text=True)
+                    capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     sys.exit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
                 results[kind].append(json.loads(proc.stdout.strip().splitlines()[-1]))

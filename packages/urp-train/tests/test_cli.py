@@ -15,7 +15,7 @@ FAST = ["--max_steps", "2", "--save_steps", "1", "--logging_steps", "1", "--per_
 def test_top_level_help_is_instant_and_imports_no_torch():
     code = ("import sys; from urp_train.cli import main; rc = main(['--help']); "
             "assert rc == 0; assert 'torch' not in sys.modules and 'trl' not in sys.modules")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     for command in ("grpo", "sft", "tiny-model"):
         assert command in out.stdout

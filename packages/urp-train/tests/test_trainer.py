@@ -1,3 +1,4 @@
+import math
 import statistics
 from collections import Counter
 
@@ -19,8 +20,8 @@ def varied(prompts, completions, **_):
 def _hand(totals, groups, scale=True):
     out = []
     for r, g in zip(totals, groups, strict=True):
-        members = [t for t, h in zip(totals, groups, strict=True) if h == g and t == t]
-        if r != r:
+        members = [t for t, h in zip(totals, groups, strict=True) if h == g and not math.isnan(t)]
+        if math.isnan(r):
             out.append(0.0)
             continue
         mean = statistics.mean(members)
@@ -87,9 +88,9 @@ def parts(tiny_build, tiny_model_dir):
 def _trainer(parts, tmp_path, **overrides):
     ds, model_dir, load = parts
     model, processor = load(model_dir, dtype="float32")
-    kwargs = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
-                  max_completion_length=6, max_steps=1, report_to="none", use_cpu=True, save_strategy="no",
-                  logging_steps=1, reward_weights=[1.0, 0.5], seed=0)
+    kwargs = {"output_dir": str(tmp_path), "per_device_train_batch_size": 4, "num_generations": 2,
+              "max_completion_length": 6, "max_steps": 1, "report_to": "none", "use_cpu": True, "bf16": False,
+              "save_strategy": "no", "logging_steps": 1, "reward_weights": [1.0, 0.5], "seed": 0}
     kwargs.update(overrides)
     args = URPGRPOConfig(**kwargs)
     funcs = [reward_funcs(["accuracy"])[0], varied]
@@ -150,7 +151,7 @@ def test_a_training_step_changes_every_trainable_parameter_and_logs_groups(parts
 
 
 def test_config_checks_name_the_fix(tmp_path):
-    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, use_cpu=True)
+    base = {"output_dir": str(tmp_path), "per_device_train_batch_size": 4, "num_generations": 2, "use_cpu": True}
     with pytest.raises(ValueError, match="prompts_per_group=3 must divide the 2 prompts"):
         URPGRPOConfig(**base, advantage_grouping="group", prompts_per_group=3)
     with pytest.raises(ValueError, match="set remove_unused_columns to false"):

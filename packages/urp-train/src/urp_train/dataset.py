@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from urp_data.schema import (
     SchemaError,
     indicator_columns,
-    indicator_spec,
     load_manifest,
     render_answer,
     render_messages,
@@ -113,7 +112,7 @@ def load_examples(build_dir: str | Path, split: str = "train", *, indicators: li
                 scale = info.score_scale() if info else None
                 if scale is None:
                     raise SchemaError(f"manifest of {build_dir} has no score scale for {ind!r}; rebuild the region")
-                spec = indicator_spec(ind, info.description, info.unit)
+                spec = info.spec()  # the same prompt spec evaluation renders with
                 rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))
                 rows["image"].append(image)
                 rows["target"].append(round(float(scale.to_score(value)), 1))

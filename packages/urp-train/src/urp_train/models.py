@@ -53,10 +53,10 @@ TOOL_AND_FIM_TOKENS: tuple[str, ...] = (
 TINY_IMAGE_PIXELS = 112 * 112
 """min_pixels = max_pixels of the tiny processor: every chip becomes an 8x8 patch grid, 16 image tokens."""
 
-TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096)
-TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
-                   spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
+TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 4096}
+TINY_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
+               "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "fullatt_block_indexes": [1]}
 
 
 def _chat_template(name: str = "qwen2_5_vl.jinja") -> str:
