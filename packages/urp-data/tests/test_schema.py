@@ -78,6 +78,8 @@ def test_rendered_answer_round_trips(score):
         ("<answer>1e309</answer>", None),  # overflows to inf
         ("<answer>3</answer><answer>4</answer>", None),  # ambiguous
         ("<answer>__import__('os').system('true')</answer>", None),  # text only, never evaluated
+        ("<answer>\uff16.\uff10</answer>", None),  # full-width digits are not ASCII numbers
+        ("<answer>5.3 out of 9.9</answer>", 5.3),  # the first number is the answer
         ("<think>" + "a" * 300_000 + "</think><answer>5</answer>", None),  # runaway generation
     ],
 )

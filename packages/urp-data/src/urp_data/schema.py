@@ -338,11 +338,11 @@ def render_answer(score: float, reasoning: str = "") -> str:
 # --------------------------------------------------------------------------- answers
 
 _NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?"
-_NUMBER_RE = re.compile(_NUMBER)
+_NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only: "６" is not a number here
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _FORMAT_RE = re.compile(
     rf"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>\s*(?:{_NUMBER})\s*[^<\d]{{0,20}}</answer>\s*",
-    re.DOTALL,
+    re.DOTALL | re.ASCII,
 )
 MAX_ANSWER_CHARS = 200_000
 """Longer completions are not parsed (bounded time on runaway generations)."""
