@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 
 from urp_data.errors import InputError
 from urp_data.schema import compass_direction
+from urp_data.vectors import read_vector
 
 logger = logging.getLogger(__name__)
 
@@ -170,16 +171,10 @@ class CountryLookup:
         self.gdf = None
         if path is None:
             return
-        try:
-            gdf = gpd.read_file(path)
-        except Exception as exc:  # pyogrio raises several unrelated types for unreadable files
-            raise InputError(f"cannot read country polygons {path}: {str(exc).splitlines()[0]}") from exc
-        if gdf.crs is None:
-            raise InputError(f"country polygons {path} have no CRS; set one (e.g. EPSG:4326)")
+        gdf = read_vector(path, "country polygons")
         iso_col = next((c for c in ("iso_a3", "ISO_A3", "iso3", "adm0_a3") if c in gdf.columns), None)
         if iso_col is None:
             raise InputError(f"country polygons {path} need an iso_a3 column")
-        gdf = gdf.to_crs("EPSG:4326")
         gdf["iso3"] = gdf[iso_col].where(gdf[iso_col].astype(str).str.len() == 3)
         gdf.loc[gdf["iso3"].astype(str).str.startswith("-"), "iso3"] = None
         self.gdf = gdf[["iso3", "geometry"]]

@@ -33,6 +33,7 @@ from rasterio.windows import Window, from_bounds
 from urp_data.errors import InputError
 from urp_data.geocode import GEONAMES_LICENCE, Gazetteer
 from urp_data.schema import IndicatorInfo, indicator_spec
+from urp_data.vectors import read_vector
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +118,7 @@ class VectorIndicator:
             raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
                              f"area_weighted_mean or by_country, got {self.method!r}")
         column = spec.get("column")
-        try:
-            gdf = gpd.read_file(path)
-        except Exception as exc:  # pyogrio raises several unrelated types for unreadable files
-            raise InputError(f"cannot read indicator table {path}: {str(exc).splitlines()[0]}") from exc
+        gdf = read_vector(path, "indicator table", spatial=self.method != "by_country")
         for col in (column, spec.get("key", "iso_a3")) if self.method == "by_country" else (column,):
             if col not in gdf.columns:
                 raise InputError(f"indicator {self.name}: column {col!r} not in {path} (has {list(gdf.columns)})")
@@ -128,9 +126,6 @@ class VectorIndicator:
         if self.method == "by_country":
             self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column])
             return
-        if gdf.crs is None:
-            raise InputError(f"indicator table {path} has no CRS; add a .prj / set one")
-        gdf = gdf.to_crs("EPSG:4326")
         gdf["value"] = gdf[column].astype(np.float64)
         self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
 

@@ -47,6 +47,7 @@ from urp_data.regions import (
 )
 from urp_data.schema import MANIFEST_NAME, SPLITS, Manifest, ScoreScale, arrow_schema, split_path
 from urp_data.splits import BUFFER, assign_splits, choose_unseen_groups, group_of
+from urp_data.vectors import read_vector
 
 logger = logging.getLogger(__name__)
 
@@ -119,16 +120,7 @@ def _area(region: RegionConfig, src: Sources) -> shapely.Geometry:
     if a.bbox is not None:
         return bbox_polygon(a.bbox)
     if a.boundary is not None:
-        import geopandas as gpd
-
-        path = region.resolve(a.boundary)
-        try:
-            gdf = gpd.read_file(path)
-        except Exception as exc:  # pyogrio raises several unrelated types for unreadable files
-            raise InputError(f"cannot read area boundary {path}: {str(exc).splitlines()[0]}") from exc
-        if gdf.crs is None:
-            raise InputError(f"area boundary {path} has no CRS; set one")
-        return shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values)
+        return shapely.union_all(read_vector(region.resolve(a.boundary), "area boundary").geometry.values)
     if a.land:
         if src.countries.gdf is None:
             raise RegionError("area.land needs country polygons; set countries: to a polygon file")
