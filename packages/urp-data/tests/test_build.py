@@ -249,6 +249,31 @@ def test_partial_build_with_another_config_is_discarded(write_region, tmp_path):
     assert sum(len(v) for v in rows.values()) > 0
 
 
+def test_changed_input_discards_unfinished_chunks(write_region, tmp_path, data_dir):
+    raster = tmp_path / "olinda.tif"
+    shutil.copy(data_dir / "demo/olinda_l7_etm.tif", raster)
+    region = write_region(imagery=[{"type": "raster", "path": str(raster), "bands": [3, 2, 1]}])
+    out = tmp_path / "out"
+    first = _read_all(_run(region, out, chunk_size=8))
+    # Leave an unfinished build behind, then change the raster's pixels in place.
+    partial_chunks = out / ".mini.partial" / "chunks"
+    partial_chunks.mkdir(parents=True)
+    from urp_data.pipeline import _config_key, _inputs, open_sources
+    from urp_data.regions import load_region
+
+    reg = load_region(region)
+    key = _config_key(reg, 8, _inputs(reg, open_sources(reg)))
+    (out / ".mini.partial" / "state.json").write_text(json.dumps({"key": key}))
+    shutil.copy(out / "mini" / "train.parquet", partial_chunks / "chunk-000000.parquet")  # stale rows
+    with rasterio.open(raster, "r+") as ds:
+        ds.write(255 - ds.read())
+    second = _read_all(_run(region, out, chunk_size=8))
+    ids = [r["sample_id"] for s in SPLITS for r in second[s]]
+    assert len(ids) == len(set(ids))  # the stale chunk was not reused
+    assert sorted(ids) == sorted(r["sample_id"] for s in SPLITS for r in first[s])
+    assert second["train"][0]["image"]["bytes"] != first["train"][0]["image"]["bytes"]
+
+
 def test_settlement_sampling_is_seeded_and_on_land(tmp_path, data_dir):
     from urp_data.regions import load_region
 

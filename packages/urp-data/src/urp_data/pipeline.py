@@ -234,9 +234,13 @@ def _write_atomic_table(table: pa.Table, path: Path, metadata: dict[str, str] | 
 # --------------------------------------------------------------------------- build
 
 
-def _config_key(region: RegionConfig, chunk_size: int) -> str:
-    payload = json.dumps({"region": region.to_dict(), "chunk_size": chunk_size, "v": PLAN_VERSION},
-                         sort_keys=True, default=str)
+def _config_key(region: RegionConfig, chunk_size: int, inputs: list[dict[str, Any]]) -> str:
+    """Identity of a build: chunks of an unfinished build are reused only under the same key.
+
+    The inputs' checksums are part of it, so replacing a raster in place starts afresh.
+    """
+    payload = json.dumps({"region": region.to_dict(), "chunk_size": chunk_size, "v": PLAN_VERSION,
+                          "inputs": [(i["path"], i["sha256"]) for i in inputs]}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -300,7 +304,8 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     schema = arrow_schema(indicators)
 
     partial = out / f".{region.name}.partial"
-    key = _config_key(region, cfg.chunk_size)
+    inputs = _inputs(region, src)
+    key = _config_key(region, cfg.chunk_size, inputs)
     state = partial / "state.json"
     if partial.exists() and (not state.is_file() or json.loads(state.read_text()).get("key") != key):
         logger.warning("discarding an unfinished build of %s made with another config", region.name)
@@ -344,7 +349,7 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
         indicators=infos,
         config={"build": {k: v for k, v in vars(cfg).items()}, "region": region.to_dict(),
                 "unseen_groups": sorted(plan.unseen_groups)},
-        inputs=_inputs(region, src),
+        inputs=inputs,
         counts=counts,
         versions=_versions(),
         build_time=datetime.now(UTC).isoformat(timespec="seconds"),
