@@ -56,6 +56,13 @@ def test_rebuild_is_deterministic(write_region, tmp_path):
         assert [r["image"]["bytes"] for r in a[s]] == [r["image"]["bytes"] for r in b[s]]
 
 
+def test_parallel_workers_write_the_same_build(write_region, tmp_path):
+    region = write_region()
+    one = _read_all(_run(region, tmp_path / "one", chunk_size=8))
+    two = _read_all(_run(region, tmp_path / "two", chunk_size=8, workers=2))
+    assert two == one
+
+
 def test_nodata_indicator_is_null_not_zero(write_region, tmp_path, data_dir):
     # An indicator raster whose western half is nodata: samples there must get null.
     src = rasterio.open(data_dir / "demo/olinda_l7_etm.tif")

@@ -17,7 +17,10 @@ class BuildConfig:
     samples: int | None = field(default=None, metadata={"help": "number of samples (overrides the region's)"})
     seed: int | None = field(default=None, metadata={"help": "seed (overrides the region's)"})
     chunk_size: int = field(default=256, metadata={"help": "samples per chunk (the unit of resume and of memory)"})
+    workers: int = field(default=1, metadata={"help": "processes cutting chunks in parallel (each loads the sources)"})
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:
             raise RegionError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.workers <= 0:
+            raise RegionError(f"workers must be positive, got {self.workers}")

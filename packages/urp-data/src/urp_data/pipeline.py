@@ -223,6 +223,46 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     return pa.table(cols, schema=schema), len(rows) - len(idx)
 
 
+def _write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema, path: Path,
+                 rows: range) -> int:
+    """Process one chunk and write it atomically; returns how many planned cells it covered."""
+    table, skipped = process_chunk(region, src, plan, rows, schema)
+    _write_atomic_table(table, path, {"urp_skipped_no_imagery": str(skipped)})
+    return len(rows)
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(region: RegionConfig, plan: Plan, schema: pa.Schema) -> None:
+    # Each worker opens its own sources: GDAL handles must not be shared across processes.
+    _worker_state.update(region=region, plan=plan, schema=schema, src=open_sources(region))
+
+
+def _worker_chunk(path: Path, rows: range) -> int:
+    st = _worker_state
+    return _write_chunk(st["region"], st["src"], st["plan"], st["schema"], path, rows)
+
+
+def _run_chunks_in_workers(workers: int, region: RegionConfig, plan: Plan, schema: pa.Schema,
+                           todo: list[tuple[Path, range]]) -> Any:
+    """Yield each chunk's cell count as worker processes finish it (any order: files are named by index)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(region, plan, schema)) as pool:
+        futures = [pool.submit(_worker_chunk, path, rows) for path, rows in todo]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
 def _write_atomic_table(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
@@ -315,15 +355,18 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     state.write_text(json.dumps({"key": key, "cells": len(plan.cells)}))
 
     n = len(plan.cells)
-    starts = list(range(0, n, cfg.chunk_size))
-    done = 0
-    for k, start in enumerate(starts):
-        path = chunks_dir / f"chunk-{k:06d}.parquet"
-        rows = range(start, min(start + cfg.chunk_size, n))
-        if not path.is_file():
-            table, skipped = process_chunk(region, src, plan, rows, schema)
-            _write_atomic_table(table, path, {"urp_skipped_no_imagery": str(skipped)})
-        done += len(rows)
+    todo = [(chunks_dir / f"chunk-{k:06d}.parquet", range(start, min(start + cfg.chunk_size, n)))
+            for k, start in enumerate(range(0, n, cfg.chunk_size))]
+    done = sum(len(rows) for path, rows in todo if path.is_file())
+    todo = [(path, rows) for path, rows in todo if not path.is_file()]
+    if progress is not None:
+        progress(done, n)
+    if cfg.workers > 1 and len(todo) > 1:
+        finished = _run_chunks_in_workers(cfg.workers, region, plan, schema, todo)
+    else:
+        finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
+    for count in finished:
+        done += count
         if progress is not None:
             progress(done, n)
 
