@@ -63,6 +63,27 @@ def test_parallel_workers_write_the_same_build(write_region, tmp_path):
     assert two == one
 
 
+def test_admin_area_groups_hold_out_whole_admin_areas(tmp_path):
+    # Foz do Iguaçu (Paraná), Ciudad del Este (Alto Paraná) and Puerto Iguazú (Misiones):
+    # grouping by admin area keeps each department or state whole in one side of the split.
+    region = tmp_path / "tri.yaml"
+    region.write_text(f"""
+name: tri
+area: {{bbox: [-54.66, -25.58, -54.54, -25.45]}}
+sampling: {{resolution: 8, samples: 120, seed: 1}}
+chip: {{size_px: 32}}
+splits: {{group_by: admin, unseen_groups: [PRY-Alto Paraná Department], buffer_rings: 0}}
+countries: gazetteer
+imagery: [{{type: raster, path: {Path(__file__).parents[3] / "data/demo/foz_cde_lc08_b2b3b4.tif"}, bands: [3, 2, 1]}}]
+""")
+    rows = _read_all(_run(region, tmp_path / "out"))
+    unseen = {r["group"] for r in rows["test_unseen"]}
+    seen = {r["group"] for s in ("train", "val", "test_seen") for r in rows[s]}
+    assert unseen == {"PRY-Alto Paraná Department"}
+    assert "BRA-Paraná" in seen and not (unseen & seen)
+    assert all(r["address"].endswith("Alto Paraná Department, Paraguay") for r in rows["test_unseen"])
+
+
 def test_nodata_indicator_is_null_not_zero(write_region, tmp_path, data_dir):
     # An indicator raster whose western half is nodata: samples there must get null.
     src = rasterio.open(data_dir / "demo/olinda_l7_etm.tif")

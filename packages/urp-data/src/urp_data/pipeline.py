@@ -149,7 +149,9 @@ def make_plan(region: RegionConfig, src: Sources) -> Plan:
     sc = region.splits
     continent = [src.gazetteer.continent(c) for c in country] if sc.group_by == "continent" or sc.unseen_continents \
         else [None] * len(cells)
-    groups = [group_of(c, co, ct, sc.group_by) for c, co, ct in zip(cells, country, continent, strict=True)]
+    admin = src.gazetteer.admin_areas(lat, lon, country) if sc.group_by == "admin" else [None] * len(cells)
+    groups = [group_of(c, co, ct, sc.group_by, ad) for c, co, ct, ad in zip(cells, country, continent, admin,
+                                                                          strict=True)]
     named = set(sc.unseen_groups)
     named |= {g for g, co, ct in zip(groups, country, continent, strict=True)
               if co in sc.unseen_countries or (ct is not None and ct in sc.unseen_continents)}

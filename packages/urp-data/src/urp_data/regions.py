@@ -98,7 +98,8 @@ class GeocoderConfig:
 class SplitConfig:
     """Geographic splits: whole groups are unseen; the rest is divided cell by cell."""
 
-    group_by: str = field(default="country", metadata={"help": "country, continent, or h3:R (parent cell at resolution R, within a country)"})
+    group_by: str = field(default="country", metadata={"help": "country, continent, admin (first-level admin area within a country), "
+                                                                 "or h3:R (parent cell at resolution R, within a country)"})
     unseen_groups: list[str] = field(default_factory=list, metadata={"help": "groups held out as test_unseen"})
     unseen_countries: list[str] = field(default_factory=list, metadata={"help": "ISO3 codes: every group in them is unseen"})
     unseen_continents: list[str] = field(default_factory=list, metadata={"help": "continent names: every group in them is unseen"})
@@ -108,8 +109,8 @@ class SplitConfig:
     buffer_rings: int = field(default=1, metadata={"help": "seen cells within this H3 ring distance of an unseen cell are dropped"})
 
     def __post_init__(self) -> None:
-        if not (self.group_by in ("country", "continent") or _parse_h3_group(self.group_by) is not None):
-            raise RegionError(f"splits.group_by must be country, continent or h3:R, got {self.group_by!r}")
+        if not (self.group_by in ("country", "continent", "admin") or _parse_h3_group(self.group_by) is not None):
+            raise RegionError(f"splits.group_by must be country, continent, admin or h3:R, got {self.group_by!r}")
         if not 0 <= self.unseen_fraction < 1 or self.val_fraction < 0 or self.test_seen_fraction < 0 \
                 or self.val_fraction + self.test_seen_fraction >= 1:
             raise RegionError("splits fractions must satisfy 0 <= unseen_fraction < 1 and val + test_seen < 1")

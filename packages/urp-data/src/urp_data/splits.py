@@ -87,16 +87,20 @@ def assign_splits(
     return labels
 
 
-def group_of(cell: str, country: str | None, continent: str | None, group_by: str) -> str:
-    """The group key of a cell: its country, its continent, or ``<country>-<H3 parent>`` for ``h3:R``.
+def group_of(cell: str, country: str | None, continent: str | None, group_by: str,
+             admin: str | None = None) -> str:
+    """The group key of a cell: its country, its continent, ``<country>-<admin area>`` for ``admin``,
+    or ``<country>-<H3 parent>`` for ``h3:R``.
 
-    H3 parents are prefixed with the country so no group straddles a border (an unseen country
-    then consists of whole groups).
+    Admin areas and H3 parents are prefixed with the country so no group straddles a border
+    (an unseen country then consists of whole groups).
     """
     if group_by == "country":
         return country or "unknown"
     if group_by == "continent":
         return continent or "unknown"
+    if group_by == "admin":
+        return f"{country or 'unknown'}-{admin or 'unknown'}"
     res = int(group_by.split(":", 1)[1])
     parent = h3.cell_to_parent(cell, min(res, h3.get_resolution(cell)))
     return f"{country or 'unknown'}-{parent}"
