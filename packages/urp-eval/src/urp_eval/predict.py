@@ -332,39 +332,57 @@ def _predict_baseline(cfg: PredictConfig, build: Path, indicators: Sequence[str]
                             "n_parsed": 0, "model": cfg.model_id, "backend": cfg.backend})
 
 
+def _row_groups(path: Path, max_samples: int | None) -> Iterator[pa.Table]:
+    """A split's rows, images included, one Parquet row group at a time (memory stays bounded).
+
+    With ``max_samples``, only the first N samples by sample_id (the same ones whatever the
+    file's row order).
+    """
+    keep = None
+    if max_samples:
+        ids = pq.read_table(path, columns=["sample_id"])["sample_id"]
+        keep = ids.take(pc.sort_indices(ids)[:max_samples])
+    pf = pq.ParquetFile(path)
+    for g in range(pf.num_row_groups):
+        table = pf.read_row_group(g)
+        yield table if keep is None else table.filter(pc.is_in(table["sample_id"], value_set=keep))
+
+
 def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicators: Sequence[str],
                    scales: dict[str, ScoreScale | None], writer: PredictionWriter) -> None:
     from PIL import Image
 
-    work = []
-    for split in resolve_splits(cfg.split):
-        table = _load_split(build, split, cfg, None)
-        work += [(split, table, r, ind) for r, ind in _todo(table, indicators, writer)]
-    logger.info("%d prompts to generate (%d already done)", len(work), len(writer.done))
-    if not work:
+    splits = resolve_splits(cfg.split)
+    total = sum(len(_todo(_load_split(build, split, cfg, ["sample_id", *indicators]), indicators, writer))
+                for split in splits)
+    logger.info("%d prompts to generate (%d already done)", total, len(writer.done))
+    if not total:
         return
     generator: Generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
     specs = {i: manifest.indicators[i].spec() for i in indicators}
+    work = ((split, table, _todo(table, indicators, writer)) for split in splits
+            for table in _row_groups(split_path(build, split), cfg.max_samples))
     since_save = 0
-    with _progress(len(work), f"predict {cfg.model_id}") as advance:
-        for start in range(0, len(work), cfg.batch_size):
-            batch = work[start:start + cfg.batch_size]
-            rows = [table.slice(r, 1).to_pylist()[0] for _, table, r, _ in batch]
-            images = []
-            for row in rows:
-                if not row.get("image") or not row["image"].get("bytes"):
-                    raise InputError(f"sample {row['sample_id']} has no image; rebuild the region")
-                images.append(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
-            messages = [render_messages(row, ind, spec=specs[ind]) for row, (_, _, _, ind) in zip(rows, batch)]
-            for row, (split, _, _, ind), completions in zip(rows, batch, generator.generate(messages, images)):
-                parsed = [v for v in (parse_answer(c) for c in completions) if v is not None]
-                score = float(np.mean(parsed)) if parsed else None
-                writer.add({"sample_id": row["sample_id"], "indicator": ind, "split": split, "score": score,
-                            "prediction": None if score is None else float(scales[ind].to_value(score)),
-                            "completions": completions, "n_parsed": len(parsed), "model": cfg.model_id,
-                            "backend": cfg.backend})
-            advance(len(batch))
-            since_save += len(batch)
-            if since_save >= cfg.save_every:
-                writer.save()
-                since_save = 0
+    with _progress(total, f"predict {cfg.model_id}") as advance:
+        for split, table, todo in work:
+            for start in range(0, len(todo), cfg.batch_size):
+                batch = todo[start:start + cfg.batch_size]
+                rows = [table.slice(r, 1).to_pylist()[0] for r, _ in batch]
+                images = []
+                for row in rows:
+                    if not row.get("image") or not row["image"].get("bytes"):
+                        raise InputError(f"sample {row['sample_id']} has no image; rebuild the region")
+                    images.append(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
+                messages = [render_messages(row, ind, spec=specs[ind]) for row, (_, ind) in zip(rows, batch)]
+                for row, (_, ind), completions in zip(rows, batch, generator.generate(messages, images)):
+                    parsed = [v for v in (parse_answer(c) for c in completions) if v is not None]
+                    score = float(np.mean(parsed)) if parsed else None
+                    writer.add({"sample_id": row["sample_id"], "indicator": ind, "split": split, "score": score,
+                                "prediction": None if score is None else float(scales[ind].to_value(score)),
+                                "completions": completions, "n_parsed": len(parsed), "model": cfg.model_id,
+                                "backend": cfg.backend})
+                advance(len(batch))
+                since_save += len(batch)
+                if since_save >= cfg.save_every:
+                    writer.save()
+                    since_save = 0
