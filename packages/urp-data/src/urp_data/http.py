@@ -32,7 +32,8 @@ _last_request: dict[str, float] = {}
 
 def cache_path(url: str) -> Path:
     """Where the response to ``url`` is cached (sha256 of the URL)."""
-    return CACHE_DIR / hashlib.sha256(url.encode()).hexdigest()[:2] / hashlib.sha256(url.encode()).hexdigest()
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    return CACHE_DIR / digest[:2] / digest
 
 
 def get(url: str, min_interval_s: float = 1.0) -> bytes:
