@@ -96,3 +96,13 @@ def test_manifest_says_which_buffer_and_why(demo_build):
     assert sp["buffer_km"] == 5 and "night_light" in sp["buffer_reason"]  # the demo's configured buffer, explained
     assert sp["buffer_candidates_km"]["indicator night_light"] > 14
     assert sp["block_resolution"] == 7 and "dropped" in sp["holdout_rule"]
+
+
+def test_labels_say_their_resolution_and_whether_the_prompt_shows_them(demo_build):
+    inds = load_manifest(demo_build).indicators
+    assert inds["settlement_population"].derived_from_prompt and inds["settlement_population"].radius_km == 5
+    assert not inds["population"].derived_from_prompt and "IBGE" in inds["population"].resolution
+    assert 0 < inds["population"].resolution_km < 5  # census tracts, measured from the polygons
+    assert inds["night_light"].resolution_km > 14
+    t = pq.read_table(split_path(demo_build, "train"), columns=["lat", "population"]).to_pandas()
+    assert t[t.lat > -10].population.notna().any() and t[t.lat < -20].population.isna().all()  # Olinda only

@@ -191,10 +191,15 @@ class ScoreScale:
     def _grid(self) -> np.ndarray:
         return np.linspace(0.0, SCORE_MAX, len(self.quantiles))
 
+    def breakpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, scores) of the piecewise-linear value -> score map: the unique quantiles, each
+        with the mean score of its tied run (reports compute scores in SQL from these)."""
+        uq, inv = np.unique(np.asarray(self.quantiles), return_inverse=True)
+        return uq, np.bincount(inv, self._grid()) / np.bincount(inv)
+
     def to_score(self, value: float | np.ndarray) -> Any:
         """Score(s) in [0, SCORE_MAX]; a value equal to a run of tied quantiles gets their mean score."""
-        uq, inv = np.unique(np.asarray(self.quantiles), return_inverse=True)
-        grid = np.bincount(inv, self._grid()) / np.bincount(inv)
+        uq, grid = self.breakpoints()
         v = np.asarray(value, dtype=np.float64)
         out = np.where(np.isfinite(v), np.interp(v, uq, grid), np.nan)
         return float(out) if out.ndim == 0 else out
