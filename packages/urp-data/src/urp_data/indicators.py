@@ -31,6 +31,7 @@ from rasterio.transform import from_bounds as transform_from_bounds
 from rasterio.windows import Window, from_bounds
 
 from urp_data.errors import InputError
+from urp_data.fsutil import one_line
 from urp_data.geocode import GEONAMES_LICENCE, Gazetteer
 from urp_data.schema import IndicatorInfo, indicator_spec
 from urp_data.vectors import read_vector
@@ -58,7 +59,7 @@ class RasterIndicator:
     """Zonal statistic of one raster band over each chip footprint (nodata -> null)."""
 
     def __init__(self, spec: dict[str, Any], path: Path) -> None:
-        self.name = spec["name"]
+        self.name, self.path = spec["name"], str(path)
         self.stat = spec.get("stat", "mean")
         if self.stat not in ("mean", "sum"):
             raise InputError(f"indicator {self.name}: stat must be mean or sum, got {self.stat!r}")
@@ -79,7 +80,7 @@ class RasterIndicator:
                     else ds.transform
                 self.crs = rasterio.crs.CRS.from_user_input(crs)
         except RasterioError as exc:
-            raise InputError(f"cannot read indicator raster {path}: {str(exc).splitlines()[0]}") from exc
+            raise InputError(f"cannot read indicator raster {path}: {one_line(exc)}") from exc
         if nodata is not None:
             self.arr[self.arr == nodata] = np.nan
         scale = float(spec.get("scale", 1.0))
@@ -112,7 +113,7 @@ class VectorIndicator:
     """A polygon attribute joined onto samples with geopandas."""
 
     def __init__(self, spec: dict[str, Any], path: Path, gazetteer: Gazetteer) -> None:
-        self.name = spec["name"]
+        self.name, self.path = spec["name"], str(path)
         self.method = spec.get("method", "point_in_polygon")
         if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean", "by_country"):
             raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
@@ -161,6 +162,8 @@ class VectorIndicator:
 
 class GeonamesPopulation:
     """Settlement population: summed GeoNames population within ``radius_km`` of the centre."""
+
+    path = None  # computed from the gazetteer, no file of its own
 
     def __init__(self, spec: dict[str, Any], gazetteer: Gazetteer) -> None:
         self.name = spec["name"]
