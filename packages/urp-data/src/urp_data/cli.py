@@ -12,11 +12,23 @@ import sys
 from urp_data.clikit import add_dataclass_flags, config_from_args, run, setup_logging
 
 
+def _require_build_stack() -> None:
+    """A one-line error naming the extra when the build stack (GDAL, geopandas, OSM readers) is absent."""
+    try:
+        import urp_data.pipeline  # noqa: F401
+    except ModuleNotFoundError as exc:
+        from urp_data.errors import URPDataError
+
+        raise URPDataError(f"this command needs the build stack ({exc.name} is not installed): "
+                           "pip install 'urp-data[build]'") from exc
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from urp_data.config import BuildConfig
-    from urp_data.pipeline import build
 
     cfg = config_from_args(BuildConfig, args)
+    _require_build_stack()
+    from urp_data.pipeline import build
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -36,6 +48,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_regions(args: argparse.Namespace) -> int:
     import yaml
 
+    _require_build_stack()
     from urp_data.regions import list_regions
 
     for name, path in list_regions().items():
