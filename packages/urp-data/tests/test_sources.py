@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import osmium
@@ -84,9 +85,9 @@ def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
 
 
 class _Tiles(BaseHTTPRequestHandler):
-    agents: list[str] = []
+    agents: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         z, x, y = (int(v) for v in self.path.strip("/").split(".")[0].split("/"))
         _Tiles.agents.append(self.headers.get("User-Agent", ""))
         buf = io.BytesIO()
@@ -207,7 +208,7 @@ def test_http_error_is_one_clear_error_without_retrying_a_404(tmp_path, monkeypa
     class NotFound(BaseHTTPRequestHandler):
         calls = 0
 
-        def do_GET(self):  # noqa: N802 (http.server API)
+        def do_GET(self):
             NotFound.calls += 1
             self.send_response(404)
             self.end_headers()

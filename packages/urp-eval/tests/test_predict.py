@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -49,7 +50,7 @@ def test_baselines_write_one_row_per_sample_and_indicator(build: Path, tmp_path:
 class FakeGenerator:
     """Stands in for a model: answers from a script, one entry per prompt."""
 
-    calls: list[int] = []
+    calls: ClassVar[list[int]] = []
 
     def __init__(self, cfg: PredictConfig) -> None:
         self.k = cfg.samples_per_prompt
@@ -70,8 +71,8 @@ def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
     out = tmp_path / "p.parquet"
-    cfg = dict(data=str(build), out=str(out), model="fake-model", max_samples=6, batch_size=4, save_every=4,
-               samples_per_prompt=2, temperature=1.0)
+    cfg = {"data": str(build), "out": str(out), "model": "fake-model", "max_samples": 6, "batch_size": 4,
+           "save_every": 4, "samples_per_prompt": 2, "temperature": 1.0}
     predict(PredictConfig(**cfg))
     first = pq.read_table(out).to_pandas()
     unseen = pq.read_table(split_path(build, "test_unseen")).sort_by("sample_id").slice(0, 6).to_pandas()
@@ -117,7 +118,7 @@ class DyingGenerator(FakeGenerator):
 
 
 def test_interrupted_run_resumes_from_its_parts(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = dict(data=str(build), model="fake-model", max_samples=10, batch_size=2, save_every=2)
+    cfg = {"data": str(build), "model": "fake-model", "max_samples": 10, "batch_size": 2, "save_every": 2}
     FakeGenerator.calls = []
     monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
     ref = predict(PredictConfig(**cfg, out=str(tmp_path / "ref.parquet")))
@@ -140,7 +141,7 @@ def test_interrupted_run_resumes_from_its_parts(build: Path, tmp_path: Path, mon
 
 
 class RecordingGenerator(FakeGenerator):
-    seen: list = []
+    seen: ClassVar[list] = []
 
     def generate(self, messages, images):
         RecordingGenerator.seen.append((messages, list(images)))

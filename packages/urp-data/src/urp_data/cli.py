@@ -28,9 +28,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(BuildConfig, args)
     _require_build_stack()
-    from urp_data.pipeline import build
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from urp_data.pipeline import build
 
     with Progress(TextColumn("building {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:

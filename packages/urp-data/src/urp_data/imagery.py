@@ -277,7 +277,7 @@ class XYZImagery:
                     raise InputError(f"tile {url} is not an image ({exc})") from exc
                 mosaic.paste(tile.resize((ts, ts)), ((tx - tx0) * ts, (ty - ty0) * ts))
         crop = (x0 - tx0 * ts, y0 - ty0 * ts, x1 - tx0 * ts, y1 - ty0 * ts)
-        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.BILINEAR, box=crop), dtype=np.uint8)
+        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop), dtype=np.uint8)
         return Chip(rgb, 1.0, shapely.box(left, bottom, right, top))
 
 
@@ -299,6 +299,7 @@ class StacImagery:
         self.name = name or catalog
         self.licence = licence
         try:
+            items: list[Any]
             root = pystac.read_file(catalog)
             if isinstance(root, pystac.Catalog) and any(link.rel == "search" for link in root.links):
                 search = pystac_client.Client.open(catalog).search(
@@ -314,7 +315,7 @@ class StacImagery:
         items = [i for i in items if asset in i.assets][:max_items]
         if not items:
             raise InputError(f"STAC catalog {catalog} has no item with asset {asset!r} in bbox {bbox}")
-        self.sources = [RasterImagery(i.assets[asset].get_absolute_href(), bands=bands, rescale=rescale,
+        self.sources = [RasterImagery(str(i.assets[asset].get_absolute_href()), bands=bands, rescale=rescale,
                                       name=i.id, licence=licence) for i in items]
         # Every local file the build reads (item JSONs, assets): the resume key checksums each.
         self.files = [h for i in items for h in (i.get_self_href(), i.assets[asset].get_absolute_href())

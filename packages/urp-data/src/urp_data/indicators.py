@@ -197,7 +197,7 @@ def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, fl
 
 def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> Any:
     """An indicator source from one ``indicators:`` entry of a region config."""
-    kind = spec.get("type")
+    kind = str(spec.get("type"))
     if "name" not in spec:
         raise InputError(f"indicator source {kind}: needs a name (the column it fills)")
     unknown = sorted(set(spec) - _KEYS.get(kind, set(spec)))

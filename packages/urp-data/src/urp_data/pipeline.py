@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -112,7 +112,7 @@ def plan_cells(region: RegionConfig, src: Sources) -> list[str]:
         big = g.population >= s.min_population
         area = _area(region, src)
         shapely.prepare(area)
-        cells = settlement_sample(g.places.lat[big], g.places.lon[big], g.population[big], s.samples,
+        cells = settlement_sample(g.places.lat[big], g.places.lon[big], g.population[big], int(s.samples or 0),
                                   s.resolution, s.seed, s.spread_km,
                                   keep=lambda la, lo: shapely.contains_xy(area, lo, la))
     else:
@@ -455,7 +455,9 @@ def _write_splits(chunks: list[Path], final: Path, schema: pa.Schema) -> dict[st
 
 def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
     """Score scales fitted on the train split only (never on test data)."""
-    table = pq.read_table(train, columns=indicators) if indicators else None
+    if not indicators:
+        return {}
+    table = pq.read_table(train, columns=indicators)
     out = {}
     for name in indicators:
         vals = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -464,9 +466,10 @@ def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
     return out
 
 
-def _input(role: str, path: str, licence: str, extra: list[str] = ()) -> dict[str, Any]:
+def _input(role: str, path: str, licence: str, extra: Sequence[str] = ()) -> dict[str, Any]:
     """A manifest input: its checksum, and those of every other file read with it (sidecars, STAC items)."""
-    files = {str(f): _sha256(f) for f in [*_sidecars(path), *extra] if str(f) != str(path)}
+    read: list[str | Path] = [*_sidecars(path), *extra]
+    files = {str(f): _sha256(f) for f in read if str(f) != str(path)}
     item: dict[str, Any] = {"role": role, "path": path, "sha256": _sha256(path), "licence": licence}
     if files:
         item["files"] = files

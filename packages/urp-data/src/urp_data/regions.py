@@ -40,9 +40,9 @@ class AreaConfig:
                                  ("boundary", self.boundary), ("land", self.land)) if v]
         if len(chosen) != 1:
             raise RegionError(f"area needs exactly one of from_imagery, bbox, boundary, land (got {chosen or 'none'})")
-        if self.bbox is not None:
-            if len(self.bbox) != 4 or not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]):
-                raise RegionError(f"area.bbox must be [left, bottom, right, top] with left<right, bottom<top; got {self.bbox}")
+        if self.bbox is not None and (len(self.bbox) != 4
+                                      or not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3])):
+            raise RegionError(f"area.bbox must be [left, bottom, right, top] with left<right, bottom<top; got {self.bbox}")
 
 
 @dataclass

@@ -90,6 +90,14 @@ def parquet_source(paths: Sequence[Path]) -> str:
     return f"read_parquet([{files}])"
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> Any:
+    """The single value of a one-row, one-column query."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"query returned no row: {sql[:80]}")
+    return row[0]
+
+
 def records(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """Rows of a (small) query result as dicts."""
     cur = con.execute(sql, params)
@@ -180,12 +188,12 @@ def open_inputs(con: duckdb.DuckDBPyConnection, build_dir: Path, splits: Sequenc
     con.execute(f"CREATE OR REPLACE VIEW raw_samples AS SELECT * FROM {parquet_source(paths)}")
     _check_columns(con, "raw_samples", REQUIRED_SAMPLE_COLUMNS, f"{paths[0]}")
     for p, s in zip(paths, splits):
-        if con.execute(f"SELECT count(*) FROM {parquet_source([p])}").fetchone()[0] == 0:
+        if scalar(con, f"SELECT count(*) FROM {parquet_source([p])}") == 0:
             raise InputError(f"split {s!r} has no rows ({p}); choose another --split")
     grp = group_expression(group_by)
     if group_by.startswith("h3:"):
         res = int(group_by[3:])
-        finest = con.execute("SELECT min((('0x' || h3_cell)::UBIGINT >> 52) & 15) FROM raw_samples").fetchone()[0]
+        finest = scalar(con, "SELECT min((('0x' || h3_cell)::UBIGINT >> 52) & 15) FROM raw_samples")
         if res > finest:
             raise UsageError(f"--group-by {group_by}: cells are at resolution {finest}; choose h3:R with R <= {finest}")
     ind_cols = ", ".join(quote(i) for i in build_indicators or [])
@@ -207,8 +215,8 @@ def open_inputs(con: duckdb.DuckDBPyConnection, build_dir: Path, splits: Sequenc
                          "write one row per (sample_id, indicator)")
     # Only the check above reads rows in file order; every later query orders what it returns.
     con.execute("SET preserve_insertion_order = false")
-    matched = con.execute("SELECT count(*) FROM (SELECT sample_id FROM preds SEMI JOIN samples USING (sample_id)"
-                          " LIMIT 1)").fetchone()[0]
+    matched = scalar(con, "SELECT count(*) FROM (SELECT sample_id FROM preds SEMI JOIN samples USING (sample_id)"
+                          " LIMIT 1)")
     if not matched:
         raise InputError(f"no prediction in {predictions} matches a sample of {', '.join(splits)} in {build_dir}; "
                          "were they made on another build or split?")
@@ -226,7 +234,7 @@ def _duplicate_prediction(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | N
         SELECT count(*) FILTER (WHERE (pi, ps) > (indicator, sample_id)),
                min((sample_id, indicator)) FILTER (WHERE (pi, ps) = (indicator, sample_id))
         FROM (SELECT sample_id, indicator, lag(sample_id) OVER () AS ps, lag(indicator) OVER () AS pi FROM preds)
-        WHERE pi IS NOT NULL""").fetchone()
+        WHERE pi IS NOT NULL""").fetchone() or (0, None)
     if not unsorted:
         return None if dup is None else (dup[0], dup[1])
     row = con.execute("SELECT sample_id, indicator FROM preds GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
@@ -397,7 +405,7 @@ def _neighbour_pairs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE cells AS SELECT cell, row_number() OVER (ORDER BY cell) AS rid "
                 "FROM (SELECT DISTINCT cell FROM residuals)")
     con.execute("CREATE OR REPLACE TEMP TABLE nb (i UBIGINT, j UBIGINT)")
-    n = con.execute("SELECT count(*) FROM cells").fetchone()[0]
+    n = scalar(con, "SELECT count(*) FROM cells")
     for start in range(0, n, NEIGHBOUR_CHUNK):
         cells = con.execute("SELECT cell FROM cells WHERE rid > ? AND rid <= ?",
                             [start, start + NEIGHBOUR_CHUNK]).fetchnumpy()["cell"].tolist()

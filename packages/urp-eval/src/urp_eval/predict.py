@@ -455,10 +455,17 @@ def _row_groups(path: Path, max_samples: int | None) -> Iterator[pa.Table]:
         yield table if keep is None else table.filter(pc.is_in(table["sample_id"], value_set=keep))
 
 
-def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicators: Sequence[str],
-                   scales: dict[str, ScoreScale | None], writer: PredictionWriter) -> None:
+def _chip(row: dict[str, Any]) -> Any:
+    """The sample's chip as a PIL RGB image."""
     from PIL import Image
 
+    if not row.get("image") or not row["image"].get("bytes"):
+        raise InputError(f"sample {row['sample_id']} has no image; rebuild the region")
+    return Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")
+
+
+def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicators: Sequence[str],
+                   scales: dict[str, ScoreScale | None], writer: PredictionWriter) -> None:
     splits = resolve_splits(cfg.split)
     total = sum(len(_todo(_load_split(build, split, cfg, ["sample_id", *indicators]), indicators, writer))
                 for split in splits)
@@ -467,6 +474,7 @@ def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicato
         return
     generator: Generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
     specs = {i: manifest.indicators[i].spec() for i in indicators}
+    to_value = {i: s.to_value for i, s in scales.items() if s is not None}  # predict() checked they all exist
     work = ((split, table, _todo(table, indicators, writer)) for split in splits
             for table in _row_groups(split_path(build, split), cfg.max_samples))
     with _progress(total, f"predict {cfg.model_id}") as advance:
@@ -474,20 +482,14 @@ def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicato
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
                 rows = [table.slice(r, 1).to_pylist()[0] for r, _ in batch]
-                images = []
-                for row in rows:
-                    if cfg.drop == "image":
-                        continue
-                    if not row.get("image") or not row["image"].get("bytes"):
-                        raise InputError(f"sample {row['sample_id']} has no image; rebuild the region")
-                    images.append(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
+                images = [] if cfg.drop == "image" else [_chip(row) for row in rows]
                 messages = [render_messages(row, ind, spec=specs[ind], drop=cfg.drop)  # type: ignore[arg-type]
                             for row, (_, ind) in zip(rows, batch)]
                 for row, (_, ind), completions in zip(rows, batch, generator.generate(messages, images)):
                     parsed = [v for v in (parse_answer(c) for c in completions) if v is not None]
                     score = float(np.mean(parsed)) if parsed else None
                     writer.add({"sample_id": row["sample_id"], "indicator": ind, "split": split, "score": score,
-                                "prediction": None if score is None else float(scales[ind].to_value(score)),
+                                "prediction": None if score is None else float(to_value[ind](score)),
                                 "completions": completions, "n_parsed": len(parsed), "model": cfg.model_id,
                                 "backend": cfg.backend})
                 advance(len(batch))

@@ -391,10 +391,10 @@ def render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: Re
 
 def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: ReportConfig) -> str:
     names = list(METRICS)
-    parts = [f"<h1>Geographic bias report</h1><p>Predictions {html.escape(cfg.predictions)} on "
-             f"{html.escape(cfg.data)}, splits {html.escape(', '.join(summary['splits']))}, groups by "
-             f"{html.escape(cfg.group_by)} (ranked when n ≥ {cfg.min_group_size}); models: "
-             f"{html.escape(', '.join(m['model'] for m in summary['models']))}.</p>"]
+    parts = [(f"<h1>Geographic bias report</h1><p>Predictions {html.escape(cfg.predictions)} on "
+              f"{html.escape(cfg.data)}, splits {html.escape(', '.join(summary['splits']))}, groups by "
+              f"{html.escape(cfg.group_by)} (ranked when n ≥ {cfg.min_group_size}); models: "
+              f"{html.escape(', '.join(m['model'] for m in summary['models']))}.</p>")]
     settings = summary.get("predict_settings")
     if settings:
         parts.append("<p>Prediction settings: " + html.escape(", ".join(
