@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import resource
 import subprocess
@@ -183,7 +184,7 @@ def main() -> None:
         print(f"duckdb / pandas: time {d['seconds'] / p['seconds']:.2f}x, memory {d['peak_gib'] / p['peak_gib']:.2f}x")
         ref = {(i, g): (s, r2) for i, g, s, r2 in p["rows"]}
         diffs = [abs(a - b) for i, g, s, r2 in d["rows"] for a, b in zip((s, r2), ref[(i, g)])
-                 if a is not None and b is not None and b == b]
+                 if a is not None and b is not None and not math.isnan(b)]
         diffs += [abs(v - p["bias_score"][i]) for i, v in d["bias_score"].items()]
         print(f"groups compared: {len(d['rows'])}; max |DuckDB - pandas| of Spearman, R2 and bias score: "
               f"{max(diffs):.2e}")

@@ -15,12 +15,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+import shapely
 from urp_data.cli import main
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
 from urp_data.pipeline import build
 from urp_data.schema import SPLITS, load_manifest, split_path
 from urp_data.splits import shared_ground
+from urp_data.vectors import read_vector
 
 
 def _read_all(build_dir: Path):
@@ -219,7 +221,7 @@ def test_failed_rebuild_keeps_the_previous_build(write_region, tmp_path):
 def test_cli_errors_are_one_line(write_region, tmp_path, capsys):
     assert main(["build", "--region", "atlantis", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("urp-data: error: unknown region") and "\n" not in err and "Traceback" not in err
+    assert err.startswith("urp-data build: error: unknown region") and "\n" not in err and "Traceback" not in err
     assert main(["build", "--out", str(tmp_path)]) == 2
 
 
@@ -287,11 +289,11 @@ def test_changed_input_discards_unfinished_chunks(write_region, tmp_path, data_d
     # Leave an unfinished build behind, then change the raster's pixels in place.
     partial_chunks = out / ".mini.partial" / "chunks"
     partial_chunks.mkdir(parents=True)
-    from urp_data.pipeline import _config_key, _inputs, open_sources
+    from urp_data.pipeline import _config_key, _inputs, _versions, open_sources
     from urp_data.regions import load_region
 
     reg = load_region(region)
-    key = _config_key(reg, 8, _inputs(reg, open_sources(reg)))
+    key = _config_key(reg, 8, _inputs(reg, open_sources(reg)), _versions())
     (out / ".mini.partial" / "state.json").write_text(json.dumps({"key": key}))
     shutil.copy(out / "mini" / "train.parquet", partial_chunks / "chunk-000000.parquet")  # stale rows
     with rasterio.open(raster, "r+") as ds:
@@ -324,3 +326,8 @@ def test_settlement_sampling_is_seeded_and_on_land(tmp_path, data_dir):
     assert load_region("global").splits.group_by == "country"
     vals = np.array([r["night_light"] for r in rows], dtype=float)
     assert np.isfinite(vals).all() and vals.std() > 0
+    # On land: every cell centre lies in (or within a cell's radius of) a country polygon.
+    land = shapely.union_all(read_vector(data_dir / "global/naturalearth_lowres.shp", "countries").geometry.values)
+    lon, lat = np.array([r["lon"] for r in rows]), np.array([r["lat"] for r in rows])
+    assert shapely.contains_xy(land.buffer(0.01), lon, lat).all()
+    assert not shapely.contains_xy(land.buffer(0.01), (lon + 360.0) % 360.0 - 180.0, -lat).all()  # can fail: antipodes

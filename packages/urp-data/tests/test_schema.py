@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +13,7 @@ from urp_data.schema import (
     SchemaError,
     ScoreScale,
     arrow_schema,
+    check_indicator_names,
     compass_direction,
     indicator_columns,
     is_well_formed,
@@ -66,10 +68,19 @@ def test_rendered_answer_round_trips(score):
     [
         ("<think>x</think><answer>5.3</answer>", 5.3),
         ("<think>x</think>\n<answer> 7 </answer>", 7.0),
-        ("<answer>1,234.5 people</answer>", 1234.5),
-        ("<answer>-2.5</answer>", -2.5),
-        ("<answer>3e2</answer>", 300.0),
+        ("<answer>1,234.5 people</answer>", None),  # outside the 0.0-9.9 scale: unparsed
+        ("<answer>-2.5</answer>", None),
+        ("<answer>3e2</answer>", None),
+        ("<answer>1e300</answer>", None),  # would dominate every mean and the bias score
+        ("<answer>9.9</answer>", 9.9),
+        ("<answer>0</answer>", 0.0),
+        ("<answer>5e-1</answer>", 0.5),
         ("<ANSWER>4.4</ANSWER>", 4.4),
+        ("<AnSwEr>4.4</aNsWeR>", 4.4),  # tags match in any case
+        ("<answer><answer>5</answer></answer>", None),  # nested: ambiguous
+        ("<answer>5</answer><answer>", None),  # a second, unclosed block: ambiguous
+        ("</answer>5<answer>", None),  # closed before opened
+        ("<answer>" * 1000 + "5</answer>", None),
         ("", None),
         ("no tags at all 5.5", None),
         ("<answer></answer>", None),
@@ -92,6 +103,49 @@ def test_parse_answer(completion, expected):
         assert math.isfinite(got)
 
 
+def test_well_formed_allows_white_space_and_a_unit():
+    assert is_well_formed("  <think>a\nb</think>\n<answer> 7.5 points </answer>\n")
+
+
+ADVERSARIAL = {  # name: (completion, parse_answer, is_well_formed)
+    "repeated open tag": ("<answer>" * 24_000, None, False),
+    "repeated mixed-case blocks": ("<AnSwEr>1</ANSWER>" * 11_000, None, False),
+    "nested blocks": ("<think>" + "<answer><answer>5" * 11_000 + "</answer>", None, False),
+    "repeated think": ("<think>" * 28_000 + "</think><answer>5</answer>", 5.0, False),
+    "huge number": ("<think>a</think><answer>" + "9" * 190_000 + "</answer>", None, False),
+    "unicode digits": ("<answer>" + "\uff16" * 190_000 + "</answer>", None, False),
+    "long white space": ("<think>a</think><answer>5" + " " * 190_000 + "x</answer>", 5.0, True),
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_completions_parse_in_bounded_time(name):
+    """Linear-time parsing: the old lazy-regex parser took ~20 s on the first case (quadratic).
+
+    The bound is two orders of magnitude above the linear parser's time on a loaded machine;
+    benchmarks/parse_answer.py shows the scaling itself.
+    """
+    text, answer, well_formed = ADVERSARIAL[name]
+    assert len(text) <= 200_000
+    t0 = time.perf_counter()
+    got = (parse_answer(text), is_well_formed(text))
+    assert time.perf_counter() - t0 < 2.0
+    assert got == (answer, well_formed)
+
+
+def test_indicator_names_follow_one_pattern_and_do_not_collide():
+    check_indicator_names(["population", "night_light", "V014", "co2_2020"])
+    for bad, message in [(["1st"], "not allowed"), (["night light"], "not allowed"), (["a-b"], "not allowed"),
+                         (["x" * 65], "not allowed"), (["$x"], "not allowed"), ([""], "not allowed"),
+                         (["Population", "population"], "another indicator"),
+                         (["LAT"], "column of the data contract"), (["Split"], "column of the data contract"),
+                         (["score"], "column of the data contract")]:
+        with pytest.raises(SchemaError, match=message):
+            check_indicator_names(bad)
+    with pytest.raises(SchemaError, match="another indicator"):
+        arrow_schema(["gdp", "GDP"])
+
+
 def test_parse_answer_is_total_on_non_text():
     assert parse_answer(None) is None  # type: ignore[arg-type]
     assert parse_answer(5.0) is None  # type: ignore[arg-type]
@@ -108,6 +162,10 @@ def test_parse_answer_is_total_on_non_text():
         "<think>a</think><answer>5 or 6</answer>",
         "<think>a</think><answer>1e309</answer>",
         "<think>a</think><answer>5</answer> trailing text",
+        "<think>a</think><answer>42</answer>",  # off the scale: unparsed, so not well formed either
+        "<think>a</think><answer>5</answer><ANSWER>",  # a stray tag in another case
+        "<think>a<answer>1</answer></think><answer>5</answer>",  # tags inside think
+        "<THINK>a</THINK><answer>5</answer>",  # the format wants lower-case tags
     ],
 )
 def test_malformed_completions_are_rejected(completion):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import osmium
@@ -84,9 +85,9 @@ def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
 
 
 class _Tiles(BaseHTTPRequestHandler):
-    agents: list[str] = []
+    agents: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         z, x, y = (int(v) for v in self.path.strip("/").split(".")[0].split("/"))
         _Tiles.agents.append(self.headers.get("User-Agent", ""))
         buf = io.BytesIO()
@@ -169,6 +170,20 @@ def test_stac_catalog_items_serve_chips(tmp_path, data_dir):
     assert [s.name for s in only_olinda.sources] == ["olinda_l7_etm"]
 
 
+def test_stac_catalog_files_are_inputs_of_the_build(tmp_path, data_dir, write_region):
+    """Every local item and asset of a static catalog is checksummed: editing one restarts a resumed build."""
+    from urp_data.pipeline import _inputs, open_sources
+    from urp_data.regions import load_region
+
+    catalog = _static_catalog(tmp_path, data_dir)
+    region = load_region(write_region(imagery=[{"type": "stac", "catalog": str(catalog), "asset": "visual",
+                                                "bands": [3, 2, 1]}]))
+    stac = next(i for i in _inputs(region, open_sources(region)) if i["role"] == "imagery")
+    items = sorted(f for f in stac["files"] if f.endswith(".json"))
+    assert len(items) == 2 and all(stac["files"][f] for f in items)
+    assert str(data_dir / "demo" / "olinda_l7_etm.tif") in stac["files"]
+
+
 def test_region_with_stac_imagery_builds(tmp_path, data_dir, write_region):
     catalog = _static_catalog(tmp_path, data_dir)
     region = write_region(imagery=[{"type": "stac", "catalog": str(catalog), "asset": "visual", "bands": [3, 2, 1]}])
@@ -193,7 +208,7 @@ def test_http_error_is_one_clear_error_without_retrying_a_404(tmp_path, monkeypa
     class NotFound(BaseHTTPRequestHandler):
         calls = 0
 
-        def do_GET(self):  # noqa: N802 (http.server API)
+        def do_GET(self):
             NotFound.calls += 1
             self.send_response(404)
             self.end_headers()

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from urp_data.clikit import UsageError
 from urp_data.schema import split_path
 from urp_eval import metrics as M
 from urp_eval.report import ReportConfig, bias_report
@@ -147,6 +148,7 @@ def test_morans_i_matches_esda(report: Path, frame: pd.DataFrame) -> None:
         assert got["n_cells"] == len(cells)
         assert close(got["I"], float(ref.I)) and close(got["expected_I"], float(ref.EI))
         assert close(got["p_sim"], float(ref.p_sim))
+        assert close(got["z_rand"], float(ref.z_rand)) and close(got["p_rand"], float(ref.p_rand))
     assert islands  # the scattered test_seen cells include cells with no neighbour
 
 
@@ -174,7 +176,7 @@ def test_h3_parent_groups_match_h3(build: Path, predictions: Path) -> None:
     M.open_inputs(con, build, SPLITS, predictions, "h3:5")
     got = dict(con.execute("SELECT h3_cell, grp FROM samples").fetchall())
     assert got == {c: h3.cell_to_parent(c, 5) for c in got}
-    with pytest.raises(M.InputError, match="resolution 8"):
+    with pytest.raises(UsageError, match="resolution 8"):
         M.open_inputs(con, build, SPLITS, predictions, "h3:9")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -49,7 +50,7 @@ def test_baselines_write_one_row_per_sample_and_indicator(build: Path, tmp_path:
 class FakeGenerator:
     """Stands in for a model: answers from a script, one entry per prompt."""
 
-    calls: list[int] = []
+    calls: ClassVar[list[int]] = []
 
     def __init__(self, cfg: PredictConfig) -> None:
         self.k = cfg.samples_per_prompt
@@ -70,8 +71,8 @@ def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
     out = tmp_path / "p.parquet"
-    cfg = dict(data=str(build), out=str(out), model="fake-model", max_samples=6, batch_size=4, save_every=4,
-               samples_per_prompt=2, temperature=1.0)
+    cfg = {"data": str(build), "out": str(out), "model": "fake-model", "max_samples": 6, "batch_size": 4,
+           "save_every": 4, "samples_per_prompt": 2, "temperature": 1.0}
     predict(PredictConfig(**cfg))
     first = pq.read_table(out).to_pandas()
     unseen = pq.read_table(split_path(build, "test_unseen")).sort_by("sample_id").slice(0, 6).to_pandas()
@@ -97,9 +98,71 @@ def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
     kept = second.merge(first, on=["sample_id", "indicator"], suffixes=("", "_first"))
     assert len(kept) == len(first) and (kept.completions.map(list) == kept.completions_first.map(list)).all()
     assert not list(tmp_path.glob("*.tmp"))
-    # another model into the same file is refused
-    with pytest.raises(P.InputError, match="holds predictions of fake-model"):
-        predict(PredictConfig(**{**cfg, "model": "other-model"}))
+    assert not (tmp_path / ".p.parquet.parts").exists()  # parts merged and removed
+    # another model, or other sampling settings, into the same file is refused
+    for change, named in [({"model": "other-model"}, "model='fake-model'"), ({"temperature": 0.7}, "temperature=1.0"),
+                          ({"max_new_tokens": 7}, "max_new_tokens=512"), ({"split": "seen"}, "split='test_unseen'"),
+                          ({"drop": "text"}, "drop=None")]:
+        with pytest.raises(P.InputError, match=f"other settings .*{named}"):
+            predict(PredictConfig(**{**cfg, **change}))
+    assert pq.read_table(out).num_rows == len(second)  # untouched by the refusals
+
+
+class DyingGenerator(FakeGenerator):
+    """Answers two batches, then the run is interrupted (as by Ctrl-C or a killed job)."""
+
+    def generate(self, messages, images):
+        if len(FakeGenerator.calls) >= 2:
+            raise KeyboardInterrupt
+        return super().generate(messages, images)
+
+
+def test_interrupted_run_resumes_from_its_parts(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = {"data": str(build), "model": "fake-model", "max_samples": 10, "batch_size": 2, "save_every": 2}
+    FakeGenerator.calls = []
+    monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
+    ref = predict(PredictConfig(**cfg, out=str(tmp_path / "ref.parquet")))
+    out = tmp_path / "p.parquet"
+    FakeGenerator.calls = []
+    monkeypatch.setattr(P, "TransformersGenerator", DyingGenerator)
+    with pytest.raises(KeyboardInterrupt):
+        predict(PredictConfig(**cfg, out=str(out)))
+    parts = sorted((tmp_path / ".p.parquet.parts").glob("part-*.parquet"))
+    assert len(parts) == 2 and not out.exists()  # two finished batches kept, nothing merged yet
+    kept = sum(pq.read_metadata(p).num_rows for p in parts)
+    FakeGenerator.calls = []
+    monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
+    predict(PredictConfig(**cfg, out=str(out)))
+    total = pq.read_table(ref).num_rows
+    assert sum(FakeGenerator.calls) == total - kept  # only the missing prompts were generated
+    got, want = pq.read_table(out), pq.read_table(ref)
+    assert got.select(["sample_id", "indicator", "split"]).equals(want.select(["sample_id", "indicator", "split"]))
+    assert not (tmp_path / ".p.parquet.parts").exists()
+
+
+class RecordingGenerator(FakeGenerator):
+    seen: ClassVar[list] = []
+
+    def generate(self, messages, images):
+        RecordingGenerator.seen.append((messages, list(images)))
+        return [["<think>a</think><answer>5.0</answer>"] * self.k for _ in messages]
+
+
+@pytest.mark.parametrize("drop", ["image", "text"])
+def test_drop_ablations_use_the_training_prompts(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 drop: str) -> None:
+    from urp_data.schema import render_messages
+
+    monkeypatch.setattr(P, "TransformersGenerator", RecordingGenerator)
+    RecordingGenerator.seen = []
+    out = predict(PredictConfig(data=str(build), out=str(tmp_path / "p.parquet"), model="m", max_samples=2,
+                                indicators=["night_light"], drop=drop))
+    messages, images = RecordingGenerator.seen[0]
+    row = pq.read_table(split_path(build, "test_unseen")).sort_by("sample_id").slice(0, 1).to_pylist()[0]
+    spec = load_manifest(build).indicators["night_light"].spec()
+    assert messages[0] == render_messages(row, "night_light", spec=spec, drop=drop)
+    assert (images == []) == (drop == "image")
+    assert P.read_settings(out)["drop"] == drop
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -107,14 +170,34 @@ def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
     (["--backend", "knn", "--model", "x"], "uses no model"),
     (["--backend", "gpt"], "choose one of transformers"),
     (["--model", "m", "--samples-per-prompt", "4"], "set --temperature above 0"),
-    (["--backend", "mean", "--indicators", "gdp"], "gdp not in"),
     (["--backend", "mean", "--split", "holdout"], "unknown split"),
+    (["--backend", "knn", "--drop", "image"], "reads none"),
+    (["--model", "m", "--drop", "audio"], "choose image or text"),
 ])
 def test_predict_usage_errors(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                               argv: list[str], message: str) -> None:
     code = main(["predict", "--data", str(build), "--out", str(tmp_path / "p.parquet"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_predict_input_errors_exit_1(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["predict", "--data", str(build), "--out", str(tmp_path / "p.parquet"), "--backend", "mean",
+                 "--indicators", "gdp"])
+    err = capsys.readouterr().err
+    assert code == 1 and "gdp not in" in err and err.count("\n") == 1
+    (tmp_path / "dir.parquet").mkdir()
+    assert main(["predict", "--data", str(build), "--out", str(tmp_path / "dir.parquet"), "--backend", "mean"]) == 1
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_output_path_is_read_literally(build: Path, tmp_path: Path) -> None:
+    """A name with glob characters is a file name, not a pattern."""
+    out = tmp_path / "p[1]*.parquet"
+    predict(PredictConfig(data=str(build), out=str(out), backend="mean", split="unseen"))
+    predict(PredictConfig(data=str(build), out=str(out), backend="mean", split="unseen"))  # resumes
+    table = pq.read_table(out)
+    assert table.num_rows > 0 and not table.to_pandas().duplicated(["sample_id", "indicator"]).any()
 
 
 def test_config_file_and_flags(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -71,10 +71,12 @@ def test_adversarial_answers_score_as_the_contract_parses_them():
     r = _rewards(ADVERSARIAL)
     fmt = dict(zip(ADVERSARIAL, r["format"], strict=True))
     acc = dict(zip(ADVERSARIAL, r["accuracy"], strict=True))
-    # Well formed: one think block, one answer with one finite number (range is accuracy's business).
-    well_formed = {"<think>a</think><answer>1e308</answer>", "<think>a</think><answer>1,234,567.5</answer>",
-                   "<think>a</think><answer>-3.2</answer>"}
-    assert {c for c, v in fmt.items() if v == 1.0} == well_formed
+    # Well formed needs an answer the contract parses: these three have the right shape, but their
+    # numbers lie off the 0.0-9.9 scale, so they are unparsed for the format reward as for accuracy.
+    off_scale = ["<think>a</think><answer>1e308</answer>", "<think>a</think><answer>1,234,567.5</answer>",
+                 "<think>a</think><answer>-3.2</answer>"]
+    assert not any(fmt.values()) and all(c in fmt for c in off_scale)
+    assert format_reward([None], [off_scale[2].replace("-3.2", "3.2")]) == [1.0]  # the same shape on the scale
     assert acc["<think>a</think><answer>3.0</answer><answer>4.0</answer>"] == 0.0  # ambiguous
     for overflow in ("1e309", "-1e309", "inf", "-inf", "NaN", "9" * 400):
         assert acc[f"<think>a</think><answer>{overflow}</answer>"] == 0.0

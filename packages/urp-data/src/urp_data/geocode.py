@@ -73,7 +73,7 @@ class PlaceTable:
         if self.tree is None or k <= 0:
             return []
         kk = min(k, len(self))
-        d, idx = self.tree.query(unit_vectors([lat], [lon])[0], k=kk, distance_upper_bound=chord_for_km(radius_km))
+        d, idx = self.tree.query(unit_vectors(np.array([lat]), np.array([lon]))[0], k=kk, distance_upper_bound=chord_for_km(radius_km))
         idx = np.atleast_1d(idx)[np.isfinite(np.atleast_1d(d))]
         if idx.size == 0:
             return []
@@ -107,6 +107,8 @@ class Gazetteer:
 
     def nearest(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index of and distance (km) to the nearest place, for arrays of lat/lon degrees."""
+        if self.places.tree is None:
+            raise InputError(f"the gazetteer has no place of at least {self.min_population} people")
         _, idx = self.places.tree.query(unit_vectors(lat, lon), k=1)
         return idx, haversine_km(lat, lon, self.places.lat[idx], self.places.lon[idx])
 
@@ -159,6 +161,8 @@ class Gazetteer:
 
     def population_within(self, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
         """Summed GeoNames population of the places within radius_km of each point."""
+        if self.places.tree is None:
+            return np.zeros(len(lat))
         pts = unit_vectors(lat, lon)
         lists = self.places.tree.query_ball_point(pts, r=chord_for_km(radius_km))
         return np.array([self.population[ix].sum() if ix else 0.0 for ix in lists], np.float64)

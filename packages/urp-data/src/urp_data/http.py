@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import requests
 
 from urp_data.errors import InputError
+from urp_data.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def get(url: str, min_interval_s: float = 1.0) -> bytes:
             failure = f"cannot fetch {url}: {exc}"
             continue
         if resp.status_code == 200:
-            _write_atomic(path, resp.content)
+            atomic_write_bytes(path, resp.content)
             return resp.content
         failure = f"{url} answered HTTP {resp.status_code}; check the URL and the server's usage policy"
         if resp.status_code not in (429, 500, 502, 503, 504):
@@ -68,11 +68,3 @@ def get(url: str, min_interval_s: float = 1.0) -> bytes:
         retry_after = resp.headers.get("Retry-After", "")
         delay = float(retry_after) if retry_after.isdigit() else delay
     raise InputError(failure)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

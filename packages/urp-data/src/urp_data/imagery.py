@@ -31,6 +31,7 @@ from rasterio.windows import Window, from_bounds
 
 from urp_data import http
 from urp_data.errors import InputError
+from urp_data.fsutil import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class RasterImagery:
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 ds = rasterio.open(self.path)
         except RasterioError as exc:
-            raise InputError(f"cannot open raster {self.path}: {_first_line(exc)}; check that the file is a "
+            raise InputError(f"cannot open raster {self.path}: {one_line(exc)}; check that the file is a "
                              "complete GeoTIFF/COG") from exc
         if (crs is None) != (bounds is None):
             raise InputError(f"raster {self.path}: give both crs and bounds, or neither")
@@ -134,7 +135,7 @@ class RasterImagery:
         try:
             arr = ds.read()
         except RasterioError as exc:
-            raise InputError(f"raster {self.path} is corrupt or truncated: {_first_line(exc)}") from exc
+            raise InputError(f"raster {self.path} is corrupt or truncated: {one_line(exc)}") from exc
         profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count,
                    "dtype": arr.dtype, "crs": crs or ds.crs, "nodata": self.nodata, "tiled": True,
                    "blockxsize": 256, "blockysize": 256,
@@ -154,7 +155,7 @@ class RasterImagery:
                 sample = self.ds.read(self.bands, out_shape=(len(self.bands), max(1, self.ds.height // f),
                                                              max(1, self.ds.width // f)), masked=True)
             except RasterioError as exc:
-                raise InputError(f"raster {self.path} is corrupt or truncated: {_first_line(exc)}") from exc
+                raise InputError(f"raster {self.path} is corrupt or truncated: {one_line(exc)}") from exc
             lo, hi = [], []
             for band in sample:
                 valid = band.compressed()
@@ -199,7 +200,7 @@ class RasterImagery:
                            fill_value=self.nodata if self.nodata is not None else 0)
         except RasterioError as exc:
             raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
-                             f"{_first_line(exc)}; the file may be truncated") from exc
+                             f"{one_line(exc)}; the file may be truncated") from exc
         bands = self._to_uint8(np.ma.getdata(data))
         valid = 1.0
         if masked:
@@ -276,7 +277,7 @@ class XYZImagery:
                     raise InputError(f"tile {url} is not an image ({exc})") from exc
                 mosaic.paste(tile.resize((ts, ts)), ((tx - tx0) * ts, (ty - ty0) * ts))
         crop = (x0 - tx0 * ts, y0 - ty0 * ts, x1 - tx0 * ts, y1 - ty0 * ts)
-        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.BILINEAR, box=crop), dtype=np.uint8)
+        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop), dtype=np.uint8)
         return Chip(rgb, 1.0, shapely.box(left, bottom, right, top))
 
 
@@ -298,6 +299,7 @@ class StacImagery:
         self.name = name or catalog
         self.licence = licence
         try:
+            items: list[Any]
             root = pystac.read_file(catalog)
             if isinstance(root, pystac.Catalog) and any(link.rel == "search" for link in root.links):
                 search = pystac_client.Client.open(catalog).search(
@@ -309,12 +311,15 @@ class StacImagery:
             else:
                 items = [root]
         except Exception as exc:  # pystac and pystac-client raise many types for unreadable catalogs
-            raise InputError(f"cannot read STAC catalog {catalog}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read STAC catalog {catalog}: {one_line(exc)}") from exc
         items = [i for i in items if asset in i.assets][:max_items]
         if not items:
             raise InputError(f"STAC catalog {catalog} has no item with asset {asset!r} in bbox {bbox}")
-        self.sources = [RasterImagery(i.assets[asset].get_absolute_href(), bands=bands, rescale=rescale,
+        self.sources = [RasterImagery(str(i.assets[asset].get_absolute_href()), bands=bands, rescale=rescale,
                                       name=i.id, licence=licence) for i in items]
+        # Every local file the build reads (item JSONs, assets): the resume key checksums each.
+        self.files = [h for i in items for h in (i.get_self_href(), i.assets[asset].get_absolute_href())
+                      if h and "://" not in h]
 
     def footprint(self) -> shapely.Geometry:
         return shapely.union_all([s.footprint() for s in self.sources])
@@ -347,7 +352,3 @@ def imagery_from_config(spec: dict[str, Any], resolve: Any) -> ImagerySource:
     except (TypeError, KeyError) as exc:
         raise InputError(f"imagery source of type {kind}: {exc}") from exc
     raise InputError(f"unknown imagery type {kind!r}; use raster, xyz or stac")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

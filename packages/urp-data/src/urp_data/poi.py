@@ -15,6 +15,7 @@ import numpy as np
 import shapely
 
 from urp_data.errors import InputError
+from urp_data.fsutil import one_line
 from urp_data.geocode import PlaceTable
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def pois_from_pbf(path: str | Path) -> PlaceTable:
                     la, lo = np.mean(locs, axis=0)
                     rows.append((name, _kind(obj.tags), float(la), float(lo)))
     except RuntimeError as exc:  # libosmium reports corrupt/truncated input as RuntimeError
-        raise InputError(f"cannot read OSM extract {path}: {str(exc).splitlines()[0]}; "
+        raise InputError(f"cannot read OSM extract {path}: {one_line(exc)}; "
                          "is it a complete .osm.pbf?") from exc
     logger.info("%d named POIs in %s", len(rows), path)
     return _table(rows)
@@ -82,7 +83,7 @@ def pois_from_xml(path: str | Path) -> PlaceTable:
     except Exception as exc:  # osmnx raises parse errors and its own InsufficientResponseError
         if type(exc).__name__ == "InsufficientResponseError":
             return _table([])
-        raise InputError(f"cannot read OSM XML {path}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"cannot read OSM XML {path}: {one_line(exc)}") from exc
     return _table_from_features(gdf)
 
 
@@ -94,7 +95,7 @@ def pois_from_overpass(bbox: list[float]) -> PlaceTable:
     try:
         gdf = ox.features.features_from_bbox(tuple(bbox), tags={k: True for k in POI_KEYS})
     except Exception as exc:
-        raise InputError(f"Overpass query for bbox {bbox} failed: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"Overpass query for bbox {bbox} failed: {one_line(exc)}") from exc
     return _table_from_features(gdf)
 
 

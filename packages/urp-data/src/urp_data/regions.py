@@ -21,6 +21,7 @@ import yaml
 from shapely.geometry import box, mapping
 
 from urp_data.errors import RegionError
+from urp_data.fsutil import check_name, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class AreaConfig:
                                  ("boundary", self.boundary), ("land", self.land)) if v]
         if len(chosen) != 1:
             raise RegionError(f"area needs exactly one of from_imagery, bbox, boundary, land (got {chosen or 'none'})")
-        if self.bbox is not None:
-            if len(self.bbox) != 4 or not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]):
-                raise RegionError(f"area.bbox must be [left, bottom, right, top] with left<right, bottom<top; got {self.bbox}")
+        if self.bbox is not None and (len(self.bbox) != 4
+                                      or not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3])):
+            raise RegionError(f"area.bbox must be [left, bottom, right, top] with left<right, bottom<top; got {self.bbox}")
 
 
 @dataclass
@@ -148,6 +149,9 @@ class RegionConfig:
     indicators: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "indicator sources, one column each"})
     base_dir: Path = field(default=Path("."), metadata={"help": "folder that relative paths are resolved against"})
 
+    def __post_init__(self) -> None:
+        check_name(self.name, "region name")  # it becomes OUT/<name>: no separators, no ".."
+
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         """A path from the config, relative to the config file's folder."""
         p = Path(os.path.expanduser(str(path)))
@@ -231,7 +235,7 @@ def load_region(name_or_path: str | os.PathLike[str]) -> RegionConfig:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise RegionError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise RegionError(f"{p} is not valid YAML: {one_line(exc)}") from exc
     return region_from_dict(data or {}, p.resolve().parent)
 
 

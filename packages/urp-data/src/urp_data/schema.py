@@ -97,6 +97,35 @@ def indicator_spec(name: str, description: str | None = None, unit: str | None =
     return IndicatorSpec(name, description or base.description, unit if unit is not None else base.unit)
 
 
+INDICATOR_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,63}"
+"""Indicator names: a letter, then letters, digits or ``_`` (64 at most); they become column names."""
+_INDICATOR_NAME_RE = re.compile(INDICATOR_NAME_PATTERN)
+
+RESERVED_NAMES: tuple[str, ...] = (*BASE_COLUMNS, "indicator", "score", "prediction", "completions", "n_parsed",
+                                   "model", "backend", "grp", "truth", "pred", "anchor")
+"""Column names of the contract's files (splits, predictions) and of the report's SQL: not indicator names."""
+
+
+def check_indicator_names(names: Sequence[str]) -> None:
+    """Raise SchemaError unless every name matches :data:`INDICATOR_NAME_PATTERN` and none collide.
+
+    Collisions are checked ignoring case, with each other and with :data:`RESERVED_NAMES`:
+    SQL engines (DuckDB) and some file systems treat ``Population`` and ``population`` as one
+    name, so two such columns would be scored against each other.
+    """
+    seen: dict[str, str] = {n.lower(): n for n in RESERVED_NAMES}
+    for name in names:
+        if not isinstance(name, str) or not _INDICATOR_NAME_RE.fullmatch(name):
+            raise SchemaError(f"indicator name {name!r} is not allowed: use a letter, then letters, digits or "
+                              "'_' (at most 64), e.g. night_light")
+        other = seen.get(name.lower())
+        if other is not None:
+            what = "a column of the data contract" if other in RESERVED_NAMES else "another indicator"
+            raise SchemaError(f"indicator name {name!r} collides with {what}, {other!r} (names are compared "
+                              "ignoring case); rename it")
+        seen[name.lower()] = name
+
+
 def arrow_schema(indicators: Sequence[str]) -> pa.Schema:
     """The Arrow schema of a split file with these indicator columns (float64, nullable).
 
@@ -116,6 +145,7 @@ def arrow_schema(indicators: Sequence[str]) -> pa.Schema:
         pa.field("address", pa.string()),
         pa.field("nearby_places", pa.list_(PLACE_TYPE)),
     ]
+    check_indicator_names(indicators)
     fields += [pa.field(name, pa.float64()) for name in indicators]
     fields.append(pa.field("geometry", pa.binary()))
     geo = {
@@ -144,9 +174,14 @@ def _hf_feature(name: str, typ: pa.DataType) -> dict[str, Any]:
 
 
 def indicator_columns(schema: pa.Schema) -> list[str]:
-    """Indicator columns of a split file: every float64 column that is not a base column."""
-    return [f.name for f in schema if f.name not in BASE_COLUMNS and f.name not in ("lat", "lon")
-            and pa.types.is_floating(f.type)]
+    """Indicator columns of a split file: every float64 column that is not a base column.
+
+    Raises SchemaError when their names break :func:`check_indicator_names` (a file not
+    written by ``urp-data build``, or edited since).
+    """
+    names = [f.name for f in schema if f.name not in BASE_COLUMNS and pa.types.is_floating(f.type)]
+    check_indicator_names(names)
+    return names
 
 
 def resolve_splits(name: str) -> tuple[str, ...]:
@@ -368,13 +403,19 @@ def render_answer(score: float, reasoning: str = "") -> str:
 
 _NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only: "６" is not a number here
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
-_FORMAT_RE = re.compile(
-    rf"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>\s*(?:{_NUMBER})\s*[^<\d]{{0,20}}</answer>\s*",
-    re.DOTALL | re.ASCII,
-)
+_TAG_RE = re.compile(r"<(/?)(think|answer)>", re.IGNORECASE)
+_BLOCK_RE = re.compile(rf"\s*(?:{_NUMBER})\s*[^<\d]{{0,20}}", re.ASCII)
 MAX_ANSWER_CHARS = 200_000
 """Longer completions are not parsed (bounded time on runaway generations)."""
+
+# Answers are found by one scan for the four tags rather than by a lazy ``<answer>(.*?)</answer>``
+# search: that search restarts at every unmatched ``<answer>`` and takes quadratic time on a
+# completion that repeats the tag. Every function below is linear in the completion's length.
+
+
+def _tags(completion: str) -> list[tuple[str, int, int]]:
+    """The think/answer tags of a completion as (tag as written, start, end), in order."""
+    return [(m.group(0), m.start(), m.end()) for m in _TAG_RE.finditer(completion)]
 
 
 def parse_number(text: str) -> float | None:
@@ -395,27 +436,44 @@ def parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _answer_block(completion: str, tags: list[tuple[str, int, int]]) -> str | None:
+    opens = [t for t in tags if t[0].lower() == "<answer>"]
+    closes = [t for t in tags if t[0].lower() == "</answer>"]
+    if len(opens) != 1 or len(closes) != 1 or opens[0][2] > closes[0][1]:
+        return None  # none, several (ambiguous) or nested answer blocks
+    return completion[opens[0][2]:closes[0][1]]
+
+
 def parse_answer(completion: str) -> float | None:
-    """The number inside the single ``<answer>…</answer>`` of a completion, or None.
+    """The score inside the single ``<answer>…</answer>`` of a completion, or None (unparsed).
 
     None when the completion is not text, is too long, has no answer block, has more than
-    one (ambiguous), or the block holds no finite number.
+    one or nested ones (ambiguous), or the block's first number is not finite or lies
+    outside the 0.0–SCORE_MAX scale: such answers count as unparsed everywhere (rewards,
+    predictions, metrics), so one runaway ``1e300`` cannot dominate a mean. Tags match in
+    any case. Linear time in the completion's length.
     """
     if not isinstance(completion, str) or len(completion) > MAX_ANSWER_CHARS:
         return None
-    blocks = _ANSWER_RE.findall(completion)
-    if len(blocks) != 1:
-        return None
-    return parse_number(blocks[0])
+    block = _answer_block(completion, _tags(completion))
+    value = parse_number(block) if block is not None else None
+    return value if value is not None and 0.0 <= value <= SCORE_MAX else None
 
 
 def is_well_formed(completion: str) -> bool:
-    """True iff the completion is exactly one ``<think>…</think>`` then one ``<answer>`` with one number."""
+    """True iff the completion is exactly ``<think>…</think>`` then ``<answer>`` with one score.
+
+    Lower-case tags, nothing but white space around the two blocks, no other think or
+    answer tag in any case, and an answer :func:`parse_answer` accepts. Linear time.
+    """
     if not isinstance(completion, str) or len(completion) > MAX_ANSWER_CHARS:
         return False
-    if completion.count("<think>") != 1 or completion.count("<answer>") != 1:
+    tags = _tags(completion)
+    if [t[0] for t in tags] != ["<think>", "</think>", "<answer>", "</answer>"]:
         return False
-    if _FORMAT_RE.fullmatch(completion) is None:
+    outside = (completion[:tags[0][1]], completion[tags[1][2]:tags[2][1]], completion[tags[3][2]:])
+    if any(part.strip() for part in outside):
         return False
-    block = _ANSWER_RE.findall(completion)[0]
-    return len(_NUMBER_RE.findall(block)) == 1 and parse_number(block) is not None
+    block = completion[tags[2][2]:tags[3][1]]
+    return (_BLOCK_RE.fullmatch(block) is not None and len(_NUMBER_RE.findall(block)) == 1
+            and parse_answer(completion) is not None)

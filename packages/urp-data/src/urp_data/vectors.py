@@ -7,6 +7,7 @@ from pathlib import Path
 import geopandas as gpd
 
 from urp_data.errors import InputError
+from urp_data.fsutil import one_line
 
 
 def read_vector(path: str | Path, what: str, *, spatial: bool = True) -> gpd.GeoDataFrame:
@@ -17,7 +18,7 @@ def read_vector(path: str | Path, what: str, *, spatial: bool = True) -> gpd.Geo
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio raises several unrelated types for unreadable files
-        raise InputError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"cannot read {what} {path}: {one_line(exc)}") from exc
     if not spatial:
         return gdf
     if gdf.crs is None:

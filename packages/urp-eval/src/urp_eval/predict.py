@@ -8,17 +8,19 @@ value of the k nearest training samples by great-circle distance (GeoLLM's main 
 and ``mean`` the training mean. Heavy imports (torch, transformers, vllm) happen only when
 their backend is chosen.
 
-The output is resumable: pairs already in ``--out`` are skipped, and the file is rewritten
-atomically (temporary name, then rename) every ``save_every`` prompts, so an interrupted run
-loses at most one checkpoint of work and never leaves a half-written file.
+The output is resumable: finished batches are appended as part files next to ``--out``
+(``.<name>.parts/``, each written atomically), which are merged, sorted, into ``--out`` once at
+the end; a rerun skips the pairs already done. Memory stays flat in the number of
+predictions. A rerun with other settings (build, split, model, backend, sampling, dropped
+modality) is refused rather than mixed into the same file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,7 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, one_line, remove_tree
 from urp_data.schema import (
+    MANIFEST_NAME,
     Manifest,
     ScoreScale,
     load_manifest,
@@ -84,7 +88,10 @@ class PredictConfig:
     k: int = field(default=5, metadata={"help": "neighbours of the knn baseline"})
     max_samples: int | None = field(default=None, metadata={"help": "predict only the first N samples of "
                                     "each split (by sample_id), for quick checks"})
-    save_every: int = field(default=256, metadata={"help": "rewrite the output every N prompts"})
+    drop: str | None = field(default=None, metadata={"help": "leave image or text out of every prompt, exactly as "
+                             "in training (urp_data.schema.render_messages): the modality ablations"})
+    save_every: int = field(default=256, metadata={"help": "append a part file every N prompts (the unit of "
+                            "resume)"})
     seed: int = field(default=0, metadata={"help": "random seed for sampling"})
 
     def __post_init__(self) -> None:
@@ -100,6 +107,10 @@ class PredictConfig:
         for name in ("samples_per_prompt", "max_new_tokens", "batch_size", "k", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.drop not in (None, "image", "text"):
+            raise ValueError(f"drop={self.drop!r}: choose image or text (or leave it unset)")
+        if self.drop and self.backend not in MODEL_BACKENDS:
+            raise ValueError(f"drop={self.drop!r} changes prompts; backend={self.backend!r} reads none")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples={self.max_samples}: must be at least 1, or left unset for all")
         resolve_splits(self.split)
@@ -114,7 +125,7 @@ class PredictConfig:
 
 
 class Generator(Protocol):
-    """A model backend: K completions for each (messages, image) prompt."""
+    """A model backend: K completions for each prompt; ``images`` is empty when images are dropped."""
 
     def generate(self, messages: Sequence[list[dict[str, Any]]], images: Sequence[Any]) -> list[list[str]]: ...
 
@@ -137,7 +148,8 @@ class TransformersGenerator:
     def generate(self, messages: Sequence[list[dict[str, Any]]], images: Sequence[Any]) -> list[list[str]]:
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
                  for m in messages]
-        inputs = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt").to(self.device)
+        inputs = self.processor(text=texts, images=list(images) or None, padding=True,
+                                return_tensors="pt").to(self.device)
         k = self.cfg.samples_per_prompt
         sampling = {"do_sample": True, "temperature": self.cfg.temperature} if self.cfg.temperature > 0 \
             else {"do_sample": False}
@@ -161,8 +173,11 @@ class VLLMGenerator:
                                      max_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
     def generate(self, messages: Sequence[list[dict[str, Any]]], images: Sequence[Any]) -> list[list[str]]:
-        prompts = [{"prompt": self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
-                    "multi_modal_data": {"image": im}} for m, im in zip(messages, images)]
+        prompts: list[dict[str, Any]] = [
+            {"prompt": self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True)}
+            for m in messages]
+        for p, im in zip(prompts, images):  # no images with --drop image
+            p["multi_modal_data"] = {"image": im}
         return [[c.text for c in o.outputs] for o in self.llm.generate(prompts, self.params, use_tqdm=False)]
 
 
@@ -197,49 +212,139 @@ def knn_mean(train_lat: np.ndarray, train_lon: np.ndarray, train_values: np.ndar
 # --------------------------------------------------------------------------- output
 
 
-class PredictionWriter:
-    """Holds the predictions file's rows; each :meth:`save` rewrites it atomically."""
+SETTINGS_KEYS = ("build", "split", "model", "backend", "temperature", "max_new_tokens", "samples_per_prompt", "drop")
+"""What a predictions file must agree on to be resumed; ``max_samples`` may grow (it only adds samples)."""
 
-    def __init__(self, path: Path, cfg: PredictConfig) -> None:
-        self.path, self.cfg = path, cfg
-        self.tables: list[pa.Table] = []
+
+def run_settings(cfg: PredictConfig, build: Path) -> dict[str, Any]:
+    """The settings that a resumed run must share; ``build`` is the SHA-256 of the build's manifest."""
+    digest = hashlib.sha256((build / MANIFEST_NAME).read_bytes()).hexdigest()
+    return {"build": digest, "split": cfg.split, "model": cfg.model_id, "backend": cfg.backend,
+            "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+            "samples_per_prompt": cfg.samples_per_prompt, "drop": cfg.drop}
+
+
+def read_settings(path: Path) -> dict[str, Any] | None:
+    """The run settings recorded in a predictions file's metadata (None for files without them)."""
+    meta = (pq.read_schema(path).metadata or {}).get(b"urp_eval")
+    return json.loads(meta).get("settings") if meta else None
+
+
+def _mismatch(found: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
+    if found is None:
+        return "no recorded settings"
+    diff = [f"{k}={found.get(k)!r} (now {wanted[k]!r})" for k in SETTINGS_KEYS if found.get(k) != wanted[k]]
+    return ", ".join(diff) or None
+
+
+class PredictionWriter:
+    """Appends finished predictions as part files and merges them into ``path`` once, at :meth:`finish`.
+
+    Parts live in ``.<name>.parts/`` beside ``path`` with the run's settings; both the parts
+    and an existing ``path`` are resumed only under the same settings. ``done`` holds the
+    (indicator -> sample ids) already predicted before this run, as compact Arrow arrays.
+    """
+
+    def __init__(self, path: Path, cfg: PredictConfig, settings: dict[str, Any]) -> None:
+        self.path, self.cfg, self.settings = path, cfg, settings
+        if path.is_dir():
+            raise InputError(f"--out {path} is a folder; give the path of a .parquet file")
+        self.parts = path.with_name(f".{path.name}.parts")
+        inside(path.parent, self.parts)
         self.rows: list[dict[str, Any]] = []
-        self.done: set[tuple[str, str]] = set()
+        self.tables: list[pa.Table] = []
+        self.pending = 0
+        done: list[pa.Table] = []
         if path.exists():
             try:
-                existing = pq.read_table(path)
+                schema = pq.read_schema(path)
             except (OSError, pa.ArrowException) as exc:
-                raise InputError(f"{path} exists but is not readable Parquet ({exc}); delete it or choose "
-                                 "another --out") from exc
-            if not existing.schema.equals(PREDICTION_SCHEMA, check_metadata=False):
+                raise InputError(f"{path} exists but is not readable Parquet ({one_line(exc)}); delete it or "
+                                 "choose another --out") from exc
+            if not schema.remove_metadata().equals(PREDICTION_SCHEMA):
                 raise InputError(f"{path} exists but is not an urp-eval predictions file; delete it or choose "
                                  "another --out")
-            others = {(m, b) for m, b in zip(existing["model"].to_pylist(), existing["backend"].to_pylist())}
-            if others - {(cfg.model_id, cfg.backend)}:
-                m, b = sorted(others)[0]
-                raise InputError(f"{path} holds predictions of {m} ({b}), not {cfg.model_id} ({cfg.backend}); "
-                                 "choose another --out to keep them apart")
-            self.tables.append(existing)
-            self.done = set(zip(existing["sample_id"].to_pylist(), existing["indicator"].to_pylist()))
-            logger.info("resuming: %d predictions already in %s", len(self.done), path)
+            why = _mismatch(read_settings(path), settings)
+            if why:
+                raise InputError(f"{path} holds predictions made with other settings ({why}); choose another "
+                                 "--out to keep them apart")
+            done.append(pq.read_table(path, columns=["indicator", "sample_id"]))
+        state = self.parts / "settings.json"
+        if self.parts.exists():
+            try:
+                found = json.loads(state.read_text())
+            except (OSError, ValueError):
+                found = None
+            why = _mismatch(found, settings)
+            if why:
+                raise InputError(f"{self.parts} holds unfinished predictions made with other settings ({why}); "
+                                 f"delete it or choose another --out")
+            done += [pq.read_table(p, columns=["indicator", "sample_id"]) for p in self._part_files()]
+        else:
+            self.parts.mkdir(parents=True)
+            atomic_write_text(state, json.dumps(settings))
+        table = pa.concat_tables(done) if done else pa.table({"indicator": pa.array([], pa.string()),
+                                                               "sample_id": pa.array([], pa.string())})
+        self.done = {ind: table.filter(pc.equal(table["indicator"], ind))["sample_id"].combine_chunks()
+                     for ind in pc.unique(table["indicator"]).to_pylist()}
+        if len(table):
+            logger.info("resuming: %d predictions already made for %s", len(table), path)
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet"))
+
+    def todo_mask(self, ids: pa.Array, indicator: str) -> pa.Array:
+        """True where (sample id, indicator) has no prediction yet."""
+        done = self.done.get(indicator)
+        return pc.invert(pc.is_in(ids, value_set=done)) if done is not None else pa.array([True] * len(ids))
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        self.done.add((row["sample_id"], row["indicator"]))
+        self.pending += 1
+        if self.pending >= self.cfg.save_every:
+            self.flush()
 
-    def save(self) -> None:
+    def add_table(self, table: pa.Table) -> None:
+        self.tables.append(table)
+        self.pending += table.num_rows
+        if self.pending >= self.cfg.save_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append what was added since the last flush as one part file (atomic)."""
         if self.rows:
             self.tables.append(pa.Table.from_pylist(self.rows, schema=PREDICTION_SCHEMA))
-            self.rows = []
-        if not self.tables:
+        if self.tables:
+            n = len(self._part_files())
+            atomic_write_table(pa.concat_tables(self.tables), self.parts / f"part-{n:06d}.parquet")
+        self.rows, self.tables, self.pending = [], [], 0
+
+    def finish(self) -> None:
+        """Merge the existing file and the parts into ``path``, sorted by (indicator, sample_id); drop the parts."""
+        self.flush()
+        files = ([self.path] if self.path.exists() else []) + self._part_files()
+        meta = {"urp_eval": json.dumps({"predict_config": asdict(self.cfg), "settings": self.settings})}
+        if len(files) <= 1 and self.path.exists() or not files:  # nothing new: keep it, or write an empty file
+            if not files:
+                atomic_write_table(PREDICTION_SCHEMA.empty_table(), self.path, meta)
+            remove_tree(self.path.parent, self.parts)
             return
-        table = pa.concat_tables(self.tables).sort_by([("indicator", "ascending"), ("sample_id", "ascending")])
-        self.tables = [table]
-        meta = {b"urp_eval": json.dumps({"predict_config": asdict(self.cfg)}).encode()}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-        os.replace(tmp, self.path)
+        from urp_eval.metrics import connect, parquet_source
+
+        schema = PREDICTION_SCHEMA.with_metadata(meta)
+        tmp = self.path.with_name(f".{self.path.name}.merge.tmp")
+        con = connect("1GB")  # the sort spills to disk beyond this
+        reader = con.sql(f"SELECT * FROM {parquet_source(files)} ORDER BY indicator, sample_id").to_arrow_reader(
+            65_536)
+        try:
+            with pq.ParquetWriter(tmp, schema) as out:
+                for batch in reader:
+                    out.write_batch(batch.cast(PREDICTION_SCHEMA))
+            tmp.replace(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            con.close()
+        remove_tree(self.path.parent, self.parts)
 
 
 # --------------------------------------------------------------------------- driver
@@ -284,22 +389,22 @@ def predict(cfg: PredictConfig) -> Path:
         if missing:
             raise InputError(f"the manifest of {build} has no score scale for {', '.join(missing)}, so answers "
                              "cannot be mapped back to raw units; leave them out with --indicators")
-    writer = PredictionWriter(Path(cfg.out), cfg)
+    writer = PredictionWriter(Path(cfg.out), cfg, run_settings(cfg, build))
     if cfg.backend in MODEL_BACKENDS:
         _predict_model(cfg, build, manifest, indicators, scales, writer)
     else:
         _predict_baseline(cfg, build, indicators, scales, writer)
-    writer.save()
+    writer.finish()
     return Path(cfg.out)
 
 
 def _todo(table: pa.Table, indicators: Sequence[str], writer: PredictionWriter) -> list[tuple[int, str]]:
     """(row index, indicator) pairs with a finite true value and no prediction yet."""
-    ids = table["sample_id"].to_pylist()
+    ids = table["sample_id"].combine_chunks()
     out = []
     for ind in indicators:
-        valid = pc.fill_null(pc.is_finite(table[ind]), False).to_pylist()
-        out += [(r, ind) for r, (sid, ok) in enumerate(zip(ids, valid)) if ok and (sid, ind) not in writer.done]
+        keep = pc.and_(pc.fill_null(pc.is_finite(table[ind]), False), writer.todo_mask(ids, ind))
+        out += [(int(r), ind) for r in np.flatnonzero(keep.to_numpy(zero_copy_only=False))]
     return out
 
 
@@ -325,11 +430,13 @@ def _predict_baseline(cfg: PredictConfig, build: Path, indicators: Sequence[str]
                                 cfg.k)
             scale = scales[ind]
             score = scale.to_score(pred) if scale else np.full(len(pred), np.nan)
-            ids = table["sample_id"].to_pylist()
-            for r, p, s in zip(rows.tolist(), pred.tolist(), np.atleast_1d(score).tolist()):
-                writer.add({"sample_id": ids[r], "indicator": ind, "split": split,
-                            "score": None if np.isnan(s) else s, "prediction": p, "completions": [],
-                            "n_parsed": 0, "model": cfg.model_id, "backend": cfg.backend})
+            score = np.atleast_1d(score)
+            n = len(rows)
+            writer.add_table(pa.table({
+                "sample_id": table["sample_id"].take(pa.array(rows)), "indicator": [ind] * n, "split": [split] * n,
+                "score": pa.array(score, mask=np.isnan(score)), "prediction": pred, "completions": [[]] * n,
+                "n_parsed": np.zeros(n, np.int32), "model": [cfg.model_id] * n, "backend": [cfg.backend] * n,
+            }, schema=PREDICTION_SCHEMA))
 
 
 def _row_groups(path: Path, max_samples: int | None) -> Iterator[pa.Table]:
@@ -348,41 +455,41 @@ def _row_groups(path: Path, max_samples: int | None) -> Iterator[pa.Table]:
         yield table if keep is None else table.filter(pc.is_in(table["sample_id"], value_set=keep))
 
 
-def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicators: Sequence[str],
-                   scales: dict[str, ScoreScale | None], writer: PredictionWriter) -> None:
+def _chip(row: dict[str, Any]) -> Any:
+    """The sample's chip as a PIL RGB image."""
     from PIL import Image
 
+    if not row.get("image") or not row["image"].get("bytes"):
+        raise InputError(f"sample {row['sample_id']} has no image; rebuild the region")
+    return Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")
+
+
+def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicators: Sequence[str],
+                   scales: dict[str, ScoreScale | None], writer: PredictionWriter) -> None:
     splits = resolve_splits(cfg.split)
     total = sum(len(_todo(_load_split(build, split, cfg, ["sample_id", *indicators]), indicators, writer))
                 for split in splits)
-    logger.info("%d prompts to generate (%d already done)", total, len(writer.done))
+    logger.info("%d prompts to generate (%d already done)", total, sum(len(d) for d in writer.done.values()))
     if not total:
         return
     generator: Generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
     specs = {i: manifest.indicators[i].spec() for i in indicators}
+    to_value = {i: s.to_value for i, s in scales.items() if s is not None}  # predict() checked they all exist
     work = ((split, table, _todo(table, indicators, writer)) for split in splits
             for table in _row_groups(split_path(build, split), cfg.max_samples))
-    since_save = 0
     with _progress(total, f"predict {cfg.model_id}") as advance:
         for split, table, todo in work:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
                 rows = [table.slice(r, 1).to_pylist()[0] for r, _ in batch]
-                images = []
-                for row in rows:
-                    if not row.get("image") or not row["image"].get("bytes"):
-                        raise InputError(f"sample {row['sample_id']} has no image; rebuild the region")
-                    images.append(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
-                messages = [render_messages(row, ind, spec=specs[ind]) for row, (_, ind) in zip(rows, batch)]
+                images = [] if cfg.drop == "image" else [_chip(row) for row in rows]
+                messages = [render_messages(row, ind, spec=specs[ind], drop=cfg.drop)  # type: ignore[arg-type]
+                            for row, (_, ind) in zip(rows, batch)]
                 for row, (_, ind), completions in zip(rows, batch, generator.generate(messages, images)):
                     parsed = [v for v in (parse_answer(c) for c in completions) if v is not None]
                     score = float(np.mean(parsed)) if parsed else None
                     writer.add({"sample_id": row["sample_id"], "indicator": ind, "split": split, "score": score,
-                                "prediction": None if score is None else float(scales[ind].to_value(score)),
+                                "prediction": None if score is None else float(to_value[ind](score)),
                                 "completions": completions, "n_parsed": len(parsed), "model": cfg.model_id,
                                 "backend": cfg.backend})
                 advance(len(batch))
-                since_save += len(batch)
-                if since_save >= cfg.save_every:
-                    writer.save()
-                    since_save = 0

@@ -15,8 +15,8 @@ import io
 import json
 import logging
 import math
-import os
 import platform
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -26,14 +26,18 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
+from urp_data.clikit import UsageError
+from urp_data.fsutil import remove_tree, replace_dir
 from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
 
 from urp_eval import metrics as M
 from urp_eval.metrics import METRICS, InputError
+from urp_eval.predict import read_settings
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_NAME, GROUPS_NAME, HTML_NAME = "summary.json", "groups.parquet", "report.html"
+OUTPUT_NAMES = (SUMMARY_NAME, GROUPS_NAME, HTML_NAME)
 
 
 def _parse_thresholds(specs: Sequence[str], flag: str, allowed: Sequence[str]) -> list[tuple[str, float]]:
@@ -72,6 +76,9 @@ class ReportConfig:
                                "et al. bias score of every indicator (default, per indicator: another indicator "
                                "that varies, socio-economic first; never the predicted one)"})
     permutations: int = field(default=999, metadata={"help": "permutations of the Moran's I test"})
+    permutation_cells: int = field(default=100_000, metadata={"help": "run the Moran's I permutations only up to "
+                                   "this many cells (each costs a pass over all neighbour pairs); above it the "
+                                   "normal approximation p_rand stands in"})
     seed: int = field(default=0, metadata={"help": "seed of the Moran's I permutations and plot samples"})
     memory_limit: str = field(default="1GB", metadata={"help": "DuckDB memory limit; larger inputs spill "
                               "to disk (10M samples x 5 indicators run in ~1.2 GB of RSS)"})
@@ -149,7 +156,7 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
     manifest = load_manifest(build)
     indicators = M.open_inputs(con, build, cfg.splits, Path(cfg.predictions), cfg.group_by)
     if cfg.anchor is not None and cfg.anchor not in manifest.indicators:
-        raise InputError(f"--anchor {cfg.anchor!r} is not an indicator of {build} "
+        raise UsageError(f"--anchor {cfg.anchor!r} is not an indicator of {build} "
                          f"(choose one of {', '.join(manifest.indicators)})")
     varying = M.varying_indicators(con, [i for i in manifest.indicators if i in M.build_indicator_names(con)])
     anchors = {i: cfg.anchor or M.default_anchor(i, varying) for i in indicators}
@@ -167,7 +174,8 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
         "min_group_size": cfg.min_group_size,
         "metrics": _nest(overall, "split", "indicator"),
         "bias": _nest(M.bias_summary(con), "split", "indicator", "metric"),
-        "moran": _nest(M.morans_i(con, indicators, cfg.permutations, cfg.seed), "split", "indicator"),
+        "moran": _nest(M.morans_i(con, indicators, cfg.permutations, cfg.seed, cfg.permutation_cells),
+                       "split", "indicator"),
         "bias_score": _nest(M.records(con, "SELECT * FROM bias_scores ORDER BY split, indicator"),
                             "split", "indicator"),
         "bias_anchor": anchors,
@@ -230,9 +238,26 @@ def _breach_message(c: dict[str, Any]) -> str:
     return f"threshold breached: {what} is {actual}, {rel} the limit {c['limit']:g}"
 
 
+def _output_folder(path: str) -> Path:
+    """The report folder, resolved; refused when it exists and holds anything but a previous report.
+
+    The folder is replaced as a whole, so ``--out ~`` must not be taken for a report folder.
+    """
+    out = Path(path).resolve()
+    if out == out.parent:
+        raise InputError(f"--out {path} is the file-system root; name a folder for the report")
+    if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - set(OUTPUT_NAMES)):
+        raise InputError(f"--out {path} exists and holds other files than a report; choose a new or empty folder")
+    return out
+
+
 def bias_report(cfg: ReportConfig) -> Report:
-    """Compute the report of ``cfg`` and write its three outputs to ``cfg.out``."""
-    out = Path(cfg.out)
+    """Compute the report of ``cfg`` and write its three outputs to ``cfg.out`` as one set.
+
+    They are written to a temporary folder beside ``cfg.out`` that replaces it in one rename:
+    a failure leaves the previous report whole, never a new summary beside an old page.
+    """
+    out = _output_folder(cfg.out)
     con = M.connect(cfg.memory_limit)
     summary = compute(con, cfg)
     build = Path(cfg.data)
@@ -247,6 +272,7 @@ def bias_report(cfg: ReportConfig) -> Report:
         "models": [{"model": m, "backend": b} for m, b in con.execute(
             "SELECT DISTINCT model, backend FROM preds ORDER BY ALL").fetchall()]
         if "model" in {r[0] for r in con.execute("DESCRIBE preds").fetchall()} else [],
+        "predict_settings": read_settings(Path(cfg.predictions)),
         "config": asdict(cfg),
         **summary,
     }
@@ -255,20 +281,19 @@ def bias_report(cfg: ReportConfig) -> Report:
     summary["passed"] = all(c["passed"] for c in checks)
     summary["versions"] = _versions()
 
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / SUMMARY_NAME, json.dumps(summary, indent=2).encode())
-    tmp = out / (GROUPS_NAME + ".tmp")
-    con.execute(f"COPY (SELECT split, indicator, grp AS \"group\", * EXCLUDE (split, indicator, grp) FROM metrics "
-                f"WHERE grp IS NOT NULL ORDER BY ALL) TO {M.literal(str(tmp))} (FORMAT parquet)")
-    os.replace(tmp, out / GROUPS_NAME)
-    _atomic_write(out / HTML_NAME, render_html(con, summary, cfg).encode())
-    return Report(out, summary, [_breach_message(c) for c in checks if not c["passed"]])
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    page = render_html(con, summary, cfg)  # before any write: a failure here leaves no trace
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
+        con.execute(f"COPY (SELECT split, indicator, grp AS \"group\", * EXCLUDE (split, indicator, grp) FROM "
+                    f"metrics WHERE grp IS NOT NULL ORDER BY ALL) TO {M.literal(str(tmp / GROUPS_NAME))} "
+                    "(FORMAT parquet)")
+        (tmp / HTML_NAME).write_text(page)
+        replace_dir(out.parent, tmp, out)
+    finally:
+        remove_tree(out.parent, tmp)
+    return Report(Path(cfg.out), summary, [_breach_message(c) for c in checks if not c["passed"]])
 
 
 # --------------------------------------------------------------------------- HTML and plots
@@ -378,11 +403,20 @@ def render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: Re
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False}):  # names are data: "$x$" is not math
+        return _render_html(con, summary, cfg)
+
+
+def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: ReportConfig) -> str:
     names = list(METRICS)
-    parts = [f"<h1>Geographic bias report</h1><p>Predictions {html.escape(cfg.predictions)} on "
-             f"{html.escape(cfg.data)}, splits {html.escape(', '.join(summary['splits']))}, groups by "
-             f"{html.escape(cfg.group_by)} (ranked when n ≥ {cfg.min_group_size}); models: "
-             f"{html.escape(', '.join(m['model'] for m in summary['models']))}.</p>"]
+    parts = [(f"<h1>Geographic bias report</h1><p>Predictions {html.escape(cfg.predictions)} on "
+              f"{html.escape(cfg.data)}, splits {html.escape(', '.join(summary['splits']))}, groups by "
+              f"{html.escape(cfg.group_by)} (ranked when n ≥ {cfg.min_group_size}); models: "
+              f"{html.escape(', '.join(m['model'] for m in summary['models']))}.</p>")]
+    settings = summary.get("predict_settings")
+    if settings:
+        parts.append("<p>Prediction settings: " + html.escape(", ".join(
+            f"{k}={v}" for k, v in settings.items() if k != "build")) + ".</p>")
     for ind, warning in summary.get("label_warnings", {}).items():
         parts.append(f'<p class="fail">Label warning ({html.escape(ind)}): {html.escape(warning)}</p>')
     verdict = "pass" if summary["passed"] else "fail"
@@ -397,9 +431,10 @@ def render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: Re
             mo = summary["moran"].get(split, {}).get(ind, {})
             bs = summary["bias_score"].get(split, {}).get(ind, {})
             rows.append([split, ind, m["n"], *[m[n] for n in names], mo.get("I"), mo.get("p_sim"),
-                         bs.get("bias_score"), summary["bias_anchor"].get(ind)])
-    parts.append("<h2>Headline (raw units)</h2>" + _table(
-        ["split", "indicator", "n", *names, "Moran's I", "p", "bias score", "bias anchor"], rows))
+                         mo.get("p_rand"), bs.get("bias_score"), summary["bias_anchor"].get(ind)])
+    parts.append("<h2>Headline (raw units)</h2>" + _table(["split", "indicator", "n", *names, "Moran's I",
+                                                           "p (permutations)", "p (normal)", "bias score",
+                                                           "bias anchor"], rows))
     score_names = ["pearson", "spearman", "r2", "rmse", "mae", "mean_error"]
     parts.append(f"<h2>On the 0.0–9.9 score scale</h2><p>{html.escape(summary['headline_scale'])}.</p>" + _table(
         ["split", "indicator", "n answered", *score_names],

@@ -4,7 +4,8 @@
 the recipe into the dataclasses (data, training, model), explicit flags win, unknown keys
 are errors. Heavy libraries are imported inside the commands, so ``urp-train --help`` is
 instant (a command's own ``--help`` imports TRL's configs to list every field).
-Errors print one line and exit 1 (usage errors: 2); ``URP_DEBUG=1`` shows the traceback.
+Errors and exit codes follow the shared contract in :mod:`urp_data.clikit` (0 ok, 1 an
+error, 2 a usage error; one line on stderr, ``URP_DEBUG=1`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from urp_data.clikit import EXIT_USAGE, UsageError, run, setup_logging
+from urp_data.fsutil import one_line
+
 logger = logging.getLogger("urp_train")
 
 COMMANDS: dict[str, str] = {
@@ -24,10 +28,6 @@ COMMANDS: dict[str, str] = {
     "sft": "the supervised baseline on the same examples (TRL SFTTrainer; the target as the answer)",
     "tiny-model": "build the tiny offline Qwen2.5-VL (random weights, real Qwen2.5 tokenizer) for tests and the demo",
 }
-
-
-class UsageError(ValueError):
-    """The command line or a recipe is wrong (exit code 2)."""
 
 
 def _parse(dataclass_types: tuple[type, ...], argv: Sequence[str], prog: str) -> tuple[Any, ...]:
@@ -39,7 +39,7 @@ def _parse(dataclass_types: tuple[type, ...], argv: Sequence[str], prog: str) ->
     try:
         return parser.parse_args_and_config(list(argv))
     except ValueError as exc:  # unknown recipe keys, __post_init__ checks
-        raise UsageError(str(exc).splitlines()[0]) from exc
+        raise UsageError(one_line(exc)) from exc
 
 
 def _setup(training_args: Any) -> str | None:
@@ -138,7 +138,7 @@ def _top_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = _top_parser()
     if not argv or argv[0] not in RUNNERS:
         if argv and argv[0] in ("-h", "--help"):
@@ -146,15 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         parser.print_usage(sys.stderr)
         print(f"urp-train: error: choose a command: {', '.join(RUNNERS)}", file=sys.stderr)
-        return 2
-    try:
-        return RUNNERS[argv[0]](argv[1:])
-    except Exception as exc:
-        if os.environ.get("URP_DEBUG") == "1":
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"urp-train {argv[0]}: error: {message}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
+        return EXIT_USAGE
+    return run(f"urp-train {argv[0]}", lambda: RUNNERS[argv[0]](argv[1:]))
 
 
 if __name__ == "__main__":

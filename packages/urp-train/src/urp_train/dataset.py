@@ -110,10 +110,10 @@ def load_examples(build_dir: str | Path, split: str = "train", *, indicators: li
                     continue
                 info = manifest.indicators.get(ind)
                 scale = info.score_scale() if info else None
-                if scale is None:
+                if info is None or scale is None:
                     raise SchemaError(f"manifest of {build_dir} has no score scale for {ind!r}; rebuild the region")
                 spec = info.spec()  # the same prompt spec evaluation renders with
-                rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))
+                rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))  # type: ignore[arg-type]
                 rows["image"].append(image)
                 rows["target"].append(round(float(scale.to_score(value)), 1))
                 rows["target_value"].append(float(value))

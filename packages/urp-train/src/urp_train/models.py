@@ -162,7 +162,7 @@ class URPModelConfig(ModelConfig):
         if (self.min_pixels is None) != (self.max_pixels is None):
             raise ValueError(f"set both min_pixels and max_pixels or neither (got {self.min_pixels}, "
                              f"{self.max_pixels})")
-        if self.min_pixels is not None and self.min_pixels > self.max_pixels:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} exceeds max_pixels {self.max_pixels}; swap them")
 
     def load(self, trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -170,7 +170,8 @@ class URPModelConfig(ModelConfig):
         if not self.model_name_or_path:
             raise ValueError("no model given; set model_name_or_path (a hub id or a folder, e.g. from "
                              "`urp-train tiny-model --out models/tiny`)")
-        pixels = (self.min_pixels, self.max_pixels) if self.min_pixels is not None else None
+        pixels = (self.min_pixels, self.max_pixels) if self.min_pixels is not None and self.max_pixels is not None \
+            else None
         return load_model_and_processor(self.model_name_or_path, trust_remote_code=trust_remote_code,
                                         dtype=self.dtype or "auto", attn_implementation=self.attn_implementation,
                                         revision=self.model_revision, pixels=pixels)

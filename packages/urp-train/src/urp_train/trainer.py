@@ -79,7 +79,8 @@ class URPGRPOConfig(GRPOConfig):
             import json
 
             self.accuracy_scales = json.loads(self.accuracy_scales)
-        if self.accuracy_scale <= 0 or any(v <= 0 for v in (self.accuracy_scales or {}).values()):
+        scales = self.accuracy_scales if isinstance(self.accuracy_scales, dict) else {}
+        if self.accuracy_scale <= 0 or any(v <= 0 for v in scales.values()):
             raise ValueError(f"accuracy scales must be positive (got {self.accuracy_scale}, "
                              f"{self.accuracy_scales}); they are score points (0-9.9)")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
