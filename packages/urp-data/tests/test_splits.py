@@ -80,7 +80,7 @@ def test_seen_holdouts_follow_blocks(split_case):
 
 
 def test_labels_are_stable_when_the_sample_grows(split_case):
-    cells, groups, unseen, _ = split_case
+    cells, groups, unseen, labels = split_case
     more = cells + [c for c in _cells(500, seed=2) if c not in set(cells)]
     more_groups = groups + [group_of(c, "BRA", None, "h3:6") for c in more[len(cells):]]
     relabelled = assign_splits(more, more_groups, unseen, val_fraction=0.1, test_seen_fraction=0.2,
