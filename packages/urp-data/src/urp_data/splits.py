@@ -121,13 +121,13 @@ def default_buffer_km(footprint_m: float, indicator_support_km: Mapping[str, flo
     return BufferChoice(cands[largest], f"default: the largest candidate, {largest}", cands)
 
 
-def _unit_vectors(cells: Sequence[str]) -> np.ndarray:
+def _unit_vectors(cells: Sequence[str] | np.ndarray) -> np.ndarray:
     ll = np.radians(np.array([h3.cell_to_latlng(c) for c in cells], dtype=np.float64).reshape(-1, 2))
     lat, lon = ll[:, 0], ll[:, 1]
     return np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
 
 
-def near(query: Sequence[str], targets: Sequence[str], km: float) -> np.ndarray:
+def near(query: Sequence[str] | np.ndarray, targets: Sequence[str] | np.ndarray, km: float) -> np.ndarray:
     """For each cell of ``query``: does a cell of ``targets`` lie within ``km`` (great circle, centres)?"""
     out = np.zeros(len(query), dtype=bool)
     if not len(query) or not len(targets) or km <= 0:

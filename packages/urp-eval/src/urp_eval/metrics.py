@@ -407,7 +407,7 @@ def varying_indicators(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]
     if not indicators:
         return []
     counts = con.execute("SELECT " + ", ".join(f"count(DISTINCT {_finite(quote(i))})" for i in indicators)
-                         + " FROM samples").fetchone()
+                         + " FROM samples").fetchone() or ()
     return [i for i, c in zip(indicators, counts, strict=True) if c > 1]
 
 
@@ -420,7 +420,7 @@ def default_anchor(indicator: str, candidates: Sequence[str]) -> str | None:
     """
     others = [c for c in candidates if c != indicator]
     preferred = [c for c in SOCIO_ECONOMIC if c in others]
-    return (preferred or others or [None])[0]
+    return next(iter(preferred or others), None)
 
 
 # --------------------------------------------------------------------------- the 0.0-9.9 score scale
