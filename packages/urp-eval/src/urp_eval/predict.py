@@ -296,7 +296,7 @@ class PredictionWriter:
     def todo_mask(self, ids: pa.Array, indicator: str) -> pa.Array:
         """True where (sample id, indicator) has no prediction yet."""
         done = self.done.get(indicator)
-        return pc.invert(pc.is_in(ids, value_set=done)) if done is not None else pa.array([True] * len(ids))
+        return pc.invert(pc.is_in(ids, value_set=done)) if done is not None else pa.array(np.ones(len(ids), bool))
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
