@@ -196,3 +196,18 @@ def test_model_that_answers_nothing(build: Path, tmp_path: Path, make_prediction
     assert all(v["bias_score"] is None for v in rep.summary["bias_score"]["test_unseen"].values())
     assert len(rep.breaches) == len(INDICATORS) and "undefined" in rep.breaches[0]
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"summary.json", "groups.parquet", "report.html"}
+
+
+def test_morans_i_neighbours_in_small_chunks_give_the_same_figures(build: Path, predictions: Path, report: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python holds one chunk of neighbour pairs at a time; the chunk size must not change any figure."""
+    monkeypatch.setattr(M, "NEIGHBOUR_CHUNK", 7)
+    con = M.connect("64MB")
+    indicators = M.open_inputs(con, build, SPLITS, predictions, "group")
+    M.group_metrics(con, indicators, MIN_GROUP, INDICATORS[0])
+    got = {(r["split"], r["indicator"]): r for r in M.morans_i(con, indicators, 99, SEED)}
+    want = json.loads((report / "summary.json").read_text())["moran"]
+    assert len(got) == len(SPLITS) * len(INDICATORS)
+    for (split, ind), row in got.items():
+        for key in ("n_cells", "n_linked", "I", "z_rand", "p_rand", "p_sim"):
+            assert close(row[key], want[split][ind][key]), (split, ind, key)
