@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "vllm", "knn", "mean")
 MODEL_BACKENDS = ("transformers", "vllm")
+ENGINES = ("local", "ray")
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -86,6 +87,10 @@ class PredictConfig:
                                     "each split (by sample_id), for quick checks"})
     save_every: int = field(default=256, metadata={"help": "rewrite the output every N prompts"})
     seed: int = field(default=0, metadata={"help": "random seed for sampling"})
+    engine: str = field(default="local", metadata={"help": "local: this process; ray: batches spread over a Ray "
+                        "cluster, one model per GPU (per CPU without GPUs); install urp-eval[ray]"})
+    ray_address: str | None = field(default=None, metadata={"help": "with --engine ray: the cluster to join "
+                                    "(host:port of `ray start --head`); unset: start a local Ray"})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -103,6 +108,12 @@ class PredictConfig:
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples={self.max_samples}: must be at least 1, or left unset for all")
         resolve_splits(self.split)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.engine == "ray" and self.backend == "mean":
+            raise ValueError("backend='mean' is one number per indicator; drop --engine ray")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ValueError(f"ray_address={self.ray_address!r} needs --engine ray")
 
     @property
     def model_id(self) -> str:
@@ -175,6 +186,11 @@ def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
 
 
+def knn_block(n_ref: int) -> int:
+    """Query points per distance block of :func:`knn_mean` (a block holds ~20M distances)."""
+    return max(1, 20_000_000 // max(n_ref, 1))
+
+
 def knn_mean(train_lat: np.ndarray, train_lon: np.ndarray, train_values: np.ndarray,
              lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:
     """Mean of ``train_values`` at the k training points nearest each (lat, lon), by great-circle distance.
@@ -185,7 +201,7 @@ def knn_mean(train_lat: np.ndarray, train_lon: np.ndarray, train_values: np.ndar
     ref, q = unit_vectors(train_lat, train_lon), unit_vectors(lat, lon)
     k = min(k, len(ref))
     out = np.empty(len(q))
-    block = max(1, 20_000_000 // max(len(ref), 1))
+    block = knn_block(len(ref))
     for s in range(0, len(q), block):
         d = 2.0 - 2.0 * (q[s:s + block] @ ref.T)  # squared chord length, monotone in great-circle distance
         idx = np.argpartition(d, k - 1, axis=1)[:, :k] if k < len(ref) else np.broadcast_to(
@@ -285,12 +301,40 @@ def predict(cfg: PredictConfig) -> Path:
             raise InputError(f"the manifest of {build} has no score scale for {', '.join(missing)}, so answers "
                              "cannot be mapped back to raw units; leave them out with --indicators")
     writer = PredictionWriter(Path(cfg.out), cfg)
-    if cfg.backend in MODEL_BACKENDS:
-        _predict_model(cfg, build, manifest, indicators, scales, writer)
-    else:
-        _predict_baseline(cfg, build, indicators, scales, writer)
+    with _engine(cfg):
+        if cfg.backend in MODEL_BACKENDS:
+            _predict_model(cfg, build, manifest, indicators, scales, writer)
+        else:
+            _predict_baseline(cfg, build, indicators, scales, writer)
     writer.save()
     return Path(cfg.out)
+
+
+def _engine(cfg: PredictConfig) -> AbstractContextManager[Any]:
+    """Ray connected for the run with ``--engine ray`` (an optional extra: imported only then)."""
+    if cfg.engine == "local":
+        return nullcontext()
+    from urp_data.engine_ray import ray_session
+
+    return ray_session(cfg.ray_address)
+
+
+def _generator(cfg: PredictConfig) -> tuple[Generator, int]:
+    """The model backend, and how many prompts to hand it per call (a batch per model replica)."""
+    if cfg.engine == "ray":
+        from urp_eval.predict_ray import RayGenerator
+
+        ray_gen = RayGenerator(cfg)
+        return ray_gen, ray_gen.prompts_per_call
+    return (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg), cfg.batch_size
+
+
+def _knn(cfg: PredictConfig) -> Callable[..., np.ndarray]:
+    if cfg.engine == "ray":
+        from urp_eval.predict_ray import knn_mean_on_ray
+
+        return knn_mean_on_ray
+    return knn_mean
 
 
 def _todo(table: pa.Table, indicators: Sequence[str], writer: PredictionWriter) -> list[tuple[int, str]]:
@@ -321,8 +365,7 @@ def _predict_baseline(cfg: PredictConfig, build: Path, indicators: Sequence[str]
                 pred = np.full(len(rows), values[ok].mean())
             else:
                 lat, lon = (table[c].to_numpy()[rows] for c in ("lat", "lon"))
-                pred = knn_mean(train["lat"].to_numpy()[ok], train["lon"].to_numpy()[ok], values[ok], lat, lon,
-                                cfg.k)
+                pred = _knn(cfg)(train["lat"].to_numpy()[ok], train["lon"].to_numpy()[ok], values[ok], lat, lon, cfg.k)
             scale = scales[ind]
             score = scale.to_score(pred) if scale else np.full(len(pred), np.nan)
             ids = table["sample_id"].to_pylist()
@@ -358,15 +401,15 @@ def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicato
     logger.info("%d prompts to generate (%d already done)", total, len(writer.done))
     if not total:
         return
-    generator: Generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
+    generator, per_call = _generator(cfg)
     specs = {i: manifest.indicators[i].spec() for i in indicators}
     work = ((split, table, _todo(table, indicators, writer)) for split in splits
             for table in _row_groups(split_path(build, split), cfg.max_samples))
     since_save = 0
     with _progress(total, f"predict {cfg.model_id}") as advance:
         for split, table, todo in work:
-            for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start:start + cfg.batch_size]
+            for start in range(0, len(todo), per_call):
+                batch = todo[start:start + per_call]
                 rows = [table.slice(r, 1).to_pylist()[0] for r, _ in batch]
                 images = []
                 for row in rows:
