@@ -124,7 +124,8 @@ def run_chunks_on_ray(address: str | None, region: RegionConfig, plan: Plan, sch
         def submit(actor: Any) -> None:
             if queue:
                 path, rows = queue.pop()
-                ref = actor.write.options(retry_exceptions=True).remote(str(path), rows)
+                # Absolute: a worker's working folder is not the driver's (region paths already are).
+                ref = actor.write.options(retry_exceptions=True).remote(str(path.resolve()), rows)
                 pending[ref] = (actor, path, rows)
 
         try:

@@ -8,6 +8,9 @@ value of the k nearest training samples by great-circle distance (GeoLLM's main 
 and ``mean`` the training mean. Heavy imports (torch, transformers, vllm) happen only when
 their backend is chosen.
 
+With ``--engine ray`` (:mod:`urp_eval.predict_ray`) the model batches and the knn queries run
+on a Ray cluster; this module's loop, prompts and writer stay the same.
+
 The output is resumable: pairs already in ``--out`` are skipped, and the file is rewritten
 atomically (temporary name, then rename) every ``save_every`` prompts, so an interrupted run
 loses at most one checkpoint of work and never leaves a half-written file.
@@ -365,7 +368,8 @@ def _predict_baseline(cfg: PredictConfig, build: Path, indicators: Sequence[str]
                 pred = np.full(len(rows), values[ok].mean())
             else:
                 lat, lon = (table[c].to_numpy()[rows] for c in ("lat", "lon"))
-                pred = _knn(cfg)(train["lat"].to_numpy()[ok], train["lon"].to_numpy()[ok], values[ok], lat, lon, cfg.k)
+                pred = _knn(cfg)(train["lat"].to_numpy()[ok], train["lon"].to_numpy()[ok], values[ok], lat, lon,
+                                 cfg.k)
             scale = scales[ind]
             score = scale.to_score(pred) if scale else np.full(len(pred), np.nan)
             ids = table["sample_id"].to_pylist()
