@@ -62,7 +62,7 @@ from urp_data.vectors import read_vector
 logger = logging.getLogger(__name__)
 
 DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: rows in H3 index order
 
 
 @dataclass
@@ -171,7 +171,11 @@ def make_plan(region: RegionConfig, src: Sources) -> Plan:
                            test_seen_fraction=sc.test_seen_fraction, buffer_rings=sc.buffer_rings,
                            seed=region.sampling.seed)
     keep = labels != BUFFER
+    # Rows in H3 index order, which is also the order of every ancestor cell: a chunk holds the
+    # children of a few parent cells, so neighbouring samples share a chunk (a worker, a Ray task)
+    # and its source reads (raster blocks, cached tiles).
     idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(np.asarray(cells)[idx], kind="stable")]
     return Plan([cells[i] for i in idx], lat[idx], lon[idx], [country[i] for i in idx], [groups[i] for i in idx],
                 labels[idx], unseen, int((~keep).sum()))
 
@@ -379,7 +383,11 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     todo = [(path, rows) for path, rows in todo if not path.is_file()]
     if progress is not None:
         progress(done, n)
-    if cfg.workers > 1 and len(todo) > 1:
+    if cfg.engine == "ray":
+        from urp_data.engine_ray import run_chunks_on_ray  # an optional extra: imported only when chosen
+
+        finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
+    elif cfg.workers > 1 and len(todo) > 1:
         finished = _run_chunks_in_workers(cfg.workers, region, plan, schema, todo)
     else:
         finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
