@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 from urp_data.clikit import UsageError
-from urp_data.fsutil import remove_tree, replace_dir
+from urp_data.fsutil import default_mode, remove_tree, replace_dir
 from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
 
 from urp_eval import metrics as M
@@ -266,6 +266,7 @@ def bias_report(cfg: ReportConfig) -> Report:
     page = render_html(con, summary, cfg)  # before any write: a failure here leaves no trace
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(default_mode(directory=True))
     try:
         (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
         con.execute(f"COPY (SELECT split, indicator, grp AS \"group\", * EXCLUDE (split, indicator, grp) FROM "
