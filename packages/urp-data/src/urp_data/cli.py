@@ -1,4 +1,4 @@
-"""``urp-data``: build URP datasets (``build``) and list shipped regions (``regions``).
+"""``urp-data``: build URP datasets (``build``), look at one (``preview``), list shipped regions (``regions``).
 
 Thin: parse flags (generated from ``BuildConfig``), set up logging and the progress bar,
 call the library; errors and exit codes follow the shared contract in :mod:`urp_data.clikit`.
@@ -45,6 +45,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from urp_data.preview import write_preview
+
+    if args.per_split < 0:
+        return _usage_error(f"--per-split must be 0 or more, got {args.per_split}")
+    print(f"wrote {write_preview(args.build, args.out, args.per_split)}")
+    return 0
+
+
 def _cmd_regions(args: argparse.Namespace) -> int:
     import yaml
 
@@ -68,6 +77,14 @@ def make_parser() -> argparse.ArgumentParser:
                                    "build of the same config.")
     add_dataclass_flags(b, BuildConfig)
     b.set_defaults(func=_cmd_build)
+    p = sub.add_parser("preview", help="write an offline HTML page to look at a build",
+                       description="Write one self-contained HTML page (no network needed to open it): a map of "
+                                   "the samples by split with unseen groups and buffer cells, per-split counts and "
+                                   "indicator histograms, and a gallery of chips with their prompts.")
+    p.add_argument("build", help="build folder written by `urp-data build` (OUT/REGION)")
+    p.add_argument("--out", default=None, help="output HTML file (default: BUILD/preview.html)")
+    p.add_argument("--per-split", type=int, default=4, help="chips per split in the gallery")
+    p.set_defaults(func=_cmd_preview)
     r = sub.add_parser("regions", help="list the shipped regions")
     r.set_defaults(func=_cmd_regions)
     return parser

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import rasterio
 import shapely
 
+from urp_data.basemap import DEFAULT_COUNTRIES, repo_path
 from urp_data.card import write_card
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
@@ -62,7 +63,6 @@ from urp_data.vectors import read_vector
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
 PLAN_VERSION = 1
 
 
@@ -84,7 +84,7 @@ def open_sources(region: RegionConfig) -> Sources:
     if region.countries == "gazetteer":
         countries_path = None
     else:
-        countries_path = region.resolve(region.countries) if region.countries else _repo_path(DEFAULT_COUNTRIES)
+        countries_path = region.resolve(region.countries) if region.countries else repo_path(DEFAULT_COUNTRIES)
     if countries_path is not None and not Path(countries_path).is_file():
         raise InputError(f"country polygons {countries_path} not found; set countries: in the region config")
     imagery = [imagery_from_config(s, region.resolve) for s in region.imagery]
@@ -92,14 +92,6 @@ def open_sources(region: RegionConfig) -> Sources:
     inds = [indicator_from_config(s, region.resolve, gaz) for s in region.indicators]
     check_indicator_names([i.name for i in inds])
     return Sources(imagery, gaz, CountryLookup(countries_path, gaz), pois, inds)
-
-
-def _repo_path(rel: str) -> Path:
-    """A path inside the repository (for defaults such as the shipped country polygons)."""
-    for parent in [Path.cwd(), *Path(__file__).resolve().parents]:
-        if (parent / rel).exists():
-            return parent / rel
-    return Path(rel)
 
 
 # --------------------------------------------------------------------------- plan
