@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from urp_data.schema import Manifest
+
 DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
 
 
@@ -23,16 +25,19 @@ def repo_path(rel: str) -> Path:
 
 
 def country_outlines(bbox: tuple[float, float, float, float],
-                     path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     manifest: Manifest | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Country borders and coasts inside ``bbox`` = (left, bottom, right, top) in lon/lat degrees.
 
+    From the build's own country polygons when its manifest names a file, else the shipped ones.
     Returned as ``(lon, lat)`` arrays in which NaN separates the lines, the form both plotly and
-    matplotlib draw as separate lines in one call. Empty arrays when the file is missing.
+    matplotlib draw as separate lines in one call. Empty arrays when no file is found.
     """
     import shapely
 
     from urp_data.vectors import read_vector
 
+    inputs = manifest.inputs if manifest is not None else []
+    path = next((i["path"] for i in inputs if i.get("role") == "countries" and i.get("sha256")), None)
     p = Path(path) if path else repo_path(DEFAULT_COUNTRIES)
     if not p.is_file():
         return np.array([]), np.array([])

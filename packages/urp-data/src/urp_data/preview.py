@@ -180,7 +180,6 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
         titles.append(f"{len(ix)} samples around {manifest.group_labels.get(top, top)}")
     fig = make_subplots(rows=1, cols=len(areas), subplot_titles=[html.escape(t) for t in titles],
                         horizontal_spacing=0.06)
-    countries = next((i["path"] for i in manifest.inputs if i.get("role") == "countries" and i.get("sha256")), None)
     buffer = _cells_outline(manifest.config.get("buffer_cells", []))
     unseen = [(g, _cells_outline(part["h3_cell"].tolist()))
               for g, part in df[df["split"] == "test_unseen"].groupby("group")]
@@ -189,7 +188,7 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
         pad = max(0.05, 0.1 * max(np.ptp(part["lon"]), np.ptp(part["lat"])))
         bbox = (part["lon"].min() - pad, part["lat"].min() - pad, part["lon"].max() + pad, part["lat"].max() + pad)
         first = col == 1
-        lon, lat = country_outlines(bbox, countries)
+        lon, lat = country_outlines(bbox, manifest)
         fig.add_trace(go.Scatter(x=lon, y=lat, mode="lines", line={"color": "#888", "width": 1},
                                  name="country outlines", legendgroup="countries", showlegend=first,
                                  hoverinfo="skip"), row=1, col=col)
