@@ -65,7 +65,7 @@ def _read_samples(build_dir: Path, indicators: list[str]) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols = ["sample_id", "h3_cell", "lat", "lon", "group", "split", "address", *indicators]
+    cols = ["sample_id", "h3_cell", "lat", "lon", "group", "country", "split", "address", *indicators]
     return pa.concat_tables([pq.read_table(split_path(build_dir, s), columns=cols) for s in SPLITS]).to_pandas()
 
 
@@ -105,16 +105,15 @@ def _counts_table(df: Any, manifest: Manifest) -> str:
     for s in SPLITS:
         part = df[df["split"] == s]
         rows.append(f"<tr><td class=l>{s}</td><td>{len(part)}</td><td>{part['group'].nunique()}</td>"
-                    f"<td class=l>{html.escape(', '.join(sorted(part['group'].str.split('-').str[0].unique())))}"
-                    "</td></tr>")
+                    f"<td class=l>{html.escape(', '.join(sorted(part['country'].dropna().unique())))}</td></tr>")
     counts = manifest.counts
-    return ("<table><tr><th class=l>split</th><th>samples</th><th>groups</th><th class=l>group countries</th></tr>"
+    return ("<table><tr><th class=l>split</th><th>samples</th><th>groups</th><th class=l>countries</th></tr>"
             + "".join(rows) + f"</table><p class=muted>Dropped: {counts.get('buffer_dropped', 0)} buffer cells, "
             f"{counts.get('skipped_no_imagery', 0)} cells without imagery.</p>")
 
 
 def _figure_html(fig: Any, div_id: str, height: int) -> str:
-    fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": 30, "b": 40}, template="plotly_white")
+    fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": 60, "b": 40}, template="plotly_white")
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"scrollZoom": True, "displaylogo": False, "responsive": True})
 
@@ -172,12 +171,13 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
         df = df.iloc[np.linspace(0, len(df) - 1, MAX_MAP_POINTS).astype(int)]
     df = df.reset_index(drop=True)
     areas = _areas(df["h3_cell"])
-    if len(areas) > MAX_PANELS:
-        areas = [np.arange(len(df))]
     titles = []
     for ix in areas:
         top = df["group"].iloc[ix].value_counts().index[0]
         titles.append(f"{len(ix)} samples around {manifest.group_labels.get(top, top)}")
+    if len(areas) > MAX_PANELS:
+        titles = [f"{len(df)} samples in {len(areas)} separate areas"]
+        areas = [np.arange(len(df))]
     fig = make_subplots(rows=1, cols=len(areas), subplot_titles=[html.escape(t) for t in titles],
                         horizontal_spacing=0.06)
     buffer = _cells_outline(manifest.config.get("buffer_cells", []))
@@ -212,11 +212,13 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
                                      marker={"color": SPLIT_COLOURS[s], "size": 6, "line": {"width": 0}},
                                      text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=col)
         mid = math.radians(float(part["lat"].mean()))
-        fig.update_xaxes(title="longitude (°)", range=[bbox[0], bbox[2]], showgrid=False, row=1, col=col)
+        fig.update_xaxes(title="longitude (°)", range=[bbox[0], bbox[2]], showgrid=False, zeroline=False,
+                         row=1, col=col)
         # One degree of latitude is 1/cos(lat) degrees of longitude on the ground: keep shapes true.
         fig.update_yaxes(title="latitude (°)" if first else None, range=[bbox[1], bbox[3]],
                          scaleanchor=f"x{col if col > 1 else ''}", scaleratio=1 / max(math.cos(mid), 0.05),
-                         showgrid=False, row=1, col=col)
+                         showgrid=False, zeroline=False, row=1, col=col)
+    fig.update_annotations(font_size=13)  # the panel titles
     fig.update_layout(legend={"orientation": "h", "y": -0.12, "yanchor": "top"}, dragmode="zoom")
     return fig
 
