@@ -74,6 +74,11 @@ class _DevTools:
             self.events.append(msg)
 
 
+_BOXES_JS = """selectors => JSON.stringify(Object.fromEntries(selectors.map(s => [s,
+    [...document.querySelectorAll(s)].map(e => { const r = e.getBoundingClientRect();
+     return [Math.round(r.x + scrollX), Math.round(r.y + scrollY), Math.round(r.width), Math.round(r.height)]; })])))"""
+
+
 def render_page(path: Path, selectors: list[str], tmp: Path, width: int = 1400, ready: str = "true") -> RenderedPage:
     """Open ``path`` from file:// in headless Chromium with every network request blocked.
 
@@ -120,10 +125,8 @@ def render_page(path: Path, selectors: list[str], tmp: Path, width: int = 1400, 
                      returnByValue=True)["result"]["value"]
         cdp("Emulation.setDeviceMetricsOverride", width=width, height=int(height), deviceScaleFactor=1, mobile=False)
         time.sleep(0.5)  # let responsive plots relayout to the new viewport
-        boxes = cdp("Runtime.evaluate", returnByValue=True, expression=(
-            "JSON.stringify(Object.fromEntries(%s.map(s => [s, [...document.querySelectorAll(s)].map(e => {"
-            "const r = e.getBoundingClientRect(); return [Math.round(r.x + scrollX), Math.round(r.y + scrollY),"
-            " Math.round(r.width), Math.round(r.height)]})])))" % json.dumps(selectors)))["result"]["value"]
+        boxes = cdp("Runtime.evaluate", expression=f"({_BOXES_JS})({json.dumps(selectors)})",
+                    returnByValue=True)["result"]["value"]
         images_ok = cdp("Runtime.evaluate", returnByValue=True, expression=(
             "[...document.images].every(i => i.complete && i.naturalWidth > 0)"))["result"]["value"]
         shot = cdp("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]

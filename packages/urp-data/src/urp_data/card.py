@@ -128,25 +128,48 @@ def _derived_from_prompt(spec: dict[str, Any]) -> str:
     return "no"
 
 
-def render_card(build_dir: str | Path, manifest: Manifest) -> str:
-    """The dataset card of the build in ``build_dir`` (its split files must be written)."""
-    build_dir = Path(build_dir)
+def _how_built(manifest: Manifest) -> list[str]:
+    """The card's bullet points on sampling, chips, splits and scores, from the manifest's region config."""
     region = manifest.config.get("region", {})
     sampling, splits, chip = region.get("sampling", {}), region.get("splits", {}), region.get("chip", {})
+    counts = manifest.counts
+    requested = f", {sampling['samples']} samples requested" if sampling.get("samples") else ""
+    held_out = "".join(f" ({what} {', '.join(splits[key])})" for what, key in
+                       (("countries", "unseen_countries"), ("continents", "unseen_continents")) if splits.get(key))
+    size = chip.get("size_px", "?")
+    return [
+        (f"- **Region**: `{manifest.region}`; H3 resolution {manifest.resolution}; sampling mode "
+        f"`{sampling.get('mode', '?')}`{requested}, seed {sampling.get('seed')}."),
+        (f"- **Chips**: {size}×{size} px over ~{chip.get('footprint_m', '?')} m, {chip.get('format', '?')}; "
+        f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}."),
+        (f"- **Splits**: grouped by `{splits.get('group_by', '?')}`; `test_unseen` is "
+        f"{len(manifest.config.get('unseen_groups', []))} whole group(s){held_out} that never appear in train or "
+        f"val; the other cells go to val / test_seen / train by a seeded hash of the cell (fractions "
+        f"{splits.get('val_fraction')} / {splits.get('test_seen_fraction')}); seen cells within "
+        f"{splits.get('buffer_rings')} H3 ring(s) of an unseen cell are dropped ({counts.get('buffer_dropped', 0)} "
+        "cells)."),
+        ("- **Score scale**: indicators are asked as 0.0–9.9 scores, the percentile on the train split "
+        "(the quantiles are in `manifest.json`)."),
+    ]
+
+
+def render_card(build_dir: str | Path, manifest: Manifest) -> str:
+    """The dataset card of the build in ``build_dir`` (its split files must be written)."""
+    region = manifest.config.get("region", {})
     counts = manifest.counts.get("per_split", {})
     try:
         version = metadata.version("urp-data")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    lines = ["---", yaml.safe_dump(front_matter(manifest), sort_keys=False, allow_unicode=True).strip(), "---", "",
-             f"# urp dataset `{manifest.region}`", ""]
+    front = yaml.safe_dump(front_matter(manifest), sort_keys=False, allow_unicode=True).strip()
+    lines = ["---", front, "---", "", f"# urp dataset `{manifest.region}`", ""]
     if region.get("description"):
         lines += [region["description"], ""]
     lines += [
-        "Urban region profiling samples (one per H3 cell): a satellite image chip, an address and nearby places, "
-        "and indicator values, in geographic splits for training and for measuring geographic bias "
-        "(the Urban-R1 setting). Built by urp's `urp-data build` "
-        f"(urp-data {version}) on {manifest.build_time or 'an unknown date'}.",
+        ("Urban region profiling samples (one per H3 cell): a satellite image chip, an address and nearby "
+        "places, and indicator values, in geographic splits for training and for measuring geographic bias "
+        f"(the Urban-R1 setting). Built by urp's `urp-data build` (urp-data {version}) on "
+        f"{manifest.build_time or 'an unknown date'}."),
         "",
         "```python",
         "import datasets",
@@ -162,32 +185,21 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
         "",
         "## How it was built",
         "",
-        f"- **Region**: `{manifest.region}`; H3 resolution {manifest.resolution}; sampling mode "
-        f"`{sampling.get('mode', '?')}`" + (f", {sampling['samples']} samples requested"
-                                             if sampling.get("samples") else "") + f", seed {sampling.get('seed')}.",
-        f"- **Chips**: {chip.get('size_px', '?')}×{chip.get('size_px', '?')} px over ~{chip.get('footprint_m', '?')} m, "
-        f"{chip.get('format', '?')}; cells without imagery skipped: {manifest.counts.get('skipped_no_imagery', 0)}.",
-        f"- **Splits**: grouped by `{splits.get('group_by', '?')}`; `test_unseen` is "
-        f"{len(manifest.config.get('unseen_groups', []))} whole group(s)"
-        + (f" (countries {', '.join(splits['unseen_countries'])})" if splits.get("unseen_countries") else "")
-        + (f" (continents {', '.join(splits['unseen_continents'])})" if splits.get("unseen_continents") else "")
-        + f" that never appear in train or val; the other cells go to val / test_seen / train by a seeded hash "
-        f"of the cell (fractions {splits.get('val_fraction')} / {splits.get('test_seen_fraction')}); seen cells "
-        f"within {splits.get('buffer_rings')} H3 ring(s) of an unseen cell are dropped "
-        f"({manifest.counts.get('buffer_dropped', 0)} cells).",
-        "- **Score scale**: indicators are asked as 0.0–9.9 scores, the percentile on the train split "
-        "(the quantiles are in `manifest.json`).",
+        *_how_built(manifest),
         "",
         "## Sources",
         "",
         "| role | source | licence |",
         "|---|---|---|",
-        *[f"| {_cell(i.get('role'))} | {_cell(Path(str(i.get('path'))).name if i.get('sha256') else i.get('path'))} "
-          f"| {_cell(i.get('licence'))} |" for i in manifest.inputs],
+    ]
+    for i in manifest.inputs:
+        source = Path(str(i.get("path"))).name if i.get("sha256") else i.get("path")  # a file: its name only
+        lines.append(f"| {_cell(i.get('role'))} | {_cell(source)} | {_cell(i.get('licence'))} |")
+    lines += [
         "",
-        "Attribution: satellite imagery, gazetteer, POI and indicator data belong to the sources above; "
+        ("Attribution: satellite imagery, gazetteer, POI and indicator data belong to the sources above; "
         "keep their licence terms and credit them when you redistribute this dataset "
-        "(GeoNames: CC BY 4.0, geonames.org; OpenStreetMap: © OpenStreetMap contributors, ODbL).",
+        "(GeoNames: CC BY 4.0, geonames.org; OpenStreetMap: © OpenStreetMap contributors, ODbL)."),
         "",
         "## Indicators",
         "",
@@ -200,12 +212,13 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
         lines.append(f"| `{name}` | {_cell(info.description)} | {_cell(info.unit)} | {_cell(info.resolution)} | "
                      f"{_cell(source)} | {_cell(info.licence)} | {_derived_from_prompt(specs.get(name, {}))} |")
     lines += ["", "Missing values are null, never 0.", "", "## Prompt format", ""]
-    example = _example(build_dir, manifest)
+    example = _example(Path(build_dir), manifest)
     if example:
         sid, ind, prompt = example
-        lines += [f"Each (sample, indicator) pair is one question; the user turn holds the image and this text "
-                  f"(`urp_data.schema.render_prompt`, here for `{sid}` and `{ind}`):", "", "```text", prompt, "```",
-                  "", "The answer is `<think>…</think><answer>5.3</answer>`: a score from 0.0 to 9.9.", ""]
+        lines += [("Each (sample, indicator) pair is one question; the user turn holds the image and this text "
+                  f"(`urp_data.schema.render_prompt`, here for `{sid}` and `{ind}`):"),
+                  "", "```text", prompt, "```", "",
+                  "The answer is `<think>…</think><answer>5.3</answer>`: a score from 0.0 to 9.9.", ""]
     lines += ["## Citation", "", "Cite Urban-R1 for the method and credit the sources listed above:", "",
               "```bibtex", URBAN_R1_BIBTEX, "```", ""]
     return "\n".join(lines)

@@ -78,18 +78,19 @@ def render_preview(build_dir: Path, manifest: Manifest, per_split: int = 4) -> s
     labels = manifest.group_labels
     region = manifest.config.get("region", {})
     parts = [f"<h1>urp build <code>{html.escape(manifest.region)}</code></h1>",
-             f"<p class=muted>{html.escape(region.get('description', ''))} · built {html.escape(manifest.build_time)}"
+             (f"<p class=muted>{html.escape(region.get('description', ''))} · built {html.escape(manifest.build_time)}"
              f" · H3 resolution {manifest.resolution} · groups by "
              f"<code>{html.escape(str(region.get('splits', {}).get('group_by', '?')))}</code> · "
-             f"{html.escape(str(build_dir))}</p>",
+             f"{html.escape(str(build_dir))}</p>"),
              _counts_table(df, manifest),
-             "<h2>Map</h2><p class=muted>Drag to zoom, double-click to reset, click a legend entry to hide it. "
-             "One panel per separate area of the build. Red outlines: unseen groups (whole groups held out as <code>test_unseen</code>); grey cells: "
-             "seen cells dropped as a buffer around them. Country outlines: Natural Earth 1:110m (coarse).</p>",
+             ("<h2>Map</h2><p class=muted>Drag to zoom, double-click to reset, click a legend entry to hide it. "
+             "One panel per separate area of the build. Red outlines: unseen groups (whole groups held out as "
+             "<code>test_unseen</code>); grey cells: "
+             "seen cells dropped as a buffer around them. Country outlines: Natural Earth 1:110m (coarse).</p>"),
              _figure_html(_map_figure(df, manifest), "map", height=620)]
     if indicators:
-        parts += ["<h2>Indicators per split</h2><p class=muted>Share of each split's samples per value bin "
-                  "(raw units; nulls left out).</p>",
+        parts += [("<h2>Indicators per split</h2><p class=muted>Share of each split's samples per value bin "
+                  "(raw units; nulls left out).</p>"),
                   _figure_html(_histograms(df, manifest), "histograms", height=280 * math.ceil(len(indicators) / 2))]
     parts.append('<h2>Gallery</h2><div id="gallery">')
     for s in SPLITS:
