@@ -85,10 +85,13 @@ def test_preview_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["preview", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "manifest.json not found" in err
-    assert main(["preview", str(demo_build), "--out", str(tmp_path / "missing" / "p.html")]) == 1
+    (tmp_path / "a-file").write_text("")
+    assert main(["preview", str(demo_build), "--out", str(tmp_path / "a-file" / "p.html")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err
-    assert not (tmp_path / "missing").exists()
+    assert main(["preview", "--build", str(demo_build), "--per-split", "-1"]) == 2
+    assert "per_split must be 0 or more" in capsys.readouterr().err
+    assert main(["preview"]) == 2 and "missing --build" in capsys.readouterr().err
 
 
 def test_the_browser_check_sees_network_requests_and_errors(tmp_path: Path, browser) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
+from urp_data.fsutil import atomic_write_text
 from urp_data.schema import SPLITS, Manifest, render_prompt, split_path
 
 CARD_NAME = "README.md"
@@ -227,7 +228,5 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
 def write_card(build_dir: str | Path, manifest: Manifest) -> Path:
     """Write ``README.md`` into a build folder (atomically: temp name, then rename)."""
     path = Path(build_dir) / CARD_NAME
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(render_card(build_dir, manifest), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, render_card(build_dir, manifest))
     return path

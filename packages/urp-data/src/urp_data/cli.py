@@ -46,11 +46,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
+    from urp_data.config import PreviewConfig
     from urp_data.preview import write_preview
 
-    if args.per_split < 0:
-        return _usage_error(f"--per-split must be 0 or more, got {args.per_split}")
-    print(f"wrote {write_preview(args.build, args.out, args.per_split)}")
+    if args.build_path is not None:
+        args.build = args.build_path
+    cfg = config_from_args(PreviewConfig, args)
+    print(f"wrote {write_preview(cfg.build, cfg.out, cfg.per_split)}")
     return 0
 
 
@@ -67,7 +69,7 @@ def _cmd_regions(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from urp_data.config import BuildConfig
+    from urp_data.config import BuildConfig, PreviewConfig
 
     parser = argparse.ArgumentParser(prog="urp-data", description="Build urban-region-profiling datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,9 +83,8 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Write one self-contained HTML page (no network needed to open it): a map of "
                                    "the samples by split with unseen groups and buffer cells, per-split counts and "
                                    "indicator histograms, and a gallery of chips with their prompts.")
-    p.add_argument("build", help="build folder written by `urp-data build` (OUT/REGION)")
-    p.add_argument("--out", default=None, help="output HTML file (default: BUILD/preview.html)")
-    p.add_argument("--per-split", type=int, default=4, help="chips per split in the gallery")
+    p.add_argument("build_path", nargs="?", metavar="BUILD", help="same as --build")
+    add_dataclass_flags(p, PreviewConfig)
     p.set_defaults(func=_cmd_preview)
     r = sub.add_parser("regions", help="list the shipped regions")
     r.set_defaults(func=_cmd_regions)

@@ -13,13 +13,13 @@ import base64
 import html
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from urp_data.errors import OutputError
+from urp_data.fsutil import atomic_write_text
 from urp_data.schema import SPLITS, Manifest, load_manifest, render_prompt, split_path
 
 logger = logging.getLogger(__name__)
@@ -50,12 +50,9 @@ def write_preview(build_dir: str | Path, out: str | Path | None = None, per_spli
     manifest = load_manifest(build_dir)
     out = Path(out) if out else build_dir / PREVIEW_NAME
     page = render_preview(build_dir, manifest, per_split)
-    tmp = out.with_name(f".tmp-{out.name}")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
+        atomic_write_text(out, page)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from exc
     return out
 
