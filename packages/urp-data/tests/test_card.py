@@ -59,13 +59,13 @@ def test_manifests_without_group_labels_still_load():
     assert m.group_labels == {}
 
 
-def test_country_outlines_are_clipped_lines(tmp_path):
+def test_country_outlines_are_the_rings_that_reach_into_the_box(tmp_path):
     bbox = (-55.0, -26.0, -54.0, -25.0)  # the Paraná river border of Brazil, Paraguay and Argentina
-    lon, lat = country_outlines(bbox)
-    finite = np.isfinite(lon)
-    assert finite.sum() > 2 and np.isnan(lon).any()  # several lines, NaN between them
-    assert (lon[finite] >= bbox[0]).all() and (lon[finite] <= bbox[2]).all()
-    assert (lat[finite] >= bbox[1]).all() and (lat[finite] <= bbox[3]).all()
-    assert country_outlines((-30.0, -20.0, -29.0, -19.0))[0].size == 0  # open Atlantic
-    missing = Manifest("r", 8, {}, inputs=[{"role": "countries", "path": str(tmp_path / "none.shp"), "sha256": "x"}])
-    assert country_outlines(bbox, missing)[0].size == 0
+    rings = country_outlines(bbox)
+    assert len(rings) == 3 and all(r.ndim == 2 and r.shape[1] == 2 and len(r) > 3 for r in rings)
+    for ring in rings:
+        assert (ring[:, 0].min() <= bbox[2] and ring[:, 0].max() >= bbox[0]
+                and ring[:, 1].min() <= bbox[3] and ring[:, 1].max() >= bbox[1])
+        assert np.allclose(ring[0], ring[-1])  # closed rings, lon/lat degrees
+    assert country_outlines((-30.0, -20.0, -29.0, -19.0)) == []  # open Atlantic
+    assert country_outlines(bbox, tmp_path / "none.shp") == []

@@ -1,8 +1,9 @@
 """Country outlines to draw under maps of samples (the preview page and the bias report).
 
-The outlines come from the shipped Natural Earth 1:110m countries (``data/global``), so maps
-need no tile server and open offline. They are coarse: a border that follows a river can be
+The outlines are the shipped Natural Earth 1:110m countries (``data/global``), so maps need
+no tile server and open offline. They are coarse: a border that follows a river can be
 kilometres off (samples are assigned to countries by the gazetteer, not by these lines).
+Read with pyshp (pure Python), so the bias report draws them without the build stack.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from urp_data.schema import Manifest
 
 DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
 
@@ -24,31 +23,26 @@ def repo_path(rel: str) -> Path:
     return Path(rel)
 
 
-def country_outlines(bbox: tuple[float, float, float, float],
-                     manifest: Manifest | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Country borders and coasts inside ``bbox`` = (left, bottom, right, top) in lon/lat degrees.
+def country_outlines(bbox: tuple[float, float, float, float], path: str | Path | None = None) -> list[np.ndarray]:
+    """The rings of the country polygons in ``path`` (default: the shipped ones) that reach into ``bbox``.
 
-    From the build's own country polygons when its manifest names a file, else the shipped ones.
-    Returned as ``(lon, lat)`` arrays in which NaN separates the lines, the form both plotly and
-    matplotlib draw as separate lines in one call. Empty arrays when no file is found.
+    ``bbox`` is (left, bottom, right, top) in lon/lat degrees. Each ring is an (N, 2) array of
+    lon, lat; rings are whole, not clipped (the caller's axes clip them). Empty when the file
+    is missing.
     """
-    import shapely
+    import shapefile  # pyshp
 
-    from urp_data.vectors import read_vector
-
-    inputs = manifest.inputs if manifest is not None else []
-    path = next((i["path"] for i in inputs if i.get("role") == "countries" and i.get("sha256")), None)
     p = Path(path) if path else repo_path(DEFAULT_COUNTRIES)
     if not p.is_file():
-        return np.array([]), np.array([])
-    lines = shapely.clip_by_rect(read_vector(p, "country polygons").geometry.boundary.values, *bbox)
-    parts = shapely.get_parts(lines[~shapely.is_empty(lines)])
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    for part in parts:
-        xy = shapely.get_coordinates(part)
-        xs += [xy[:, 0], np.array([np.nan])]
-        ys += [xy[:, 1], np.array([np.nan])]
-    if not xs:
-        return np.array([]), np.array([])
-    return np.concatenate(xs), np.concatenate(ys)
+        return []
+    left, bottom, right, top = bbox
+    rings = []
+    with shapefile.Reader(str(p)) as reader:
+        for shape in reader.iterShapes():
+            points = np.asarray(shape.points, np.float64)
+            for start, end in zip(shape.parts, [*shape.parts[1:], len(points)], strict=True):
+                ring = points[start:end]
+                if (ring[:, 0].max() >= left and ring[:, 0].min() <= right and ring[:, 1].max() >= bottom
+                        and ring[:, 1].min() <= top):
+                    rings.append(ring)
+    return rings

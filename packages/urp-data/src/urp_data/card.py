@@ -71,12 +71,13 @@ def dataset_licence(licences: list[str]) -> str:
     holds two different licences (e.g. ODbL and CC BY-SA do not combine into either), or when
     every source is public domain (the Hub has no id for it). The card lists every source.
     """
-    found = [classify_licence(t) for t in licences]
-    if not licences or any(f is None for f in found):
+    found = [f for f in (classify_licence(t) for t in licences) if f is not None]
+    if not licences or len(found) < len(licences):
         return "other"
-    top = max(rank for _, rank in found)  # type: ignore[misc]
-    ids = {hub for hub, rank in found if rank == top}  # type: ignore[misc]
-    return ids.pop() if len(ids) == 1 and None not in ids else "other"
+    top = max(rank for _, rank in found)
+    ids = {hub for hub, rank in found if rank == top}
+    hub = ids.pop() if len(ids) == 1 else None
+    return hub or "other"
 
 
 def size_category(n: int) -> str:

@@ -47,11 +47,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from urp_data.config import PreviewConfig
-    from urp_data.preview import write_preview
 
     if args.build_path is not None:
         args.build = args.build_path
     cfg = config_from_args(PreviewConfig, args)
+    _require_build_stack()  # pandas, h3 and plotly come with the build extra
+    from urp_data.preview import write_preview
+
     print(f"wrote {write_preview(cfg.build, cfg.out, cfg.per_split)}")
     return 0
 

@@ -186,8 +186,9 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
         pad = max(0.05, 0.1 * max(np.ptp(part["lon"]), np.ptp(part["lat"])))
         bbox = (part["lon"].min() - pad, part["lat"].min() - pad, part["lon"].max() + pad, part["lat"].max() + pad)
         first = col == 1
-        lon, lat = country_outlines(bbox, manifest)
-        fig.add_trace(go.Scatter(x=lon, y=lat, mode="lines", line={"color": "#888", "width": 1},
+        rings = [np.vstack([r, [[np.nan, np.nan]]]) for r in country_outlines(bbox)]  # NaN: a gap between lines
+        lonlat = np.concatenate(rings) if rings else np.empty((0, 2))
+        fig.add_trace(go.Scatter(x=lonlat[:, 0], y=lonlat[:, 1], mode="lines", line={"color": "#888", "width": 1},
                                  name="country outlines", legendgroup="countries", showlegend=first,
                                  hoverinfo="skip"), row=1, col=col)
         if buffer[0]:

@@ -351,16 +351,16 @@ def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str, labels: di
     return _png(fig)
 
 
-def _draw_basemap(ax: Any, lon: np.ndarray, lat: np.ndarray, manifest: Any) -> None:
-    """Country outlines (the preview page's basemap) under points at lon/lat, clipped close to them."""
+def _draw_basemap(ax: Any, lon: np.ndarray, lat: np.ndarray) -> None:
+    """Country outlines (the preview page's basemap) under points at lon/lat; the points set the view."""
+    from matplotlib.collections import LineCollection
     from urp_data.basemap import country_outlines
 
-    pad = 0.05 * max(float(np.ptp(lon)), float(np.ptp(lat)), 0.2)
-    x, y = country_outlines((lon.min() - pad, lat.min() - pad, lon.max() + pad, lat.max() + pad), manifest)
-    ax.plot(x, y, color="#888", lw=0.8, zorder=0)
+    rings = country_outlines((float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())))
+    ax.add_collection(LineCollection(rings, colors="#888", linewidths=0.8, zorder=0), autolim=False)
 
 
-def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int, manifest: Any) -> str:
+def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) -> str:
     import matplotlib.pyplot as plt
 
     pts = con.execute(f"""
@@ -372,7 +372,7 @@ def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int, 
         return ""
     fig, ax = plt.subplots(figsize=(6, 5))
     sc = ax.scatter(pts["lon"], pts["lat"], c=pts["mae"], s=max(4.0, 2000 / len(pts["lon"])), cmap="magma_r")
-    _draw_basemap(ax, pts["lon"], pts["lat"], manifest)
+    _draw_basemap(ax, pts["lon"], pts["lat"])
     fig.colorbar(sc, ax=ax, label="group MAE")
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
@@ -450,8 +450,9 @@ def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: R
     labels = _group_labels(cfg, manifest)
 
     def group_cell(g: str | None) -> Any:
-        label = labels.get(g) if g is not None else None
-        return Markup(f"{html.escape(g)}<br><small>{html.escape(label)}</small>") if label else g
+        if g is None or g not in labels:
+            return g
+        return Markup(f"{html.escape(g)}<br><small>{html.escape(labels[g])}</small>")
 
     brows = [[s, i, m, b["n_groups"], group_cell(b["worst_group"]), b["worst"], group_cell(b["best_group"]),
               b["best"], _fmt(b["gap"], max(abs(b["worst"] or 0.0), abs(b["best"] or 0.0))), b["worst_decile"]]
@@ -464,7 +465,7 @@ def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: R
     for split, per in summary["metrics"].items():
         for ind in per:
             parts.append(f"<h2>{html.escape(ind)} on {html.escape(split)}</h2>")
-            parts.append(_scatter(con, split, ind, cfg.seed) + _group_map(con, split, ind, cfg.seed, manifest))
+            parts.append(_scatter(con, split, ind, cfg.seed) + _group_map(con, split, ind, cfg.seed))
             parts.append(_group_bars(con, split, ind, labels))
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>urp bias report</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
