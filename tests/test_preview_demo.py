@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -101,3 +103,27 @@ def test_the_browser_check_sees_network_requests_and_errors(tmp_path: Path, brow
     page = browser(page_file, ["img"])
     assert "https://example.org/tile.png" in page.requests
     assert any("broken" in e for e in page.errors) and not page.images_ok
+
+
+def test_hostile_names_stay_text(demo_build: Path, tmp_path: Path, browser) -> None:
+    hostile = '<img src="x" onerror="console.error(1)">"</script><script>console.error(2)</script>'
+    build = tmp_path / "demo"
+    build.mkdir()
+    for f in demo_build.iterdir():
+        (build / f.name).write_bytes(f.read_bytes())
+    unseen = pq.read_table(split_path(build, "test_unseen"))
+    address = unseen["address"].to_pylist()
+    address[0] = hostile
+    pq.write_table(unseen.set_column(unseen.schema.get_field_index("address"), "address",
+                                     pa.array(address, pa.string())), split_path(build, "test_unseen"))
+    manifest = json.loads((build / "manifest.json").read_text())
+    group = unseen["group"][0].as_py()
+    manifest["group_labels"][group] = hostile
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["preview", str(build), "--per-split", "1"]) == 0
+    page = browser(build / "preview.html", ["#gallery img"],
+                   ready="document.querySelectorAll('#map .scatterlayer .point').length > 0")
+    assert page.errors == [] and page.images_ok  # no injected script ran, no injected image loaded
+    assert all(u.startswith(("file:", "data:")) for u in page.requests) and not any(u.endswith("/x")
+                                                                                      for u in page.requests)
+    assert len(page.boxes["#gallery img"]) == len(SPLITS)
