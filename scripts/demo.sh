@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole urp loop on the offline demo region, on the CPU, in a few minutes:
-# build the dataset, train a tiny model with GRPO, predict the unseen country, report bias.
+# build the dataset, train a tiny model with GRPO, predict the unseen country, report bias, preview the dataset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +17,5 @@ urp-eval predict --backend transformers --model runs/demo-grpo --data build/demo
 urp-eval bias-report --data build/demo --predictions outputs/demo/knn.parquet --split unseen --out reports/demo-knn
 urp-eval bias-report --data build/demo --predictions outputs/demo/grpo.parquet --split unseen --out reports/demo-grpo
 urp-eval compare reports/demo-knn reports/demo-grpo
-echo "reports: reports/demo-knn/report.html, reports/demo-grpo/report.html"
+urp-data preview build/demo --out reports/demo-preview.html
+echo "reports: reports/demo-knn/report.html, reports/demo-grpo/report.html; the dataset: reports/demo-preview.html"

@@ -1,4 +1,4 @@
-"""The build config: light on imports so that `urp-data --help` is instant."""
+"""The configs of ``urp-data build`` and ``urp-data preview``: light on imports so that `--help` is instant."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ class BuildConfig:
                               "drop --workers")
         if self.ray_address is not None and self.engine != "ray":
             raise RegionError(f"ray_address={self.ray_address!r} needs --engine ray")
+
+
+@dataclass
+class PreviewConfig:
+    """What ``urp-data preview`` does; every field is also a CLI flag (BUILD may also come first, bare)."""
+
+    build: str = field(metadata={"help": "build folder written by `urp-data build` (OUT/REGION)"})
+    out: str | None = field(default=None, metadata={"help": "output HTML file (default: BUILD/preview.html)"})
+    per_split: int = field(default=4, metadata={"help": "chips per split in the gallery"})
+
+    def __post_init__(self) -> None:
+        if self.per_split < 0:
+            raise ValueError(f"per_split must be 0 or more, got {self.per_split}")
