@@ -289,7 +289,7 @@ class PredictionWriter:
                                  "--out to keep them apart")
             done.append(pq.read_table(path, columns=["indicator", "sample_id"]))
         state = self.parts / "settings.json"
-        if self.parts.exists():
+        if self._part_files():
             try:
                 found = json.loads(state.read_text())
             except (OSError, ValueError):
@@ -299,8 +299,8 @@ class PredictionWriter:
                 raise InputError(f"{self.parts} holds unfinished predictions made with other settings ({why}); "
                                  f"delete it or choose another --out")
             done += [pq.read_table(p, columns=["indicator", "sample_id"]) for p in self._part_files()]
-        else:
-            self.parts.mkdir(parents=True)
+        else:  # new, or left by a run that failed before its first batch: nothing to keep
+            self.parts.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state, json.dumps(settings))
         table = pa.concat_tables(done) if done else pa.table({"indicator": pa.array([], pa.string()),
                                                                "sample_id": pa.array([], pa.string())})
