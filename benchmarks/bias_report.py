@@ -16,8 +16,13 @@ resident memory (``ru_maxrss`` of the child) is its own:
   error per indicator × group and overall, then worst / gap / worst decile across ranked
   groups) with ``pandas.read_parquet``, ``merge`` and a ``groupby`` loop calling scipy.
 
-Moran's I (an H3 neighbour table per cell) and the plots are not part of the timed stage.
-The two engines' per-group Spearman and R² are compared at the end as a sanity check.
+* ``report``: the whole ``urp-eval bias-report`` (``report.bias_report`` with its defaults:
+  metrics, Moran's I over H3 ring-1 neighbours with its randomisation p-value, plots, HTML,
+  summary and groups files), for its time and peak memory against the 2 GB target.
+
+The cells are real, distinct resolution-9 H3 cells (children of one base cell, so most have
+all six neighbours), as Moran's I needs. The two metric engines' per-group Spearman and R² are
+compared at the end as a sanity check.
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ import time
 from pathlib import Path
 
 INDICATORS = [f"ind{i}" for i in range(5)]
+ENGINES = ("duckdb", "report", "pandas")  # ascending peak memory: ru_maxrss of children is a running maximum
+
+
+def h3_cell_sql(i: str, res: int = 9, base_cell: int = 20) -> str:
+    """SQL for the ``i``-th resolution-``res`` H3 cell (hex) under one hexagonal base cell.
+
+    The index is built from its bit fields (mode 1, resolution, base cell, then one 3-bit digit
+    0-6 per resolution from the base-7 digits of ``i``, unused digits 7), so it is a valid cell
+    for ``i < 7**res``.
+    """
+    digits = " | ".join(f"((({i} // {7 ** (res - k)}) % 7)::UBIGINT << {3 * (15 - k)})" for k in range(1, res + 1))
+    fixed = (1 << 59) | (res << 52) | (base_cell << 45) | ((1 << (3 * (15 - res))) - 1)
+    return f"printf('%015x', {fixed}::UBIGINT | {digits})"
 MIN_GROUP = 30
 
 
@@ -52,7 +70,7 @@ def generate(out: Path, cells: int, groups: int, seed: float = 0.42) -> None:
         f"CASE WHEN random() < 0.1 THEN 0.0 WHEN random() < 0.02 THEN NULL "
         f"ELSE round(exp(random() * {4 + k}), 1) END AS {name}" for k, name in enumerate(INDICATORS))
     con.execute(f"""COPY (
-        SELECT printf('s%09d', i) AS sample_id, printf('88%013x', i) AS h3_cell, -25 + random() AS lat,
+        SELECT printf('s%09d', i) AS sample_id, {h3_cell_sql("i")} AS h3_cell, -25 + random() AS lat,
                -54 + random() AS lon, 'bench' AS region,
                printf('g%04d', floor({groups} * pow(random(), 2))::INT) AS "group", 'PRY' AS country,
                'test_unseen' AS split, {truth}
@@ -85,6 +103,16 @@ def run_duckdb(out: Path) -> dict:
     M.samples_with_truth(con, indicators)
     return {"rows": con.execute("SELECT indicator, grp, spearman, r2 FROM metrics").fetchall(),
             "bias_score": dict(con.execute("SELECT indicator, bias_score FROM bias_scores").fetchall())}
+
+
+def run_report(out: Path) -> dict:
+    from urp_eval.report import ReportConfig, bias_report
+
+    report = bias_report(ReportConfig(data=str(out / "bench"), predictions=str(out / "preds.parquet"),
+                                      split="unseen", out=str(out / "report"), min_group_size=MIN_GROUP,
+                                      anchor=INDICATORS[0]))
+    moran = report.summary["moran"]["test_unseen"]
+    return {"moran": {i: {k: moran[i][k] for k in ("n_cells", "n_linked", "I", "p_rand", "p_sim")} for i in moran}}
 
 
 def run_pandas(out: Path) -> dict:
@@ -134,7 +162,7 @@ def child(engine: str, out: Path, cells: int, groups: int) -> None:
         generate(out, cells, groups)
         return
     t0 = time.perf_counter()
-    result = (run_duckdb if engine == "duckdb" else run_pandas)(out)
+    result = {"duckdb": run_duckdb, "report": run_report, "pandas": run_pandas}[engine](out)
     result["seconds"] = time.perf_counter() - t0
     (out / f"{engine}.json").write_text(json.dumps(result))
 
@@ -165,7 +193,9 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=10_000_000, help="samples (H3 cells) in the split")
     parser.add_argument("--groups", type=int, default=1000, help="geographic groups")
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
-    parser.add_argument("--child", choices=["generate", "duckdb", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                        help="what to run (default: all)")
+    parser.add_argument("--child", choices=["generate", *ENGINES], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.out, args.cells, args.groups)
@@ -176,10 +206,16 @@ def main() -> None:
         spawn("generate", out, "--cells", str(args.cells), "--groups", str(args.groups))
         print(f"generated {args.cells:,} cells x {len(INDICATORS)} indicators, ~{args.groups} groups "
               f"in {time.perf_counter() - t0:.1f} s")
-        # DuckDB first: ru_maxrss of children is a running maximum, so the smaller engine goes first.
-        results = {engine: measure(engine, out) for engine in ("duckdb", "pandas")}
+        results = {engine: measure(engine, out) for engine in ENGINES if engine in args.engines}
         for engine, r in results.items():
-            print(f"{engine:7s} metric stage {r['seconds']:7.1f} s   peak RSS {r['peak_gib']:6.2f} GiB")
+            stage = "whole report" if engine == "report" else "metric stage"
+            print(f"{engine:7s} {stage} {r['seconds']:7.1f} s   peak RSS {r['peak_gib']:6.2f} GiB")
+        if "report" in results:
+            for ind, m in results["report"]["moran"].items():
+                print(f"  Moran's I {ind}: {m['n_cells']:,} cells, {m['n_linked']:,} with neighbours, "
+                      f"I={m['I']:.3g}, p_rand={m['p_rand']:.3g}, p_sim={m['p_sim']}")
+        if not {"duckdb", "pandas"} <= set(results):
+            return
         d, p = results["duckdb"], results["pandas"]
         print(f"duckdb / pandas: time {d['seconds'] / p['seconds']:.2f}x, memory {d['peak_gib'] / p['peak_gib']:.2f}x")
         ref = {(i, g): (s, r2) for i, g, s, r2 in p["rows"]}

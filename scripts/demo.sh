@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole urp loop on the offline demo region, on the CPU, in about five minutes on an idle
 # 2-core machine: build the dataset, teach a tiny random-weight model the answer format (SFT),
-# train it with GRPO and plot its reward per step, predict the unseen country, report bias.
+# train it with GRPO and plot its reward per step, predict the unseen country, report bias, preview the dataset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # small matrices: extra threads only spin on a shared CPU
@@ -21,4 +21,5 @@ urp-eval predict --backend transformers --model runs/demo-grpo --data build/demo
 urp-eval bias-report --data build/demo --predictions outputs/demo/knn.parquet --split unseen --out reports/demo-knn
 urp-eval bias-report --data build/demo --predictions outputs/demo/grpo.parquet --split unseen --out reports/demo-grpo
 urp-eval compare reports/demo-knn reports/demo-grpo
-echo "reward curve: reports/demo-reward.png; reports: reports/demo-knn/report.html, reports/demo-grpo/report.html"
+urp-data preview build/demo --out reports/demo-preview.html
+echo "reward curve: reports/demo-reward.png; reports: reports/demo-knn/report.html, reports/demo-grpo/report.html; the dataset: reports/demo-preview.html"

@@ -1,9 +1,18 @@
-"""Session fixtures shared by the cross-package tests: a real demo build and a tiny offline VLM."""
+"""Session fixtures shared by the cross-package tests: a real demo build, a tiny offline VLM, a real browser."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -21,3 +30,131 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from urp_train.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")
+
+
+# --------------------------------------------------------------------------- a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class RenderedPage:
+    """What headless Chromium made of a page: its pixels, element boxes, errors and requests."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8, the whole page
+    boxes: dict[str, list[tuple[int, int, int, int]]]  # CSS selector -> (x, y, width, height) in page px
+    errors: list[str]  # console errors and uncaught exceptions
+    requests: list[str]  # every URL the page asked for
+    images_ok: bool  # every <img> decoded
+
+    def crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        x, y, w, h = box
+        return self.pixels[y:y + h, x:x + w]
+
+
+class _DevTools:
+    """A minimal Chrome DevTools Protocol client: one command at a time, events kept for later."""
+
+    def __init__(self, url: str) -> None:
+        import websocket
+
+        self.ws = websocket.create_connection(url, timeout=60, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def __call__(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+            self.events.append(msg)
+
+
+_BOXES_JS = """selectors => JSON.stringify(Object.fromEntries(selectors.map(s => [s,
+    [...document.querySelectorAll(s)].map(e => { const r = e.getBoundingClientRect();
+     return [Math.round(r.x + scrollX), Math.round(r.y + scrollY), Math.round(r.width), Math.round(r.height)]; })])))"""
+
+
+def render_page(path: Path, selectors: list[str], tmp: Path, width: int = 1400, ready: str = "true") -> RenderedPage:
+    """Open ``path`` from file:// in headless Chromium with every network request blocked.
+
+    Outside hosts resolve to nothing and any proxy connection goes to a closed local port, so a page
+    that needs the network shows it as errors and as entries in ``requests``. ``ready`` is a JS
+    expression polled until true (e.g. plots drawn) before the screenshot.
+    """
+    import io
+
+    from PIL import Image
+
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={tmp / 'profile'}",
+         "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={width},900",
+         "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                raise RuntimeError(f"chromium exited with {proc.returncode}")
+            if m := re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line):
+                port = int(m.group(1))
+        assert port, "chromium did not report its DevTools port within 60 s"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        targets = json.loads(opener.open(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
+        cdp = _DevTools(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"])
+        for domain in ("Page", "Runtime", "Network", "Log"):
+            cdp(f"{domain}.enable")
+        cdp("Page.navigate", url=path.resolve().as_uri())
+        state = None
+        for _ in range(60):  # bounded: 30 s
+            state = cdp("Runtime.evaluate", expression=f"document.readyState === 'complete' && ({ready})",
+                        returnByValue=True)["result"].get("value")
+            if state:
+                break
+            time.sleep(0.5)
+        assert state, f"{path.name} was not ready within 30 s ({ready}); {_errors(cdp.events)}"
+        height = cdp("Runtime.evaluate", expression="document.documentElement.scrollHeight",
+                     returnByValue=True)["result"]["value"]
+        cdp("Emulation.setDeviceMetricsOverride", width=width, height=int(height), deviceScaleFactor=1, mobile=False)
+        time.sleep(0.5)  # let responsive plots relayout to the new viewport
+        boxes = cdp("Runtime.evaluate", expression=f"({_BOXES_JS})({json.dumps(selectors)})",
+                    returnByValue=True)["result"]["value"]
+        images_ok = cdp("Runtime.evaluate", returnByValue=True, expression=(
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)"))["result"]["value"]
+        shot = cdp("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        events = cdp.events
+        cdp.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot))).convert("RGB"))
+    return RenderedPage(pixels, {k: [tuple(b) for b in v] for k, v in json.loads(boxes).items()}, _errors(events),
+                        requests, bool(images_ok))
+
+
+def _errors(events: list[dict]) -> list[str]:
+    """Console errors, uncaught exceptions and failed loads among DevTools events."""
+    return [json.dumps(e["params"])[:300] for e in events if e.get("method") == "Runtime.exceptionThrown"
+            or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """:func:`render_page` in a fresh Chromium profile; skips where the Debian chromium package is missing."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    return lambda path, selectors, **kw: render_page(path, selectors, tmp_path, **kw)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from urp_data.schema import load_manifest
 from urp_eval.cli import main
 
 
@@ -22,15 +24,44 @@ def check_report(out: Path, model: str) -> dict:
     return summary
 
 
-def test_knn_baseline_report(demo_build: Path, tmp_path: Path) -> None:
-    preds = tmp_path / "knn.parquet"
+@pytest.fixture(scope="module")
+def knn_report(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("knn")
+    preds = tmp / "knn.parquet"
     assert main(["predict", "--data", str(demo_build), "--backend", "knn", "--split", "unseen",
                  "--out", str(preds)]) == 0
     assert main(["bias-report", "--data", str(demo_build), "--predictions", str(preds), "--split", "unseen",
-                 "--out", str(tmp_path / "report")]) == 0
-    summary = check_report(tmp_path / "report", "knn(k=5)")
+                 "--out", str(tmp / "report")]) == 0
+    return tmp / "report"
+
+
+def test_knn_baseline_report(knn_report: Path) -> None:
+    summary = check_report(knn_report, "knn(k=5)")
     varying = [m for m in summary["metrics"]["test_unseen"].values() if m["spearman"] is not None]
     assert varying and all(m["answer_rate"] == 1.0 for m in summary["metrics"]["test_unseen"].values())
+
+
+def test_report_names_groups_and_prints_rounding_as_zero(demo_build: Path,
+                                                                            knn_report: Path) -> None:
+    text = (knn_report / "report.html").read_text()
+    labels = load_manifest(demo_build).group_labels
+    worst = json.loads((knn_report / "summary.json").read_text())["bias"]["test_unseen"]["night_light"]["mae"]
+    assert f"{worst['worst_group']}<br><small>{html.escape(labels[worst['worst_group']])}</small>" in text
+    # gdp_per_capita is one value per country: every Paraguayan group has the same MAE, a gap of 0 that the
+    # arithmetic makes 3.6e-12; no table cell may show such a figure
+    assert not re.findall(r"<td>-?\d(?:\.\d+)?e-(?:0*[6-9]|\d\d)</td>", text)
+    gdp = json.loads((knn_report / "summary.json").read_text())["bias"]["test_unseen"]["gdp_per_capita"]["mae"]
+    assert abs(gdp["gap"]) < 1e-6 and "<td>0</td>" in text
+
+
+def test_report_renders_offline_in_chromium(knn_report: Path, browser) -> None:
+    page = browser(knn_report / "report.html", ["img", "table"])
+    assert page.errors == [] and page.images_ok
+    assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
+    assert len(page.boxes["img"]) >= 9 and len(page.boxes["table"]) >= 2
+    for box in page.boxes["img"]:
+        pixels = page.crop(box)
+        assert box[2] > 200 and box[3] > 100 and pixels.std() > 10  # a drawn plot, not an empty frame
 
 
 def test_tiny_model_report(demo_build: Path, tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -164,6 +164,7 @@ def test_unknown_indicator_key_is_an_error(write_region, tmp_path):
         _run(region, tmp_path / "out")
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # writing one on purpose
 def test_raster_without_crs(write_region, tmp_path, data_dir):
     src = rasterio.open(data_dir / "demo/olinda_l7_etm.tif")
     path = tmp_path / "nocrs.tif"

@@ -100,3 +100,12 @@ def test_resume_key_covers_sidecars_and_library_versions(write_region, tmp_path,
     assert _config_key(reg, 8, _inputs(reg, open_sources(reg)), versions) != key
     assert _config_key(reg, 8, inputs, {**versions, "gdal": "0.0"}) != key
     assert "gdal" in versions and "pillow" in versions
+
+
+def test_atomic_writes_are_as_readable_as_plain_writes(tmp_path):
+    from urp_data.fsutil import atomic_write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -236,3 +236,18 @@ def test_score_scale_metrics_match_scipy(report: Path, frame: pd.DataFrame, buil
         assert not close(got["mae"], summary["metrics"][split][ind]["mae"])  # a different scale from raw units
         checked += 1
     assert checked == len(SPLITS) * len(INDICATORS)
+
+
+def test_morans_i_neighbours_in_small_chunks_give_the_same_figures(build: Path, predictions: Path, report: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python holds one chunk of neighbour pairs at a time; the chunk size must not change any figure."""
+    monkeypatch.setattr(M, "NEIGHBOUR_CHUNK", 7)
+    con = M.connect("64MB")
+    indicators = M.open_inputs(con, build, SPLITS, predictions, "group")
+    M.group_metrics(con, indicators, MIN_GROUP, INDICATORS[0])
+    got = {(r["split"], r["indicator"]): r for r in M.morans_i(con, indicators, 99, SEED)}
+    want = json.loads((report / "summary.json").read_text())["moran"]
+    assert len(got) == len(SPLITS) * len(INDICATORS)
+    for (split, ind), row in got.items():
+        for key in ("n_cells", "n_linked", "I", "z_rand", "p_rand", "p_sim"):
+            assert close(row[key], want[split][ind][key]), (split, ind, key)

@@ -209,3 +209,12 @@ def test_config_file_and_flags(build: Path, tmp_path: Path, capsys: pytest.Captu
     cfg.write_text(f"data: {build}\nneighbours: 3\n")
     assert main(["predict", "--config", str(cfg)]) == 2
     assert "unknown option(s) neighbours" in capsys.readouterr().err
+
+
+def test_parts_left_without_a_batch_do_not_block_a_new_run(build: Path, tmp_path: Path) -> None:
+    """A run that failed before its first batch leaves only settings behind: nothing to protect."""
+    parts = tmp_path / ".p.parquet.parts"
+    parts.mkdir()
+    (parts / "settings.json").write_text('{"model": "another"}')
+    out = predict(PredictConfig(data=str(build), out=str(tmp_path / "p.parquet"), backend="mean", split="unseen"))
+    assert pq.read_table(out).num_rows > 0 and not parts.exists()

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from urp_data.schema import split_path
 from urp_eval.cli import main
-from urp_eval.report import ReportConfig, check_thresholds
+from urp_eval.report import ReportConfig, _draw_basemap, _fmt, check_thresholds
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -214,3 +215,28 @@ def test_label_warning_is_repeated_in_summary_and_html(build: Path, predictions:
     plain = tmp_path / "plain"
     assert main(report_args(build, predictions, plain)) == 0
     assert json.loads((plain / "summary.json").read_text())["label_warnings"] == {}
+
+
+def test_figures_zero_up_to_rounding_print_as_zero() -> None:
+    assert _fmt(3.638e-12) == "0" and _fmt(-9.1e-13) == "0"
+    assert _fmt(2e-6, scale=6873.0) == "0"  # a gap between two MAEs of 6873 that differ in the 10th digit
+    assert _fmt(2e-6) == "2e-06" and _fmt(0.01309) == "0.01309" and _fmt(6873.0) == "6873"
+
+
+def test_group_map_basemap_is_the_country_outlines_around_the_points() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    lon, lat = np.array([-54.70, -54.50]), np.array([-25.60, -25.35])  # Ciudad del Este / Foz do Iguaçu
+    ax.scatter(lon, lat)
+    _draw_basemap(ax, lon, lat)
+    (lines,) = ax.collections[1:]
+    segments = lines.get_segments()
+    ax.autoscale_view()
+    x0, x1 = ax.get_xlim()
+    plt.close(fig)
+    assert len(segments) == 3  # the rings of Argentina, Brazil and Paraguay, whose borders meet here
+    assert x0 > -54.8 and x1 < -54.4  # the samples set the view, not the outlines of whole countries

@@ -1,4 +1,4 @@
-"""``urp-data``: build URP datasets (``build``) and list shipped regions (``regions``).
+"""``urp-data``: build URP datasets (``build``), look at one (``preview``), list shipped regions (``regions``).
 
 Thin: parse flags (generated from ``BuildConfig``), set up logging and the progress bar,
 call the library; errors and exit codes follow the shared contract in :mod:`urp_data.clikit`.
@@ -45,6 +45,19 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from urp_data.config import PreviewConfig
+
+    if args.build_path is not None:
+        args.build = args.build_path
+    cfg = config_from_args(PreviewConfig, args)
+    _require_build_stack()  # pandas, h3 and plotly come with the build extra
+    from urp_data.preview import write_preview
+
+    print(f"wrote {write_preview(cfg.build, cfg.out, cfg.per_split)}")
+    return 0
+
+
 def _cmd_regions(args: argparse.Namespace) -> int:
     import yaml
 
@@ -58,7 +71,7 @@ def _cmd_regions(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from urp_data.config import BuildConfig
+    from urp_data.config import BuildConfig, PreviewConfig
 
     parser = argparse.ArgumentParser(prog="urp-data", description="Build urban-region-profiling datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +81,13 @@ def make_parser() -> argparse.ArgumentParser:
                                    "build of the same config.")
     add_dataclass_flags(b, BuildConfig)
     b.set_defaults(func=_cmd_build)
+    p = sub.add_parser("preview", help="write an offline HTML page to look at a build",
+                       description="Write one self-contained HTML page (no network needed to open it): a map of "
+                                   "the samples by split with unseen groups and buffer cells, per-split counts and "
+                                   "indicator histograms, and a gallery of chips with their prompts.")
+    p.add_argument("build_path", nargs="?", metavar="BUILD", help="same as --build")
+    add_dataclass_flags(p, PreviewConfig)
+    p.set_defaults(func=_cmd_preview)
     r = sub.add_parser("regions", help="list the shipped regions")
     r.set_defaults(func=_cmd_regions)
     return parser

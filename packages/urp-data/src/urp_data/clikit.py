@@ -68,7 +68,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = f.metadata.get("help", "")
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             help_text += " (required)"
-        elif f.default not in (dataclasses.MISSING, None, False):
+        elif f.default is not dataclasses.MISSING and f.default is not None and f.default is not False:
             help_text += f" (default: {f.default})"
         kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text, **extra}
         if typ is not None:

@@ -25,3 +25,7 @@ class NoImageryError(URPDataError, LookupError):
 
 class OutputError(URPDataError, OSError):
     """The output folder cannot be written."""
+
+
+class ChunkError(URPDataError, RuntimeError):
+    """A chunk of a build failed on every attempt (Ray engine); the message names the chunk."""

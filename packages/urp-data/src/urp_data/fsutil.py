@@ -81,6 +81,17 @@ def replace_dir(root: str | Path, new: str | Path, target: str | Path) -> None:
     remove_tree(root, old)
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open``/``mkdir`` would give under the current umask.
+
+    ``tempfile`` creates private files (0600) and folders (0700); outputs that are renamed into
+    place must be as readable as any other file the user writes (a dataset card, a report).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     p = Path(path)
@@ -89,6 +100,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -149,14 +149,21 @@ class Gazetteer:
             return []
         idx, dist = self.nearest(lat, lon)
         out = []
-        for i, la, lo, d, country, admin in zip(idx, lat, lon, dist, iso3, self.admin_areas(lat, lon, iso3),
-                                                strict=True):
-            place = str(self.places.name[i])
+        for i, place, country, admin in zip(idx, self.place_phrases(lat, lon, idx, dist), iso3,
+                                            self.admin_areas(lat, lon, iso3), strict=True):
             cname = self.country_name(country) or self.countries.get(self.country_iso2[i], {}).get("name", "")
+            out.append(", ".join(p for p in (place, admin, cname) if p))
+        return out
+
+    def place_phrases(self, lat: np.ndarray, lon: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> list[str]:
+        """``"Olinda"`` within 2 km of the nearest place ``idx``, ``"3.2 km South-West of Olinda"`` further out."""
+        out = []
+        for i, la, lo, d in zip(idx, lat, lon, dist, strict=True):
+            place = str(self.places.name[i])
             if d > 2.0:
                 direction = compass_direction(float(bearing_deg(self.places.lat[i], self.places.lon[i], la, lo)))
                 place = f"{d:.1f} km {direction} of {place}"
-            out.append(", ".join(p for p in (place, admin, cname) if p))
+            out.append(place)
         return out
 
     def population_within(self, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
@@ -202,3 +209,33 @@ class CountryLookup:
             idx, _ = self.gazetteer.nearest(np.asarray(lat)[missing], np.asarray(lon)[missing])
             iso[missing] = [self.gazetteer.iso3(self.gazetteer.country_iso2[i]) for i in idx]
         return [v if isinstance(v, str) else None for v in iso]
+
+
+def group_labels(groups: list[str], lat: np.ndarray, lon: np.ndarray, iso3: list[str | None], group_by: str,
+                 gazetteer: Gazetteer) -> dict[str, str]:
+    """Readable names of the geographic groups, for bias reports and previews.
+
+    ``country`` groups get the country's name; ``admin`` and ``h3:R`` groups get
+    ``"PRY · Alto Paraná Department · 3.1 km North of Ciudad del Este"``: country code, admin area
+    and nearest gazetteer place (as in addresses) of the group's most central sample (the one nearest the mean of its points on the sphere, so
+    the label names a place inside the group). ``continent`` groups are names already.
+    """
+    if group_by == "continent" or not groups:
+        return {}
+    if group_by == "country":
+        return {g: name for g in sorted(set(groups)) if (name := gazetteer.country_name(g))}
+    xyz = unit_vectors(lat, lon)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    names = sorted(members)
+    central = []
+    for g in names:
+        ix = np.asarray(members[g])
+        central.append(ix[np.argmax(xyz[ix] @ xyz[ix].mean(axis=0))])
+    rep = np.asarray(central)
+    countries = [iso3[i] for i in rep]
+    places = gazetteer.place_phrases(lat[rep], lon[rep], *gazetteer.nearest(lat[rep], lon[rep]))
+    admins = gazetteer.admin_areas(lat[rep], lon[rep], countries)
+    return {g: " · ".join(p for p in (country, admin, place) if p)
+            for g, country, admin, place in zip(names, countries, admins, places, strict=True)}

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -26,8 +27,35 @@ CACHE_DIR = Path(os.environ.get("URP_CACHE_DIR", Path.home() / ".cache" / "urp" 
 RETRIES = 4
 TIMEOUT_S = 30
 
-_lock = threading.Lock()
-_last_request: dict[str, float] = {}
+
+class Pacer:
+    """Per-host politeness: hands out send times at least ``min_interval_s`` apart for each host.
+
+    One instance paces this process; under the Ray engine one named actor of this class paces
+    every worker of the cluster (:func:`set_pacer`, :mod:`urp_data.engine_ray`), so a host's
+    limit holds for the whole build, not per worker.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+
+    def reserve(self, host: str, min_interval_s: float) -> float:
+        """Reserve the next free slot for ``host``; returns the seconds to wait before sending."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next.get(host, 0.0))
+            self._next[host] = slot + min_interval_s
+            return slot - now
+
+
+_reserve: Callable[[str, float], float] = Pacer().reserve
+
+
+def set_pacer(reserve: Callable[[str, float], float]) -> None:
+    """Route this process's politeness pauses through ``reserve(host, min_interval_s) -> seconds``."""
+    global _reserve
+    _reserve = reserve
 
 
 def cache_path(url: str) -> Path:
@@ -48,11 +76,9 @@ def get(url: str, min_interval_s: float = 1.0) -> bytes:
         if attempt:
             time.sleep(delay)
             delay *= 2
-        with _lock:
-            wait = _last_request.get(host, 0.0) + min_interval_s - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            _last_request[host] = time.monotonic()
+        wait = _reserve(host, min_interval_s)
+        if wait > 0:
+            time.sleep(wait)
         logger.info("GET %s", url)
         try:
             resp = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=TIMEOUT_S)

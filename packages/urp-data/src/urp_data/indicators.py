@@ -144,8 +144,10 @@ class VectorIndicator:
         for col in (column, spec.get("key", "iso_a3")) if self.method == "by_country" else (column,):
             if col not in gdf.columns:
                 raise InputError(f"indicator {self.name}: column {col!r} not in {path} (has {list(gdf.columns)})")
-        if self.method == "by_country":  # country level: no buffer separates it, only whole unseen countries
-            self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "country"), spec.get("licence", ""))
+        if self.method == "by_country":  # country level: no buffer separates it, only whole unseen countries;
+            # the prompt's address names the country, so the label can be read off the prompt
+            self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "country"), spec.get("licence", ""),
+                              derived_from_prompt=True)
             self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column], gazetteer)
             return
         gdf["value"] = gdf[column].astype(np.float64)

@@ -31,10 +31,12 @@ import pyarrow.parquet as pq
 import rasterio
 import shapely
 
+from urp_data.basemap import DEFAULT_COUNTRIES, repo_path
+from urp_data.card import write_card
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
 from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, remove_tree, replace_dir
-from urp_data.geocode import GEONAMES_LICENCE, CountryLookup, Gazetteer
+from urp_data.geocode import GEONAMES_LICENCE, CountryLookup, Gazetteer, group_labels
 from urp_data.imagery import ImagerySource, encode_image, imagery_from_config
 from urp_data.indicators import CellBatch, footprint_array, indicator_from_config
 from urp_data.poi import OsmPOIs, poi_from_config
@@ -70,7 +72,7 @@ from urp_data.vectors import read_vector
 logger = logging.getLogger(__name__)
 
 DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
-PLAN_VERSION = 2
+PLAN_VERSION = 3  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km
 
 
 @dataclass
@@ -91,7 +93,7 @@ def open_sources(region: RegionConfig) -> Sources:
     if region.countries == "gazetteer":
         countries_path = None
     else:
-        countries_path = region.resolve(region.countries) if region.countries else _repo_path(DEFAULT_COUNTRIES)
+        countries_path = region.resolve(region.countries) if region.countries else repo_path(DEFAULT_COUNTRIES)
     if countries_path is not None and not Path(countries_path).is_file():
         raise InputError(f"country polygons {countries_path} not found; set countries: in the region config")
     imagery = [imagery_from_config(s, region.resolve) for s in region.imagery]
@@ -99,14 +101,6 @@ def open_sources(region: RegionConfig) -> Sources:
     inds = [indicator_from_config(s, region.resolve, gaz) for s in region.indicators]
     check_indicator_names([i.name for i in inds])
     return Sources(imagery, gaz, CountryLookup(countries_path, gaz), pois, inds)
-
-
-def _repo_path(rel: str) -> Path:
-    """A path inside the repository (for defaults such as the shipped country polygons)."""
-    for parent in [Path.cwd(), *Path(__file__).resolve().parents]:
-        if (parent / rel).exists():
-            return parent / rel
-    return Path(rel)
 
 
 # --------------------------------------------------------------------------- plan
@@ -155,7 +149,7 @@ class Plan:
     group: list[str]
     split: np.ndarray
     unseen_groups: set[str]
-    n_buffer: int
+    buffer_cells: list[str]
     splits: dict[str, Any]  # the buffer and holdout rule actually used, for the manifest
 
 
@@ -185,6 +179,9 @@ def make_plan(region: RegionConfig, src: Sources) -> Plan:
                            footprint_m=region.chip.footprint_m, block_resolution=block_res,
                            seed=region.sampling.seed)
     keep = labels != BUFFER
+    # Rows in H3 index order, which is also the order of every ancestor cell: a chunk holds the
+    # children of a few parent cells, so neighbouring samples share a chunk (a worker, a Ray task)
+    # and its source reads (raster blocks, cached tiles).
     idx = np.flatnonzero(keep)
     splits = {"buffer_km": round(buffer.buffer_km, 3), "buffer_reason": buffer.reason,
               "buffer_candidates_km": {k: round(v, 3) for k, v in buffer.candidates_km.items()},
@@ -192,8 +189,9 @@ def make_plan(region: RegionConfig, src: Sources) -> Plan:
               "holdout_rule": f"val and test_seen are drawn by H3 blocks at resolution {block_res}; held-out cells "
                               f"within {touch_distance_km(region.chip.footprint_m):.3g} km (chip footprint x sqrt 2) "
                               "of a train cell are dropped, so no held-out chip shares ground with a train chip"}
+    idx = idx[np.argsort(np.asarray(cells)[idx], kind="stable")]
     return Plan([cells[i] for i in idx], lat[idx], lon[idx], [country[i] for i in idx], [groups[i] for i in idx],
-                labels[idx], unseen, int((~keep).sum()), splits)
+                labels[idx], unseen, [cells[i] for i in np.flatnonzero(~keep)], splits)
 
 
 # --------------------------------------------------------------------------- chunks
@@ -399,7 +397,11 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     todo = [(path, rows) for path, rows in todo if not path.is_file()]
     if progress is not None:
         progress(done, n)
-    if cfg.workers > 1 and len(todo) > 1:
+    if cfg.engine == "ray":
+        from urp_data.engine_ray import run_chunks_on_ray  # an optional extra: imported only when chosen
+
+        finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
+    elif cfg.workers > 1 and len(todo) > 1:
         finished = _run_chunks_in_workers(cfg.workers, region, plan, schema, todo)
     else:
         finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
@@ -415,8 +417,8 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     if sum(counts["per_split"].values()) == 0:
         raise NoImageryError(f"no sample of region {region.name} has imagery (all {n} skipped); "
                              "check that the imagery covers the area")
-    counts["buffer_dropped"] = plan.n_buffer
-    counts["sampled"] = n + plan.n_buffer  # = rows written + buffer_dropped + skipped_no_imagery
+    counts["buffer_dropped"] = len(plan.buffer_cells)
+    counts["sampled"] = n + len(plan.buffer_cells)  # = rows written + buffer_dropped + skipped_no_imagery
     scales = _fit_scales(final / "train.parquet", indicators)
     infos = {}
     for ind in src.indicators:
@@ -428,14 +430,18 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
         resolution=region.sampling.resolution,
         indicators=infos,
         config={"build": {k: v for k, v in vars(cfg).items()}, "region": region.to_dict(),
-                "unseen_groups": sorted(plan.unseen_groups), "splits": plan.splits},
+                "unseen_groups": sorted(plan.unseen_groups), "buffer_cells": sorted(plan.buffer_cells),
+                "splits": plan.splits},
         inputs=inputs,
         counts=counts,
         versions=versions,
         build_time=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=[f"built in {time.time() - t0:.1f} s"],
+        group_labels=group_labels(plan.group, plan.lat, plan.lon, plan.country, region.splits.group_by,
+                                  src.gazetteer),
     )
     (final / MANIFEST_NAME).write_text(manifest.to_json())
+    write_card(final, manifest)
     target = out / region.name
     replace_dir(out, final, target)
     remove_tree(out, partial)

@@ -307,6 +307,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     build_time: str = ""
     notes: list[str] = field(default_factory=list)
+    group_labels: dict[str, str] = field(default_factory=dict)
+    """Readable names of geographic groups (``PRY-86a95ec07ffffff`` -> ``PRY · Alto Paraná · Ciudad del Este``)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False, default=str)

@@ -20,6 +20,7 @@ Conventions (checked against scipy, scikit-learn and esda in the tests):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -476,7 +477,7 @@ def _neighbour_pairs(con: duckdb.DuckDBPyConnection) -> None:
 
     Neighbours are computed in chunks of :data:`NEIGHBOUR_CHUNK` cells and inserted into
     DuckDB, so Python holds one chunk at a time; pairs whose neighbour is absent are dropped
-    later by the joins (DuckDB spills them to disk beyond ``memory_limit``).
+    later by the joins (DuckDB spills to disk beyond ``memory_limit``).
     """
     import h3
     import h3.api.basic_int as h3i
@@ -487,17 +488,15 @@ def _neighbour_pairs(con: duckdb.DuckDBPyConnection) -> None:
     n = scalar(con, "SELECT count(*) FROM cells")
     for start in range(0, n, NEIGHBOUR_CHUNK):
         cells = con.execute("SELECT cell FROM cells WHERE rid > ? AND rid <= ?",
-                            [start, start + NEIGHBOUR_CHUNK]).fetchnumpy()["cell"].tolist()
-        src, dst = [], []
-        for c in cells:
-            try:
-                ring = h3i.grid_ring(c, 1)
-            except h3.H3BaseException as exc:
-                raise InputError(f"h3_cell {c:x} is not a valid H3 cell ({type(exc).__name__}); rebuild the "
-                                 "region") from exc
-            src += [c] * len(ring)
-            dst += ring
-        chunk = pa.table({"i": pa.array(src, pa.uint64()), "j": pa.array(dst, pa.uint64())})
+                            [start, start + NEIGHBOUR_CHUNK]).fetchnumpy()["cell"]
+        try:
+            rings = [h3i.grid_ring(c, 1) for c in cells.tolist()]
+        except h3.H3BaseException as exc:
+            raise InputError(f"an h3_cell of the build is not a valid H3 cell ({type(exc).__name__}); rebuild "
+                             "the region") from exc
+        counts = np.fromiter(map(len, rings), np.int64, len(rings))
+        chunk = pa.table({"i": np.repeat(np.asarray(cells, np.uint64), counts),
+                          "j": np.fromiter(itertools.chain.from_iterable(rings), np.uint64, int(counts.sum()))})
         con.register("nb_chunk", chunk)
         con.execute("INSERT INTO nb SELECT i, j FROM nb_chunk")
         con.unregister("nb_chunk")
@@ -512,13 +511,13 @@ def morans_i(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], permutat
     are ring-1 neighbours present in the same split and indicator, row-standardised (a cell
     with no neighbour, an island, keeps a zero row, as in libpysal). I, its expectation
     −1/(n−1) and esda's normal approximation under randomisation (``z_rand``, two-sided
-    ``p_rand``, from S0, S1, S2 and the kurtosis) come from SQL, one indicator at a time, so
-    memory stays within DuckDB's limit at any size. The pseudo p-value ``p_sim`` is esda's
-    folded permutation test, (#{I_perm at least as extreme} + 1) / (permutations + 1), with
-    the permutations drawn from ``numpy.random.RandomState(seed)`` — the same draws as esda
-    after ``np.random.seed(seed)``; it is computed for up to ``permutation_cells`` cells
-    (above that it is null: each permutation costs a pass over every neighbour pair, and
-    ``p_rand`` is then an accurate stand-in).
+    ``p_rand``, from S0, S1, S2 and the kurtosis) come from two SQL passes over the neighbour
+    pairs for all indicators at once, so memory stays within DuckDB's limit at any size. The
+    pseudo p-value ``p_sim`` is esda's folded permutation test, (#{I_perm at least as
+    extreme} + 1) / (permutations + 1), with the permutations drawn from
+    ``numpy.random.RandomState(seed)`` — the same draws as esda after ``np.random.seed(seed)``;
+    it is computed for up to ``permutation_cells`` cells (above, it is null: each permutation
+    is a pass over every neighbour pair, and ``p_rand`` is then an accurate stand-in).
     """
     con.execute("CREATE OR REPLACE TEMP TABLE residuals (split VARCHAR, indicator VARCHAR, cell UBIGINT, "
                 "z DOUBLE, idx BIGINT)")
@@ -534,38 +533,46 @@ def morans_i(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], permutat
             raise InputError(f"an h3_cell of the build is not a hexadecimal H3 index ({one_line(exc)}); rebuild "
                              "the region") from exc
     _neighbour_pairs(con)
+    k = range(len(indicators))
+    # One row per (split, cell), one residual column per indicator (null: not answered there).
+    con.execute("CREATE OR REPLACE TEMP TABLE rw AS SELECT split, cell, " + ", ".join(
+        f"first(z) FILTER (WHERE indicator = {literal(ind)}) AS z{i}" for i, ind in enumerate(indicators))
+        + " FROM residuals GROUP BY split, cell")
+    # Pass 1: per cell and indicator, d = neighbours present, zsum = their residuals (w_ij = 1/d_i).
+    con.execute("CREATE OR REPLACE TEMP TABLE deg AS SELECT a.split, a.cell, " + ", ".join(
+        f"count(b.z{i}) FILTER (WHERE a.z{i} IS NOT NULL)::DOUBLE AS d{i}, "
+        f"any_value(a.z{i}) * sum(b.z{i}) FILTER (WHERE a.z{i} IS NOT NULL) AS zz{i}" for i in k)
+        + " FROM rw a JOIN nb ON a.cell = nb.i JOIN rw b ON b.split = a.split AND b.cell = nb.j GROUP BY ALL")
+    # Pass 2: S1 = 1/2 sum_ij (w_ij + w_ji)^2 and the column sums of W for S2.
+    pairs = ", ".join(
+        f"sum((1 / da.d{i} + 1 / db.d{i}) ^ 2) FILTER (WHERE da.d{i} > 0 AND db.d{i} > 0) AS s1_{i}, "
+        f"sum(1 / db.d{i}) FILTER (WHERE da.d{i} > 0 AND db.d{i} > 0) AS col{i}" for i in k)
+    per_split = ", ".join(f"0.5 * sum(s1_{i}), sum((1 + col{i}) ^ 2)" for i in k)
+    sums = {r[0]: r[1:] for r in con.execute(
+        f"SELECT split, {per_split} FROM (SELECT da.split, da.cell, {pairs} FROM deg da JOIN nb ON da.cell = nb.i "
+        f"JOIN deg db ON db.split = da.split AND db.cell = nb.j GROUP BY ALL) GROUP BY split").fetchall()}
+    linked = {r[0]: r[1:] for r in con.execute("SELECT split, " + ", ".join(
+        f"count(*) FILTER (WHERE d{i} > 0), sum(zz{i} / d{i}) FILTER (WHERE d{i} > 0)" for i in k)
+        + " FROM deg GROUP BY split").fetchall()}
+    moments = {r[0]: r[1:] for r in con.execute("SELECT split, " + ", ".join(
+        f"count(z{i}), sum(z{i} ^ 2), sum(z{i} ^ 4)" for i in k) + " FROM rw GROUP BY split").fetchall()}
     out = []
-    for ind in indicators:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE r AS SELECT split, cell, z, idx FROM residuals "
-                    f"WHERE indicator = {literal(ind)}")
-        # Row-standardised weights: w_ij = 1/d_i over the d_i neighbours of i present in the split.
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE deg AS
-            SELECT a.split, a.cell, count(*)::DOUBLE AS d, sum(b.z) AS zsum
-            FROM r a JOIN nb ON a.cell = nb.i JOIN r b ON b.split = a.split AND b.cell = nb.j GROUP BY ALL""")
-        stats = con.execute(f"""
-            WITH u AS (SELECT m.split, count(r.z) AS n, sum(r.z ^ 2) AS m2, sum(r.z ^ 4) AS m4 FROM metrics m
-                       LEFT JOIN r USING (split) WHERE m.grp IS NULL AND m.indicator = {literal(ind)} GROUP BY ALL),
-            c AS (SELECT d.split, count(*) AS s0, sum(r.z * d.zsum / d.d) AS num
-                  FROM deg d JOIN r USING (split, cell) GROUP BY ALL),
-            p AS (SELECT da.split, da.cell, sum((1 / da.d + 1 / db.d) ^ 2) AS s1, sum(1 / db.d) AS col
-                  FROM deg da JOIN nb ON da.cell = nb.i JOIN deg db ON db.split = da.split AND db.cell = nb.j
-                  GROUP BY ALL),
-            s AS (SELECT split, 0.5 * sum(s1) AS s1, sum((1 + col) ^ 2) AS s2 FROM p GROUP BY split)
-            SELECT u.split, u.n, coalesce(c.s0, 0), c.num, u.m2, u.m4, s.s1, s.s2
-            FROM u LEFT JOIN c USING (split) LEFT JOIN s USING (split) ORDER BY 1""").fetchall()
-        for split, n, s0, num, m2, m4, s1, s2 in stats:
-            row = {"split": split, "indicator": ind, "n_cells": int(n), "n_linked": int(s0), "I": None,
-                   "expected_I": None, "z_rand": None, "p_rand": None, "p_sim": None, "permutations": permutations,
-                   "seed": seed}
-            if n >= 3 and s0 > 0 and m2 > 0:
-                row.update(_moran_moments(n, s0, s1, s2, num, m2, m4))
-                if 0 < permutations and n <= permutation_cells:
-                    row["p_sim"] = _p_sim(con, split, row["I"], n / s0 / m2, permutations, seed)
-            out.append(row)
-    con.execute("DROP TABLE IF EXISTS deg")
-    con.execute("DROP TABLE IF EXISTS r")
-    return sorted(out, key=lambda r: (r["split"], r["indicator"]))
+    for split, ind in con.execute("SELECT split, indicator FROM metrics WHERE grp IS NULL ORDER BY 1, 2").fetchall():
+        i = indicators.index(ind)
+        n, m2, m4 = moments.get(split, (0, None, None) * len(indicators))[3 * i:3 * i + 3]
+        s0, num = linked.get(split, (0, None) * len(indicators))[2 * i:2 * i + 2]
+        s1, s2 = sums.get(split, (None, None) * len(indicators))[2 * i:2 * i + 2]
+        row = {"split": split, "indicator": ind, "n_cells": int(n or 0), "n_linked": int(s0 or 0), "I": None,
+               "expected_I": None, "z_rand": None, "p_rand": None, "p_sim": None, "permutations": permutations,
+               "seed": seed}
+        if n >= 3 and s0 and m2:
+            row.update(_moran_moments(n, s0, s1, s2, num, m2, m4))
+            if 0 < permutations and n <= permutation_cells:
+                row["p_sim"] = _p_sim(con, split, ind, row["I"], n / s0 / m2, permutations, seed)
+        out.append(row)
+    for table in ("rw", "deg", "nb", "residuals"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    return out
 
 
 def _moran_moments(n: int, s0: float, s1: float, s2: float, num: float, m2: float, m4: float) -> dict[str, Any]:
@@ -582,14 +589,16 @@ def _moran_moments(n: int, s0: float, s1: float, s2: float, num: float, m2: floa
             else None}
 
 
-def _p_sim(con: duckdb.DuckDBPyConnection, split: str, observed: float, factor: float, permutations: int,
-           seed: int) -> float:
-    """esda's folded permutation p-value for one split of the current indicator (tables ``r``, ``deg``, ``nb``)."""
-    z = np.asarray(con.execute("SELECT z FROM r WHERE split = ? ORDER BY idx", [split]).fetchnumpy()["z"])
+def _p_sim(con: duckdb.DuckDBPyConnection, split: str, ind: str, observed: float, factor: float,
+           permutations: int, seed: int) -> float:
+    """esda's folded permutation p-value for one split and indicator (tables ``residuals`` and ``nb``)."""
+    params = [split, ind]
+    z = np.asarray(con.execute("SELECT z FROM residuals WHERE split = ? AND indicator = ? ORDER BY idx",
+                               params).fetchnumpy()["z"])
     w = con.execute("""
-        SELECT a.idx AS i, b.idx AS j, 1 / d.d AS w FROM r a JOIN deg d ON d.split = a.split AND d.cell = a.cell
-        JOIN nb ON a.cell = nb.i JOIN r b ON b.split = a.split AND b.cell = nb.j WHERE a.split = ?""",
-                    [split]).fetchnumpy()
+        WITH r AS (SELECT cell, idx FROM residuals WHERE split = ? AND indicator = ?),
+        p AS (SELECT a.idx AS i, b.idx AS j FROM r a JOIN nb ON a.cell = nb.i JOIN r b ON b.cell = nb.j)
+        SELECT i, j, 1.0 / count(*) OVER (PARTITION BY i) AS w FROM p""", params).fetchnumpy()
     sims = _permuted_i(z, np.asarray(w["i"]), np.asarray(w["j"]), np.asarray(w["w"]), factor, permutations, seed)
     larger = int((sims >= observed).sum())
     larger = min(larger, permutations - larger)

@@ -13,6 +13,9 @@ The output is resumable: finished batches are appended as part files next to ``-
 the end; a rerun skips the pairs already done. Memory stays flat in the number of
 predictions. A rerun with other settings (build, split, model, backend, sampling, dropped
 modality) is refused rather than mixed into the same file.
+
+With ``--engine ray`` (:mod:`urp_eval.predict_ray`) the model batches and the knn queries run
+on a Ray cluster; this module's loop, prompts and writer stay the same.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "vllm", "knn", "mean")
 MODEL_BACKENDS = ("transformers", "vllm")
+ENGINES = ("local", "ray")
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -93,6 +97,10 @@ class PredictConfig:
     save_every: int = field(default=256, metadata={"help": "append a part file every N prompts (the unit of "
                             "resume)"})
     seed: int = field(default=0, metadata={"help": "random seed for sampling"})
+    engine: str = field(default="local", metadata={"help": "local: this process; ray: batches spread over a Ray "
+                        "cluster, one model per GPU (per CPU without GPUs); install urp-eval[ray]"})
+    ray_address: str | None = field(default=None, metadata={"help": "with --engine ray: the cluster to join "
+                                    "(host:port of `ray start --head`); unset: start a local Ray"})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -114,6 +122,12 @@ class PredictConfig:
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples={self.max_samples}: must be at least 1, or left unset for all")
         resolve_splits(self.split)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.engine == "ray" and self.backend == "mean":
+            raise ValueError("backend='mean' is one number per indicator; drop --engine ray")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ValueError(f"ray_address={self.ray_address!r} needs --engine ray")
 
     @property
     def model_id(self) -> str:
@@ -190,6 +204,11 @@ def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
 
 
+def knn_block(n_ref: int) -> int:
+    """Query points per distance block of :func:`knn_mean` (a block holds ~20M distances)."""
+    return max(1, 20_000_000 // max(n_ref, 1))
+
+
 def knn_mean(train_lat: np.ndarray, train_lon: np.ndarray, train_values: np.ndarray,
              lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:
     """Mean of ``train_values`` at the k training points nearest each (lat, lon), by great-circle distance.
@@ -200,7 +219,7 @@ def knn_mean(train_lat: np.ndarray, train_lon: np.ndarray, train_values: np.ndar
     ref, q = unit_vectors(train_lat, train_lon), unit_vectors(lat, lon)
     k = min(k, len(ref))
     out = np.empty(len(q))
-    block = max(1, 20_000_000 // max(len(ref), 1))
+    block = knn_block(len(ref))
     for s in range(0, len(q), block):
         d = 2.0 - 2.0 * (q[s:s + block] @ ref.T)  # squared chord length, monotone in great-circle distance
         idx = np.argpartition(d, k - 1, axis=1)[:, :k] if k < len(ref) else np.broadcast_to(
@@ -270,7 +289,7 @@ class PredictionWriter:
                                  "--out to keep them apart")
             done.append(pq.read_table(path, columns=["indicator", "sample_id"]))
         state = self.parts / "settings.json"
-        if self.parts.exists():
+        if self._part_files():
             try:
                 found = json.loads(state.read_text())
             except (OSError, ValueError):
@@ -280,8 +299,8 @@ class PredictionWriter:
                 raise InputError(f"{self.parts} holds unfinished predictions made with other settings ({why}); "
                                  f"delete it or choose another --out")
             done += [pq.read_table(p, columns=["indicator", "sample_id"]) for p in self._part_files()]
-        else:
-            self.parts.mkdir(parents=True)
+        else:  # new, or left by a run that failed before its first batch: nothing to keep
+            self.parts.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state, json.dumps(settings))
         table = pa.concat_tables(done) if done else pa.table({"indicator": pa.array([], pa.string()),
                                                                "sample_id": pa.array([], pa.string())})
@@ -296,7 +315,7 @@ class PredictionWriter:
     def todo_mask(self, ids: pa.Array, indicator: str) -> pa.Array:
         """True where (sample id, indicator) has no prediction yet."""
         done = self.done.get(indicator)
-        return pc.invert(pc.is_in(ids, value_set=done)) if done is not None else pa.array([True] * len(ids), pa.bool_())
+        return pc.invert(pc.is_in(ids, value_set=done)) if done is not None else pa.array(np.ones(len(ids), bool))
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -390,12 +409,40 @@ def predict(cfg: PredictConfig) -> Path:
             raise InputError(f"the manifest of {build} has no score scale for {', '.join(missing)}, so answers "
                              "cannot be mapped back to raw units; leave them out with --indicators")
     writer = PredictionWriter(Path(cfg.out), cfg, run_settings(cfg, build))
-    if cfg.backend in MODEL_BACKENDS:
-        _predict_model(cfg, build, manifest, indicators, scales, writer)
-    else:
-        _predict_baseline(cfg, build, indicators, scales, writer)
+    with _engine(cfg):
+        if cfg.backend in MODEL_BACKENDS:
+            _predict_model(cfg, build, manifest, indicators, scales, writer)
+        else:
+            _predict_baseline(cfg, build, indicators, scales, writer)
     writer.finish()
     return Path(cfg.out)
+
+
+def _engine(cfg: PredictConfig) -> AbstractContextManager[Any]:
+    """Ray connected for the run with ``--engine ray`` (an optional extra: imported only then)."""
+    if cfg.engine == "local":
+        return nullcontext()
+    from urp_data.engine_ray import ray_session
+
+    return ray_session(cfg.ray_address)
+
+
+def _generator(cfg: PredictConfig) -> tuple[Generator, int]:
+    """The model backend, and how many prompts to hand it per call (a batch per model replica)."""
+    if cfg.engine == "ray":
+        from urp_eval.predict_ray import RayGenerator
+
+        ray_gen = RayGenerator(cfg)
+        return ray_gen, ray_gen.prompts_per_call
+    return (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg), cfg.batch_size
+
+
+def _knn(cfg: PredictConfig) -> Callable[..., np.ndarray]:
+    if cfg.engine == "ray":
+        from urp_eval.predict_ray import knn_mean_on_ray
+
+        return knn_mean_on_ray
+    return knn_mean
 
 
 def _todo(table: pa.Table, indicators: Sequence[str], writer: PredictionWriter) -> list[tuple[int, str]]:
@@ -426,8 +473,8 @@ def _predict_baseline(cfg: PredictConfig, build: Path, indicators: Sequence[str]
                 pred = np.full(len(rows), values[ok].mean())
             else:
                 lat, lon = (table[c].to_numpy()[rows] for c in ("lat", "lon"))
-                pred = knn_mean(train["lat"].to_numpy()[ok], train["lon"].to_numpy()[ok], values[ok], lat, lon,
-                                cfg.k)
+                pred = _knn(cfg)(train["lat"].to_numpy()[ok], train["lon"].to_numpy()[ok], values[ok], lat, lon,
+                                 cfg.k)
             scale = scales[ind]
             score = scale.to_score(pred) if scale else np.full(len(pred), np.nan)
             score = np.atleast_1d(score)
@@ -472,15 +519,15 @@ def _predict_model(cfg: PredictConfig, build: Path, manifest: Manifest, indicato
     logger.info("%d prompts to generate (%d already done)", total, sum(len(d) for d in writer.done.values()))
     if not total:
         return
-    generator: Generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
+    generator, per_call = _generator(cfg)
     specs = {i: manifest.indicators[i].spec() for i in indicators}
     to_value = {i: s.to_value for i, s in scales.items() if s is not None}  # predict() checked they all exist
     work = ((split, table, _todo(table, indicators, writer)) for split in splits
             for table in _row_groups(split_path(build, split), cfg.max_samples))
     with _progress(total, f"predict {cfg.model_id}") as advance:
         for split, table, todo in work:
-            for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start:start + cfg.batch_size]
+            for start in range(0, len(todo), per_call):
+                batch = todo[start:start + per_call]
                 rows = [table.slice(r, 1).to_pylist()[0] for r, _ in batch]
                 images = [] if cfg.drop == "image" else [_chip(row) for row in rows]
                 messages = [render_messages(row, ind, spec=specs[ind], drop=cfg.drop)  # type: ignore[arg-type]

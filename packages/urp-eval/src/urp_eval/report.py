@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 from urp_data.clikit import UsageError
-from urp_data.fsutil import remove_tree, replace_dir
+from urp_data.fsutil import default_mode, remove_tree, replace_dir
 from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
 
 from urp_eval import metrics as M
@@ -284,6 +284,7 @@ def bias_report(cfg: ReportConfig) -> Report:
     page = render_html(con, summary, cfg)  # before any write: a failure here leaves no trace
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(default_mode(directory=True))
     try:
         (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
         con.execute(f"COPY (SELECT split, indicator, grp AS \"group\", * EXCLUDE (split, indicator, grp) FROM "
@@ -309,11 +310,23 @@ def _png(fig: Any) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _fmt(v: Any) -> str:
+ROUNDING = 1e-9
+"""Relative size below which a figure is float rounding, not a value: a gap between two equal group
+MAEs of 6873 comes out of the arithmetic as 3.6e-12 and is printed as 0."""
+
+
+class Markup(str):
+    """A table cell that is HTML already (built from escaped parts)."""
+
+
+def _fmt(v: Any, scale: float = 1.0) -> str:
+    """A table cell; floats within ROUNDING × max(1, |scale|) of zero print as 0."""
+    if isinstance(v, Markup):
+        return v
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return "0" if abs(v) < ROUNDING * max(1.0, abs(scale)) else f"{v:.4g}"
     return html.escape(str(v))
 
 
@@ -323,11 +336,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _group_labels(cfg: ReportConfig, manifest: Any) -> dict[str, str]:
+    """``PRY-86a95ec07ffffff`` -> ``PRY · Alto Paraná Department · …`` from the build's manifest.
+
+    Only for the build's own groups (``--group-by group``); other groupings keep their keys.
+    """
+    if cfg.group_by != "group":
+        return {}
+    return manifest.group_labels
+
+
 MAX_BARS = 40
 MAX_POINTS = 20_000
 
 
-def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str) -> str:
+def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str, labels: dict[str, str]) -> str:
     import matplotlib.pyplot as plt
 
     rows = con.execute("SELECT grp, spearman, mae, ranked FROM metrics WHERE split = ? AND indicator = ? "
@@ -336,15 +359,24 @@ def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str) -> str:
     if not rows:
         return ""
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.25 * len(rows) + 1.2), sharey=True)
-    labels = [str(r[0]) for r in rows]
+    names = [f"{labels[r[0]]}  ({r[0]})" if r[0] in labels else str(r[0]) for r in rows]
     colors = ["tab:blue" if r[3] else "lightgrey" for r in rows]
     for ax, col, title in ((axes[0], 1, "Spearman ρ"), (axes[1], 2, "MAE")):
-        ax.barh(labels, [r[col] if r[col] is not None else 0.0 for r in rows], color=colors)
+        ax.barh(names, [r[col] if r[col] is not None else 0.0 for r in rows], color=colors)
         ax.set_title(title)
     axes[0].invert_yaxis()
     fig.suptitle(f"{ind} on {split}: worst {len(rows)} groups by Spearman (grey: below min group size)",
                  y=1.0 + 0.3 / (0.25 * len(rows) + 1.2))
     return _png(fig)
+
+
+def _draw_basemap(ax: Any, lon: np.ndarray, lat: np.ndarray) -> None:
+    """Country outlines (the preview page's basemap) under points at lon/lat; the points set the view."""
+    from matplotlib.collections import LineCollection
+    from urp_data.basemap import country_outlines
+
+    rings = country_outlines((float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())))
+    ax.add_collection(LineCollection(rings, colors="#888", linewidths=0.8, zorder=0), autolim=False)
 
 
 def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) -> str:
@@ -359,6 +391,7 @@ def _group_map(con: duckdb.DuckDBPyConnection, split: str, ind: str, seed: int) 
         return ""
     fig, ax = plt.subplots(figsize=(6, 5))
     sc = ax.scatter(pts["lon"], pts["lat"], c=pts["mae"], s=max(4.0, 2000 / len(pts["lon"])), cmap="magma_r")
+    _draw_basemap(ax, pts["lon"], pts["lat"])
     fig.colorbar(sc, ax=ax, label="group MAE")
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
@@ -444,8 +477,16 @@ def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: R
         ["indicator", "source", "resolution", "resolution km", "pooling radius km", "derived from prompt"],
         [[i, v["source"], v["resolution"], v["resolution_km"], v["radius_km"], v["derived_from_prompt"]]
          for i, v in summary["labels"].items()]))
-    brows = [[s, i, m, b["n_groups"], b["worst_group"], b["worst"], b["best_group"], b["best"], b["gap"],
-              b["worst_decile"]]
+    manifest = load_manifest(cfg.data)
+    labels = _group_labels(cfg, manifest)
+
+    def group_cell(g: str | None) -> Any:
+        if g is None or g not in labels:
+            return g
+        return Markup(f"{html.escape(g)}<br><small>{html.escape(labels[g])}</small>")
+
+    brows = [[s, i, m, b["n_groups"], group_cell(b["worst_group"]), b["worst"], group_cell(b["best_group"]),
+              b["best"], _fmt(b["gap"], max(abs(b["worst"] or 0.0), abs(b["best"] or 0.0))), b["worst_decile"]]
              for s, per in summary["bias"].items() for i, pm in per.items() for m, b in pm.items()]
     parts.append("<h2>Across groups</h2>" + _table(["split", "indicator", "metric", "ranked groups", "worst group",
                                                     "worst", "best group", "best", "gap", "worst decile"], brows))
@@ -456,7 +497,7 @@ def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: R
         for ind in per:
             parts.append(f"<h2>{html.escape(ind)} on {html.escape(split)}</h2>")
             parts.append(_scatter(con, split, ind, cfg.seed) + _group_map(con, split, ind, cfg.seed))
-            parts.append(_group_bars(con, split, ind))
+            parts.append(_group_bars(con, split, ind, labels))
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>urp bias report</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
 

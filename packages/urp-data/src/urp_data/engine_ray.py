@@ -1,0 +1,153 @@
+"""The Ray engine of ``urp-data build --engine ray``: the local engine's chunks, cut across a cluster.
+
+Why Ray core actors and not Ray Data: the local engine's chunk is already the unit of work, of
+resume and of output (a Parquet file the worker writes atomically to the partial folder), so
+there is no dataset to stream between stages. What a worker needs is its sources opened once
+(GDAL handles, the gazetteer's trees, OSM indexes take seconds to load) and reused for every
+chunk it cuts: that is an actor. The driver plans exactly as the local engine does, ships the
+plan to the object store once, and hands each actor one chunk at a time (plus one queued, so
+no actor idles between chunks); finished chunks on disk are skipped before any of this, so a
+killed Ray build resumes like a local one, and the split files are written by the driver from
+the same chunk files: the output is the local engine's, byte for byte.
+
+A chunk whose task raises or whose actor dies is retried by Ray (``CHUNK_RETRIES`` more
+times, on a restarted actor if it died); then the build stops with one line naming the chunk.
+
+Per-host politeness of network sources (XYZ tiles) holds for the whole cluster: every worker's
+:mod:`urp_data.http` asks one named, detached :class:`urp_data.http.Pacer` actor for its send
+slots, so N workers together wait as long between requests to a host as one process would.
+
+On a multi-node cluster every path (region inputs, ``--out``, ``URP_CACHE_DIR``) must name the
+same shared storage on every node; the README's "Scale out" section says how.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from urp_data import http
+from urp_data.errors import ChunkError, InputError
+from urp_data.pipeline import Plan, _write_chunk, open_sources
+from urp_data.regions import RegionConfig
+
+logger = logging.getLogger(__name__)
+
+CHUNK_RETRIES = 2
+NAMESPACE = "urp"
+PACER_NAME = "urp-http-pacer"
+QUEUED_PER_ACTOR = 2
+
+
+def _ray() -> Any:
+    # Ray's uv hook would zip the working folder (which may hold builds) and re-create the
+    # environment for every worker; urp's workers run the environment the cluster was set up with.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError("--engine ray needs Ray: pip install 'urp-data[ray]' (or uv sync --extra ray)") from exc
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """Ray, connected: joins the cluster at ``address``, or starts a local Ray sized to this machine.
+
+    A session that is already connected (a notebook, a test) is used as it is and left open;
+    one started here is shut down on exit (a joined cluster keeps running).
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        # Workers' logs stay in Ray's log folder: the CLI's stderr keeps to progress and one-line errors.
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
+    except (ConnectionError, TimeoutError, ValueError) as exc:
+        raise InputError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}; start one with "
+                         "`ray start --head` or drop --ray-address for a local Ray") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def urp_env() -> dict[str, str]:
+    """The driver's ``URP_*`` settings (cache folder, User-Agent), passed on to every worker."""
+    return {k: v for k, v in os.environ.items() if k.startswith("URP_")}
+
+
+class ChunkWorker:
+    """One worker of a build: opens the region's sources once, then cuts chunk after chunk."""
+
+    def __init__(self, region: RegionConfig, plan: list[Any], schema: pa.Schema, pacer: Any) -> None:
+        import ray
+
+        http.set_pacer(lambda host, min_interval_s: ray.get(pacer.reserve.remote(host, min_interval_s)))
+        # The plan comes as [ObjectRef] (one copy in the object store, held by the driver) rather
+        # than as a constructor argument, which a restarted actor could not be rebuilt from.
+        self.region, self.plan, self.schema = region, ray.get(plan[0]), schema
+        self.src = open_sources(region)
+
+    def write(self, path: str, rows: range) -> int:
+        """Cut the plan's ``rows`` into the chunk file ``path`` (atomically); returns its cell count."""
+        return _write_chunk(self.region, self.src, self.plan, self.schema, Path(path), rows)
+
+
+def run_chunks_on_ray(address: str | None, region: RegionConfig, plan: Plan, schema: pa.Schema,
+                      todo: list[tuple[Path, range]]) -> Iterator[int]:
+    """Yield each chunk's cell count as the cluster finishes it (any order: files are named by index)."""
+    if not todo:
+        return
+    with ray_session(address) as ray:
+        pacer = ray.remote(num_cpus=0)(http.Pacer).options(
+            name=PACER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote()
+        n_actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(todo)))
+        worker_cls = ray.remote(num_cpus=1, max_restarts=CHUNK_RETRIES, max_task_retries=CHUNK_RETRIES)(ChunkWorker)
+        nodes = sum(1 for node in ray.nodes() if node["Alive"])
+        logger.info("cutting %d chunks with %d Ray workers on %d nodes", len(todo), n_actors, nodes)
+        plan_ref = ray.put(plan)
+        env = {"env_vars": urp_env()}
+        actors = [worker_cls.options(runtime_env=env).remote(region, [plan_ref], schema, pacer)
+                  for _ in range(n_actors)]
+        queue = list(reversed(todo))
+        pending: dict[Any, tuple[Any, Path, range]] = {}
+
+        def submit(actor: Any) -> None:
+            if queue:
+                path, rows = queue.pop()
+                # Absolute: a worker's working folder is not the driver's (region paths already are).
+                ref = actor.write.options(retry_exceptions=True).remote(str(path.resolve()), rows)
+                pending[ref] = (actor, path, rows)
+
+        try:
+            for actor in actors:
+                for _ in range(QUEUED_PER_ACTOR):
+                    submit(actor)
+            while pending:
+                [ready], _ = ray.wait(list(pending), num_returns=1)
+                actor, path, rows = pending.pop(ready)
+                try:
+                    count = ray.get(ready)
+                except ray.exceptions.RayError as exc:
+                    cause = getattr(exc, "cause", None) or exc
+                    raise ChunkError(f"chunk {path.name} (plan rows {rows.start}-{rows.stop - 1}) failed "
+                                     f"{1 + CHUNK_RETRIES} times; last error: {_first_line(cause)}") from exc
+                submit(actor)
+                yield count
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
