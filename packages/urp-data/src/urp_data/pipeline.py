@@ -71,7 +71,6 @@ from urp_data.vectors import read_vector
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_COUNTRIES = "data/global/naturalearth_lowres.shp"
 PLAN_VERSION = 3  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km
 
 
