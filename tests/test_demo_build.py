@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 from urp_data.schema import SPLITS, arrow_schema, indicator_columns, load_manifest, split_path
+from urp_data.splits import shared_ground
 
 
 def test_demo_has_enough_real_samples_and_an_unseen_country(demo_build):
@@ -76,3 +77,32 @@ def test_country_indicator_follows_the_sample_country_not_coarse_polygons(demo_b
     per_country = {c: (n, v) for c, n, v in rows}
     assert per_country["BRA"][0] == 1 and per_country["PRY"][0] == 1
     assert per_country["BRA"][1] > per_country["PRY"][1]
+
+
+def test_no_held_out_chip_shares_ground_with_a_train_chip(demo_build):
+    geoms = {s: pq.read_table(split_path(demo_build, s), columns=["geometry"]).column(0).to_pylist() for s in SPLITS}
+    assert geoms["train"] and geoms["test_seen"] and geoms["test_unseen"]
+    for s in ("val", "test_seen", "test_unseen"):
+        assert shared_ground(geoms[s], geoms["train"]) == 0, s
+    seen = geoms["train"] + geoms["val"] + geoms["test_seen"]
+    assert shared_ground(geoms["test_unseen"], seen) == 0
+    # the check can fail: a chip always shares ground with itself
+    assert shared_ground(geoms["test_seen"][:1], geoms["test_seen"]) == 1
+
+
+def test_manifest_says_which_buffer_and_why(demo_build):
+    m = load_manifest(demo_build)
+    sp = m.config["splits"]
+    assert sp["buffer_km"] == 5 and "night_light" in sp["buffer_reason"]  # the demo's configured buffer, explained
+    assert sp["buffer_candidates_km"]["indicator night_light"] > 14
+    assert sp["block_resolution"] == 7 and "dropped" in sp["holdout_rule"]
+
+
+def test_labels_say_their_resolution_and_whether_the_prompt_shows_them(demo_build):
+    inds = load_manifest(demo_build).indicators
+    assert inds["settlement_population"].derived_from_prompt and inds["settlement_population"].radius_km == 5
+    assert not inds["population"].derived_from_prompt and "IBGE" in inds["population"].resolution
+    assert 0 < inds["population"].resolution_km < 5  # census tracts, measured from the polygons
+    assert inds["night_light"].resolution_km > 14
+    t = pq.read_table(split_path(demo_build, "train"), columns=["lat", "population"]).to_pandas()
+    assert t[t.lat > -10].population.notna().any() and t[t.lat < -20].population.isna().all()  # Olinda only

@@ -25,7 +25,7 @@ def region_yaml(folder: Path, name: str = "mini", **overrides: Any) -> Path:
         "area": {"bbox": [-34.90, -8.03, -34.84, -7.96]},  # lon/lat: (left, bottom, right, top)
         "sampling": {"resolution": 8, "seed": 0},
         "chip": {"size_px": 64, "footprint_m": 1000},
-        "splits": {"group_by": "h3:7", "unseen_fraction": 0.3, "buffer_rings": 1},
+        "splits": {"group_by": "h3:7", "unseen_fraction": 0.3, "buffer_km": 1.5},  # a small area
         "countries": "gazetteer",
         "imagery": [{"type": "raster", "path": str(DATA / "demo/olinda_l7_etm.tif"), "bands": [3, 2, 1]}],
         "indicators": [

@@ -21,6 +21,7 @@ from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
 from urp_data.pipeline import build
 from urp_data.schema import SPLITS, load_manifest, split_path
+from urp_data.splits import shared_ground
 from urp_data.vectors import read_vector
 
 
@@ -74,7 +75,7 @@ name: tri
 area: {{bbox: [-54.66, -25.58, -54.54, -25.45]}}
 sampling: {{resolution: 8, samples: 120, seed: 1}}
 chip: {{size_px: 32}}
-splits: {{group_by: admin, unseen_groups: [PRY-Alto Paraná Department], buffer_rings: 0}}
+splits: {{group_by: admin, unseen_groups: [PRY-Alto Paraná Department], buffer_km: 0}}
 countries: gazetteer
 imagery: [{{type: raster, path: {Path(__file__).parents[3] / "data/demo/foz_cde_lc08_b2b3b4.tif"}, bands: [3, 2, 1]}}]
 """)
@@ -319,6 +320,10 @@ def test_settlement_sampling_is_seeded_and_on_land(tmp_path, data_dir):
     unseen = {r["country"] for r in a["test_unseen"]}
     seen = {r["country"] for s in ("train", "val") for r in a[s]}
     assert unseen and not (unseen & seen)
+    train = [r["geometry"] for r in a["train"]]
+    for s in ("val", "test_seen", "test_unseen"):  # the footprint rule on a global build
+        assert shared_ground([r["geometry"] for r in a[s]], train) == 0, s
+    assert m.config["splits"]["buffer_km"] > 14  # night light's 8 arc-minute pixels set the default buffer
     assert load_region("global").splits.group_by == "country"
     vals = np.array([r["night_light"] for r in rows], dtype=float)
     assert np.isfinite(vals).all() and vals.std() > 0

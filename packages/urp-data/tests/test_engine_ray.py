@@ -106,7 +106,7 @@ def test_ray_build_retries_a_chunk_resumes_and_is_polite_cluster_wide(local_ray,
     monkeypatch.setattr(http, "CACHE_DIR", cache)  # this process (the local reference build)
     interval, zoom, bbox = 0.15, 16, [-34.895, -8.02, -34.87, -7.995]
     region = write_region(area={"bbox": bbox}, chip={"size_px": 32, "footprint_m": 300},
-                          splits={"buffer_rings": 0}, indicators=[],
+                          splits={"buffer_km": 0}, indicators=[],
                           imagery=[{"type": "xyz", "url": tile_server + "/{z}/{x}/{y}.png", "zoom": zoom,
                                     "min_interval_s": interval}])
     from urp_data.regions import bbox_polygon, polyfill

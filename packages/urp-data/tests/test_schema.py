@@ -216,3 +216,18 @@ def test_split_names_and_aliases(tmp_path):
                                                (230, "South-West"), (300, "North-West"), (359, "North")])
 def test_compass(bearing, word):
     assert compass_direction(bearing) == word
+
+
+def test_manifests_without_the_honesty_fields_still_load():
+    import json
+
+    from urp_data.schema import Manifest
+
+    old = {"region": "r", "resolution": 8, "indicators": {"population": {
+        "name": "population", "description": "population", "unit": "people", "source": "x", "resolution": "cell"}}}
+    info = Manifest.from_dict(json.loads(json.dumps(old))).indicators["population"]
+    assert info.derived_from_prompt is False and info.resolution_km is None and info.warning() is None
+    info.derived_from_prompt = True
+    assert "prompt" in info.warning()
+    info.radius_km, info.resolution_km = 5.0, 3.0
+    assert info.support_km() == 10.0  # the pooling diameter

@@ -152,17 +152,21 @@ def test_morans_i_matches_esda(report: Path, frame: pd.DataFrame) -> None:
     assert islands  # the scattered test_seen cells include cells with no neighbour
 
 
+ANCHORS = {"population": "night_light", "night_light": "population"}  # never the predicted indicator
+
+
 def test_bias_score_matches_scipy(report: Path, frame: pd.DataFrame) -> None:
     summary = json.loads((report / "summary.json").read_text())
-    anchor = frame[frame.indicator == INDICATORS[0]][["sample_id", "truth"]].rename(columns={"truth": "anchor"})
+    assert summary["bias_anchor"] == ANCHORS
     for (split, ind), df in frame.groupby(["split", "indicator"]):
+        anchor = frame[frame.indicator == ANCHORS[ind]][["sample_id", "truth"]].rename(columns={"truth": "anchor"})
         answered = df.merge(anchor, on="sample_id")
         answered = answered[answered.score.notna()]
         rho = stats.spearmanr(answered.score, answered.anchor).statistic
         mad = float(np.mean(np.abs(answered.score - answered.score.mean())))
         rate = df.pred.notna().mean()
         got = summary["bias_score"][split][ind]
-        assert got["anchor"] == INDICATORS[0]
+        assert got["anchor"] == ANCHORS[ind]
         assert close(got["rho"], float(rho)) and close(got["mad"], mad)
         assert close(got["bias_score"], float(rho) * mad * rate)
 
@@ -196,6 +200,42 @@ def test_model_that_answers_nothing(build: Path, tmp_path: Path, make_prediction
     assert all(v["bias_score"] is None for v in rep.summary["bias_score"]["test_unseen"].values())
     assert len(rep.breaches) == len(INDICATORS) and "undefined" in rep.breaches[0]
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"summary.json", "groups.parquet", "report.html"}
+
+
+def test_default_anchor_prefers_socio_economic_and_never_the_indicator() -> None:
+    assert M.default_anchor("population", ["population", "night_light", "gdp_per_capita"]) == "gdp_per_capita"
+    assert M.default_anchor("gdp_per_capita", ["population", "gdp_per_capita"]) == "population"
+    assert M.default_anchor("population", ["population"]) is None
+
+
+def test_explicit_anchor_applies_to_every_indicator(build: Path, predictions: Path, tmp_path: Path) -> None:
+    rep = bias_report(ReportConfig(data=str(build), predictions=str(predictions), split="unseen", out=str(tmp_path),
+                                   anchor="population", permutations=0))
+    assert rep.summary["bias_anchor"] == {"population": "population", "night_light": "population"}
+    assert {v["anchor"] for v in rep.summary["bias_score"]["test_unseen"].values()} == {"population"}
+
+
+def test_score_scale_metrics_match_scipy(report: Path, frame: pd.DataFrame, build: Path) -> None:
+    from urp_data.schema import load_manifest
+
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["headline_scale"].startswith("score")
+    manifest = load_manifest(build)
+    checked = 0
+    for (split, ind), df in frame.groupby(["split", "indicator"]):
+        a = df[df.score.notna()]
+        y = manifest.indicators[ind].score_scale().to_score(a.truth.to_numpy())
+        p = a.score.to_numpy()
+        got = summary["metrics_score_scale"][split][ind]
+        assert got["n_answered"] == len(a)
+        assert close(got["pearson"], float(stats.pearsonr(p, y).statistic))
+        assert close(got["spearman"], float(stats.spearmanr(p, y).statistic))
+        assert close(got["r2"], float(r2_score(y, p)))
+        assert close(got["mae"], float(mean_absolute_error(y, p)))
+        assert close(got["rmse"], math.sqrt(mean_squared_error(y, p)))
+        assert not close(got["mae"], summary["metrics"][split][ind]["mae"])  # a different scale from raw units
+        checked += 1
+    assert checked == len(SPLITS) * len(INDICATORS)
 
 
 def test_morans_i_neighbours_in_small_chunks_give_the_same_figures(build: Path, predictions: Path, report: Path,

@@ -192,6 +192,31 @@ def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.
     assert code == 1 and "not found" in err
 
 
+def test_label_warning_is_repeated_in_summary_and_html(build: Path, predictions: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from urp_data.schema import load_manifest
+
+    honest = tmp_path / "build"
+    shutil.copytree(build, honest)
+    m = load_manifest(honest)
+    m.indicators["population"].derived_from_prompt = True
+    m.indicators["population"].resolution_km = 10.0
+    (honest / "manifest.json").write_text(m.to_json())
+    out = tmp_path / "rep"
+    assert main(report_args(honest, predictions, out)) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert list(s["label_warnings"]) == ["population"] and "derived from what the prompt shows" in \
+        s["label_warnings"]["population"]
+    assert s["labels"]["population"]["resolution_km"] == 10.0 and not s["labels"]["night_light"]["derived_from_prompt"]
+    text = (out / "report.html").read_text()
+    assert "Label warning (population)" in text and "derived from what the prompt shows" in text
+    assert "bias anchor" in text and "0.0–9.9 score scale" in text
+    plain = tmp_path / "plain"
+    assert main(report_args(build, predictions, plain)) == 0
+    assert json.loads((plain / "summary.json").read_text())["label_warnings"] == {}
+
+
 def test_figures_zero_up_to_rounding_print_as_zero() -> None:
     assert _fmt(3.638e-12) == "0" and _fmt(-9.1e-13) == "0"
     assert _fmt(2e-6, scale=6873.0) == "0"  # a gap between two MAEs of 6873 that differ in the 10th digit

@@ -64,7 +64,7 @@ def test_grpo_from_the_demo_recipe_checkpoints_resumes_and_saves_a_loadable_mode
     run = tmp_path / "grpo"
     args = ["grpo", "--config", str(REPO / "configs/train/demo.yaml"), "--build_dir", str(tiny_build),
             "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(run), *FAST,
-            "--max_completion_length", "8"]
+            "--max_completion_length", "8", "--num_generations", "2"]  # 2 prompts, one run of prompts_per_group
     assert main(args) == 0
     assert (run / "checkpoint-1").is_dir() and (run / "checkpoint-2").is_dir()
     state = json.loads((run / "trainer_state.json").read_text())

@@ -126,15 +126,34 @@ def test_grouping_by_region_normalises_across_prompts_of_a_group(parts, tmp_path
     torch.manual_seed(0)
     out = trainer._generate_and_score_completions(inputs)
     rewards = trainer._urp_rewards_per_func
-    expected = grouped_advantages(rewards, torch.tensor([1.0, 0.5]), [x["group"] for x in inputs])
+    expected = grouped_advantages(rewards, torch.tensor([1.0, 0.5]), [(x["group"], x["indicator"]) for x in inputs])
     torch.testing.assert_close(out["advantages"], expected)
     per_prompt = grouped_advantages(rewards, torch.tensor([1.0, 0.5]), [i // 2 for i in range(len(inputs))])
     assert not torch.allclose(out["advantages"], per_prompt)  # the override changes something
     totals = (rewards * torch.tensor([1.0, 0.5])).sum(1)
     for g in {x["group"] for x in inputs}:
         rows = torch.tensor([x["group"] == g for x in inputs])
-        assert abs(out["advantages"][rows].mean()) < 1e-5  # zero-mean within each geographic group
         assert trainer._metrics["train"][f"rewards_by_group/{g}/mean"][-1] == pytest.approx(totals[rows].mean().item())
+    for key in {(x["group"], x["indicator"]) for x in inputs}:
+        rows = torch.tensor([(x["group"], x["indicator"]) == key for x in inputs])
+        assert abs(out["advantages"][rows].mean()) < 1e-5  # zero-mean within each (group, indicator) pool
+
+
+def test_group_pools_never_mix_indicators(parts, tmp_path):
+    trainer = _trainer(parts, tmp_path, advantage_grouping="group")
+    trainer.model.train()
+    ds = parts[0]
+    first = ds[0]
+    other = next(i for i in range(len(ds)) if ds[i]["group"] == first["group"]
+                 and ds[i]["indicator"] != first["indicator"])
+    inputs = _batch(ds, [0, other])  # one group, two indicators
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(inputs)
+    rewards = trainer._urp_rewards_per_func
+    per_prompt = grouped_advantages(rewards, torch.tensor([1.0, 0.5]), [i // 2 for i in range(len(inputs))])
+    pooled = grouped_advantages(rewards, torch.tensor([1.0, 0.5]), [x["group"] for x in inputs])
+    torch.testing.assert_close(out["advantages"], per_prompt)  # each indicator is its own pool here
+    assert not torch.allclose(pooled, per_prompt)  # pooling across indicators would differ
     logged = list(trainer._logs["advantages"])  # TRL keeps the last generation_batch_size
     assert logged == pytest.approx(out["advantages"].tolist()[-len(logged):])
 

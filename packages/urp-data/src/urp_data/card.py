@@ -134,6 +134,7 @@ def _how_built(manifest: Manifest) -> list[str]:
     """The card's bullet points on sampling, chips, splits and scores, from the manifest's region config."""
     region = manifest.config.get("region", {})
     sampling, splits, chip = region.get("sampling", {}), region.get("splits", {}), region.get("chip", {})
+    rule = manifest.config.get("splits", {})  # the buffer and block rule the build used (urp_data.splits)
     counts = manifest.counts
     requested = f", {sampling['samples']} samples requested" if sampling.get("samples") else ""
     held_out = "".join(f" ({what} {', '.join(splits[key])})" for what, key in
@@ -146,10 +147,11 @@ def _how_built(manifest: Manifest) -> list[str]:
         f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}."),
         (f"- **Splits**: grouped by `{splits.get('group_by', '?')}`; `test_unseen` is "
         f"{len(manifest.config.get('unseen_groups', []))} whole group(s){held_out} that never appear in train or "
-        f"val; the other cells go to val / test_seen / train by a seeded hash of the cell (fractions "
-        f"{splits.get('val_fraction')} / {splits.get('test_seen_fraction')}); seen cells within "
-        f"{splits.get('buffer_rings')} H3 ring(s) of an unseen cell are dropped ({counts.get('buffer_dropped', 0)} "
-        "cells)."),
+        f"val; the other cells go to val / test_seen / train by a seeded hash of their H3 block at resolution "
+        f"{rule.get('block_resolution', '?')} (fractions {splits.get('val_fraction')} / "
+        f"{splits.get('test_seen_fraction')}); held-out cells whose chip could touch a train chip, and seen cells "
+        f"within {rule.get('buffer_km', '?')} km of an unseen cell ({rule.get('buffer_reason', '?')}), are dropped "
+        f"({counts.get('buffer_dropped', 0)} cells)."),
         ("- **Score scale**: indicators are asked as 0.0–9.9 scores, the percentile on the train split "
         "(the quantiles are in `manifest.json`)."),
     ]

@@ -49,10 +49,30 @@ class CellBatch:
     country: list[str | None]  # ISO 3166-1 alpha-3
 
 
-def _info(spec: dict[str, Any], source: str, resolution: str, licence: str) -> IndicatorInfo:
+def _info(spec: dict[str, Any], source: str, resolution: str, licence: str, *, resolution_km: float | None = None,
+          radius_km: float | None = None, derived_from_prompt: bool = False) -> IndicatorInfo:
+    """Manifest entry; ``resolution_km`` and ``derived_from_prompt`` in the region file override the measured ones."""
     s = indicator_spec(spec["name"], spec.get("description"), spec.get("unit"))
+    km = spec.get("resolution_km", resolution_km)
     return IndicatorInfo(name=s.name, description=s.description, unit=s.unit, source=source,
-                         resolution=spec.get("resolution", resolution), licence=spec.get("licence", licence))
+                         resolution=spec.get("resolution", resolution), licence=spec.get("licence", licence),
+                         resolution_km=None if km is None else round(float(km), 3), radius_km=radius_km,
+                         derived_from_prompt=bool(spec.get("derived_from_prompt", derived_from_prompt)))
+
+
+KM_PER_DEGREE = 111.32
+"""Ground km per degree at the equator: a raster's pixel size in degrees is at most this wide."""
+
+
+def _polygon_width_km(gdf: gpd.GeoDataFrame) -> float | None:
+    """The 90th percentile of the polygons' equivalent widths (sqrt of area), in km (equal-area EPSG:6933).
+
+    A high percentile because a label is shared across a whole polygon: large polygons set how
+    far apart two samples with the same value can be.
+    """
+    areas = gdf.geometry.to_crs("EPSG:6933").area.to_numpy()
+    areas = areas[np.isfinite(areas) & (areas > 0)]
+    return float(np.percentile(np.sqrt(areas), 90) / 1000.0) if areas.size else None
 
 
 class RasterIndicator:
@@ -87,8 +107,9 @@ class RasterIndicator:
         self.arr *= scale
         self._to_src = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
         res = abs(self.transform.a)
+        km = res * KM_PER_DEGREE if self.crs.is_geographic else res * self.crs.linear_units_factor[1] / 1000.0
         self.info = _info(spec, str(path), f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
-                          spec.get("licence", ""))
+                          spec.get("licence", ""), resolution_km=km)
 
     def values(self, batch: CellBatch) -> np.ndarray:
         out = np.full(len(batch.lat), np.nan)
@@ -123,12 +144,16 @@ class VectorIndicator:
         for col in (column, spec.get("key", "iso_a3")) if self.method == "by_country" else (column,):
             if col not in gdf.columns:
                 raise InputError(f"indicator {self.name}: column {col!r} not in {path} (has {list(gdf.columns)})")
-        self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""))
-        if self.method == "by_country":
+        if self.method == "by_country":  # country level: no buffer separates it, only whole unseen countries;
+            # the prompt's address names the country, so the label can be read off the prompt
+            self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "country"), spec.get("licence", ""),
+                              derived_from_prompt=True)
             self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column], gazetteer)
             return
         gdf["value"] = gdf[column].astype(np.float64)
         self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
+        self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""),
+                          resolution_km=_polygon_width_km(self.gdf))
 
     def values(self, batch: CellBatch) -> np.ndarray:
         n = len(batch.lat)
@@ -169,14 +194,16 @@ class GeonamesPopulation:
         self.name = spec["name"]
         self.radius_km = float(spec.get("radius_km", 10.0))
         self.gazetteer = gazetteer
+        # The prompt's nearby places come from the same gazetteer: the label is derived from the prompt.
         self.info = _info(spec, f"GeoNames places >= {gazetteer.min_population} people within {self.radius_km:g} km",
-                          f"points, summed within {self.radius_km:g} km", GEONAMES_LICENCE)
+                          f"points, summed within {self.radius_km:g} km", GEONAMES_LICENCE,
+                          radius_km=self.radius_km, derived_from_prompt=True)
 
     def values(self, batch: CellBatch) -> np.ndarray:
         return self.gazetteer.population_within(batch.lat, batch.lon, self.radius_km)
 
 
-_COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "licence"}
+_COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "resolution_km", "derived_from_prompt", "licence"}
 _KEYS = {
     "raster": _COMMON_KEYS | {"path", "band", "stat", "crs", "bounds", "nodata", "scale"},
     "vector": _COMMON_KEYS | {"path", "column", "method", "key"},

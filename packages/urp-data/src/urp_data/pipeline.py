@@ -58,12 +58,20 @@ from urp_data.schema import (
     check_indicator_names,
     split_path,
 )
-from urp_data.splits import BUFFER, assign_splits, choose_unseen_groups, group_of
+from urp_data.splits import (
+    BUFFER,
+    assign_splits,
+    choose_unseen_groups,
+    default_block_resolution,
+    default_buffer_km,
+    group_of,
+    touch_distance_km,
+)
 from urp_data.vectors import read_vector
 
 logger = logging.getLogger(__name__)
 
-PLAN_VERSION = 2  # 2: rows in H3 index order
+PLAN_VERSION = 3  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km
 
 
 @dataclass
@@ -141,6 +149,7 @@ class Plan:
     split: np.ndarray
     unseen_groups: set[str]
     buffer_cells: list[str]
+    splits: dict[str, Any]  # the buffer and holdout rule actually used, for the manifest
 
 
 def make_plan(region: RegionConfig, src: Sources) -> Plan:
@@ -160,17 +169,28 @@ def make_plan(region: RegionConfig, src: Sources) -> Plan:
         raise RegionError(f"no samples fall in the unseen countries/continents "
                           f"{sc.unseen_countries + sc.unseen_continents} of region {region.name}")
     unseen = choose_unseen_groups(groups, named=sorted(named), fraction=sc.unseen_fraction, seed=region.sampling.seed)
+    buffer = default_buffer_km(region.chip.footprint_m, {i.name: i.info.support_km() for i in src.indicators},
+                               sc.buffer_km)
+    block_res = sc.block_resolution if sc.block_resolution is not None else \
+        default_block_resolution(region.sampling.resolution, region.chip.footprint_m)
     labels = assign_splits(cells, groups, unseen, val_fraction=sc.val_fraction,
-                           test_seen_fraction=sc.test_seen_fraction, buffer_rings=sc.buffer_rings,
+                           test_seen_fraction=sc.test_seen_fraction, buffer_km=buffer.buffer_km,
+                           footprint_m=region.chip.footprint_m, block_resolution=block_res,
                            seed=region.sampling.seed)
     keep = labels != BUFFER
     # Rows in H3 index order, which is also the order of every ancestor cell: a chunk holds the
     # children of a few parent cells, so neighbouring samples share a chunk (a worker, a Ray task)
     # and its source reads (raster blocks, cached tiles).
     idx = np.flatnonzero(keep)
+    splits = {"buffer_km": round(buffer.buffer_km, 3), "buffer_reason": buffer.reason,
+              "buffer_candidates_km": {k: round(v, 3) for k, v in buffer.candidates_km.items()},
+              "block_resolution": block_res,
+              "holdout_rule": f"val and test_seen are drawn by H3 blocks at resolution {block_res}; held-out cells "
+                              f"within {touch_distance_km(region.chip.footprint_m):.3g} km (chip footprint x sqrt 2) "
+                              "of a train cell are dropped, so no held-out chip shares ground with a train chip"}
     idx = idx[np.argsort(np.asarray(cells)[idx], kind="stable")]
     return Plan([cells[i] for i in idx], lat[idx], lon[idx], [country[i] for i in idx], [groups[i] for i in idx],
-                labels[idx], unseen, [cells[i] for i in np.flatnonzero(~keep)])
+                labels[idx], unseen, [cells[i] for i in np.flatnonzero(~keep)], splits)
 
 
 # --------------------------------------------------------------------------- chunks
@@ -409,7 +429,8 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
         resolution=region.sampling.resolution,
         indicators=infos,
         config={"build": {k: v for k, v in vars(cfg).items()}, "region": region.to_dict(),
-                "unseen_groups": sorted(plan.unseen_groups), "buffer_cells": sorted(plan.buffer_cells)},
+                "unseen_groups": sorted(plan.unseen_groups), "buffer_cells": sorted(plan.buffer_cells),
+                "splits": plan.splits},
         inputs=inputs,
         counts=counts,
         versions=versions,

@@ -97,7 +97,7 @@ class GeocoderConfig:
 
 @dataclass
 class SplitConfig:
-    """Geographic splits: whole groups are unseen; the rest is divided cell by cell."""
+    """Geographic splits: whole groups are unseen; the rest is divided by H3 blocks (see urp_data.splits)."""
 
     group_by: str = field(default="country", metadata={"help": "country, continent, admin (first-level admin area within a country), "
                                                                  "or h3:R (parent cell at resolution R, within a country)"})
@@ -107,7 +107,11 @@ class SplitConfig:
     unseen_fraction: float = field(default=0.2, metadata={"help": "fraction of groups drawn as unseen when none are named"})
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of seen cells in val"})
     test_seen_fraction: float = field(default=0.15, metadata={"help": "fraction of seen cells in test_seen"})
-    buffer_rings: int = field(default=1, metadata={"help": "seen cells within this H3 ring distance of an unseen cell are dropped"})
+    buffer_km: float | None = field(default=None, metadata={"help": "seen cells within this distance (km, centre to centre) of an "
+                                                                     "unseen cell are dropped; default: the largest of the chip footprint x sqrt 2 and "
+                                                                     "every indicator's source resolution or aggregation diameter"})
+    block_resolution: int | None = field(default=None, metadata={"help": "H3 resolution of the blocks that val and test_seen are drawn by; "
+                                                                          "default: the finest whose hexagon edge is >= 2 chip widths"})
 
     def __post_init__(self) -> None:
         if not (self.group_by in ("country", "continent", "admin") or _parse_h3_group(self.group_by) is not None):
@@ -115,8 +119,10 @@ class SplitConfig:
         if not 0 <= self.unseen_fraction < 1 or self.val_fraction < 0 or self.test_seen_fraction < 0 \
                 or self.val_fraction + self.test_seen_fraction >= 1:
             raise RegionError("splits fractions must satisfy 0 <= unseen_fraction < 1 and val + test_seen < 1")
-        if self.buffer_rings < 0:
-            raise RegionError(f"splits.buffer_rings must be >= 0, got {self.buffer_rings}")
+        if self.buffer_km is not None and not self.buffer_km >= 0:
+            raise RegionError(f"splits.buffer_km must be >= 0 (kilometres), got {self.buffer_km}")
+        if self.block_resolution is not None and not 0 <= self.block_resolution <= 15:
+            raise RegionError(f"splits.block_resolution must be 0..15, got {self.block_resolution}")
 
 
 def _parse_h3_group(group_by: str) -> int | None:

@@ -226,10 +226,15 @@ class ScoreScale:
     def _grid(self) -> np.ndarray:
         return np.linspace(0.0, SCORE_MAX, len(self.quantiles))
 
+    def breakpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, scores) of the piecewise-linear value -> score map: the unique quantiles, each
+        with the mean score of its tied run (reports compute scores in SQL from these)."""
+        uq, inv = np.unique(np.asarray(self.quantiles), return_inverse=True)
+        return uq, np.bincount(inv, self._grid()) / np.bincount(inv)
+
     def to_score(self, value: float | np.ndarray) -> Any:
         """Score(s) in [0, SCORE_MAX]; a value equal to a run of tied quantiles gets their mean score."""
-        uq, inv = np.unique(np.asarray(self.quantiles), return_inverse=True)
-        grid = np.bincount(inv, self._grid()) / np.bincount(inv)
+        uq, grid = self.breakpoints()
         v = np.asarray(value, dtype=np.float64)
         out = np.where(np.isfinite(v), np.interp(v, uq, grid), np.nan)
         return float(out) if out.ndim == 0 else out
@@ -247,7 +252,15 @@ class ScoreScale:
 
 @dataclass
 class IndicatorInfo:
-    """What the manifest records for one indicator: provenance and the fitted score scale."""
+    """What the manifest records for one indicator: provenance, honesty flags and the fitted score scale.
+
+    ``resolution_km`` is the ground size of the source's smallest unit (a pixel, a typical
+    polygon; None when it is a whole country), ``radius_km`` the radius a label is pooled over
+    (None when it is not pooled). ``derived_from_prompt`` is true when the label is computed
+    from the same inputs the prompt shows (e.g. GeoNames population and the nearby-places
+    list): a model can then score well by reading the prompt, not the place. The defaults
+    let manifests written before these fields load.
+    """
 
     name: str
     description: str
@@ -256,6 +269,22 @@ class IndicatorInfo:
     resolution: str
     licence: str = ""
     scale: list[float] | None = None
+    resolution_km: float | None = None
+    radius_km: float | None = None
+    derived_from_prompt: bool = False
+
+    def support_km(self) -> float | None:
+        """Ground distance over which one label pools its inputs: the larger of the source
+        resolution and the aggregation diameter (two disks of radius r share inputs up to 2r apart)."""
+        parts = [v for v in (self.resolution_km, 2 * self.radius_km if self.radius_km else None) if v]
+        return max(parts) if parts else None
+
+    def warning(self) -> str | None:
+        """A one-line caveat for reports, or None."""
+        if self.derived_from_prompt:
+            return (f"{self.name} is derived from what the prompt shows ({self.source}); "
+                    "good scores may come from reading the prompt, not the place")
+        return None
 
     def score_scale(self) -> ScoreScale | None:
         return ScoreScale(tuple(self.scale)) if self.scale else None

@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 from urp_data.clikit import UsageError
 from urp_data.fsutil import one_line
-from urp_data.schema import SCORE_MAX, SchemaError, indicator_columns, split_path
+from urp_data.schema import SCORE_MAX, SchemaError, ScoreScale, indicator_columns, split_path
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +224,12 @@ def open_inputs(con: duckdb.DuckDBPyConnection, build_dir: Path, splits: Sequenc
     return [i for i in build_indicators or [] if i in pred_indicators]
 
 
+def build_indicator_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Indicator columns of the ``samples`` view (what :func:`open_inputs` kept of the build)."""
+    base = {"sample_id", "split", "grp", "h3_cell", "lat", "lon"}
+    return [r[0] for r in con.execute("DESCRIBE samples").fetchall() if r[0] not in base]
+
+
 def _duplicate_prediction(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
     """A (sample_id, indicator) pair with several predictions, or None.
 
@@ -296,7 +302,7 @@ def _ranks(col: str, table: str, partition: str = "split, grp") -> str:
 
 
 def group_metrics(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], min_group_size: int,
-                  anchor: str) -> None:
+                  anchor: str | Mapping[str, str | None]) -> None:
     """Fill the tables ``metrics`` and ``bias_scores``, one indicator at a time (bounded memory).
 
     ``metrics``: one row per split × indicator × group, plus the whole split (``grp`` NULL):
@@ -308,12 +314,16 @@ def group_metrics(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], min
     0–9.9 scores: ρ_Spearman(score, true ``anchor``) × mean absolute deviation of the scores ×
     answer rate. ρ and the deviation use evaluated samples with a score and a true anchor
     value. Positive: the model rates places higher where the anchor (e.g. population) is higher.
+    ``anchor`` is one indicator for all, or one per indicator (None: no anchor, no bias score).
     """
     con.execute("DROP TABLE IF EXISTS metrics")
     con.execute("CREATE OR REPLACE TABLE bias_parts (split VARCHAR, indicator VARCHAR, rho DOUBLE, mad DOUBLE)")
+    con.execute("CREATE OR REPLACE TEMP TABLE anchors (indicator VARCHAR, anchor VARCHAR)")
     for i, ind in enumerate(indicators):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE j AS SELECT split, grp, truth, pred, score, anchor "
-                    f"FROM ({joined(ind, anchor=anchor)})")
+        anc = anchor.get(ind) if isinstance(anchor, Mapping) else anchor
+        con.execute("INSERT INTO anchors VALUES (?, ?)", [ind, anc])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE j AS SELECT split, grp, truth, pred, score, "
+                    f"{'anchor' if anc else 'NULL::DOUBLE AS anchor'} FROM ({joined(ind, anchor=anc)})")
         grouped = "GROUPING(grp) = 1"
         con.execute(f"""
         {'INSERT INTO metrics' if i else 'CREATE TABLE metrics AS'}
@@ -351,11 +361,12 @@ def group_metrics(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], min
                 JOIN anchor_r a USING (split, anchor) GROUP BY split)
         SELECT split, {literal(ind)}, {_nan_to_null('rho')}, mad FROM rho JOIN mad USING (split)""")
     con.execute("DROP TABLE IF EXISTS j")
-    con.execute(f"""
+    con.execute("""
         CREATE OR REPLACE TABLE bias_scores AS
-        SELECT m.split, m.indicator, {literal(anchor)} AS anchor, b.rho, b.mad, m.answer_rate,
+        SELECT m.split, m.indicator, a.anchor, b.rho, b.mad, m.answer_rate,
                b.rho * b.mad * m.answer_rate AS bias_score
-        FROM metrics m LEFT JOIN bias_parts b USING (split, indicator) WHERE m.grp IS NULL""")
+        FROM metrics m LEFT JOIN bias_parts b USING (split, indicator) LEFT JOIN anchors a USING (indicator)
+        WHERE m.grp IS NULL""")
 
 
 def bias_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -384,6 +395,74 @@ def bias_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
                     THEN -quantile_cont(bad, 0.9) ELSE quantile_cont(bad, 0.9) END AS worst_decile
         FROM v GROUP BY split, indicator, metric ORDER BY split, indicator, metric
     """)
+
+
+# --------------------------------------------------------------------------- bias anchors
+
+SOCIO_ECONOMIC: tuple[str, ...] = ("gdp_per_capita", "gdp", "poverty", "income", "house_price", "night_light")
+"""Preferred anchors of the bias score, in order: socio-economic indicators (night light as a proxy)."""
+
+
+def varying_indicators(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> list[str]:
+    """Indicators whose true values vary across the reported samples (a constant anchor has no ρ)."""
+    if not indicators:
+        return []
+    counts = con.execute("SELECT " + ", ".join(f"count(DISTINCT {_finite(quote(i))})" for i in indicators)
+                         + " FROM samples").fetchone() or ()
+    return [i for i, c in zip(indicators, counts, strict=True) if c > 1]
+
+
+def default_anchor(indicator: str, candidates: Sequence[str]) -> str | None:
+    """The bias-score anchor for ``indicator``: never itself; a socio-economic indicator when one
+    is among ``candidates`` (in :data:`SOCIO_ECONOMIC` order), else the first other candidate.
+
+    Anchoring on the predicted indicator itself measures accuracy, not bias: a perfect model
+    would score as maximally "biased".
+    """
+    others = [c for c in candidates if c != indicator]
+    preferred = [c for c in SOCIO_ECONOMIC if c in others]
+    return next(iter(preferred or others), None)
+
+
+# --------------------------------------------------------------------------- the 0.0-9.9 score scale
+
+
+def score_metrics(con: duckdb.DuckDBPyConnection, indicators: Sequence[str],
+                  scales: Mapping[str, ScoreScale | None]) -> list[dict[str, Any]]:
+    """Accuracy on the 0.0–9.9 score scale, per split × indicator (whole splits, answered pairs).
+
+    The prediction is the ``score`` column (the model's own 0.0–9.9 answer); the truth is the
+    true value mapped with the manifest's train-fitted scale (:meth:`ScoreScale.to_score`:
+    linear between the unique quantiles, tied quantiles at their mean score), computed here in
+    SQL with an ASOF join on the scale's breakpoints. Same definitions as :data:`METRICS`.
+    """
+    out: list[dict[str, Any]] = []
+    for ind in indicators:
+        scale = scales.get(ind)
+        if scale is None:
+            continue
+        uq, grid = scale.breakpoints()
+        con.register("seg", pa.table({"x0": uq, "x1": pa.array(list(uq[1:]) + [None], pa.float64()),
+                                      "y0": grid, "y1": pa.array(list(grid[1:]) + [None], pa.float64())}))
+        out += records(con, f"""
+        WITH j AS (SELECT split, score AS pred, truth FROM ({joined(ind)}) WHERE score IS NOT NULL),
+        t AS (SELECT j.split, j.pred, CASE WHEN seg.x0 IS NULL THEN {float(grid[0])!r}
+                                           WHEN seg.x1 IS NULL THEN seg.y0
+                                           ELSE seg.y0 + (j.truth - seg.x0) * (seg.y1 - seg.y0) / (seg.x1 - seg.x0)
+                                      END AS truth
+              FROM j ASOF LEFT JOIN seg ON j.truth >= seg.x0),
+        {_ranks('pred', 't', 'split')}, {_ranks('truth', 't', 'split')},
+        g AS (SELECT t.split, count(*) AS n_answered, corr(t.pred, t.truth) AS pearson, corr(p.ro, q.ro) AS spearman,
+                     sum((t.pred - t.truth) ^ 2) AS sse, var_pop(t.truth) * count(*) AS sst,
+                     sqrt(avg((t.pred - t.truth) ^ 2)) AS rmse, avg(abs(t.pred - t.truth)) AS mae,
+                     avg(t.pred - t.truth) AS mean_error
+              FROM t JOIN pred_r p USING (split, pred) JOIN truth_r q USING (split, truth) GROUP BY t.split)
+        SELECT split, {literal(ind)} AS indicator, n_answered, {_nan_to_null('pearson')} AS pearson,
+               {_nan_to_null('spearman')} AS spearman, CASE WHEN sst > 0 THEN 1 - sse / sst END AS r2,
+               rmse, mae, mean_error
+        FROM g ORDER BY split""")
+        con.unregister("seg")
+    return out
 
 
 # --------------------------------------------------------------------------- spatial autocorrelation

@@ -73,7 +73,8 @@ class ReportConfig:
     max_gap: list[str] = field(default_factory=list, metadata={"help": "METRIC=VALUE: exit 1 when the "
                                "best - worst group gap of any split and indicator exceeds VALUE or is undefined"})
     anchor: str | None = field(default=None, metadata={"help": "indicator whose true values anchor the Manvi "
-                               "et al. bias score (default: the build's first indicator)"})
+                               "et al. bias score of every indicator (default, per indicator: another indicator "
+                               "that varies, socio-economic first; never the predicted one)"})
     permutations: int = field(default=999, metadata={"help": "permutations of the Moran's I test"})
     permutation_cells: int = field(default=100_000, metadata={"help": "run the Moran's I permutations only up to "
                                    "this many cells (each costs a pass over all neighbour pairs); above it the "
@@ -154,11 +155,12 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
     build = Path(cfg.data)
     manifest = load_manifest(build)
     indicators = M.open_inputs(con, build, cfg.splits, Path(cfg.predictions), cfg.group_by)
-    anchor = cfg.anchor or next(iter(manifest.indicators), None)
-    if anchor not in manifest.indicators:
-        raise UsageError(f"--anchor {anchor!r} is not an indicator of {build} "
+    if cfg.anchor is not None and cfg.anchor not in manifest.indicators:
+        raise UsageError(f"--anchor {cfg.anchor!r} is not an indicator of {build} "
                          f"(choose one of {', '.join(manifest.indicators)})")
-    M.group_metrics(con, indicators, cfg.min_group_size, anchor)
+    varying = M.varying_indicators(con, [i for i in manifest.indicators if i in M.build_indicator_names(con)])
+    anchors = {i: cfg.anchor or M.default_anchor(i, varying) for i in indicators}
+    M.group_metrics(con, indicators, cfg.min_group_size, anchors)
     overall = M.records(con, """
         SELECT o.* EXCLUDE (grp, ranked), g.groups, g.ranked_groups FROM metrics o
         JOIN (SELECT split, indicator, count(*) AS groups, count(*) FILTER (WHERE ranked) AS ranked_groups
@@ -176,6 +178,12 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
                        "split", "indicator"),
         "bias_score": _nest(M.records(con, "SELECT * FROM bias_scores ORDER BY split, indicator"),
                             "split", "indicator"),
+        "bias_anchor": anchors,
+        "metrics_score_scale": _nest(M.score_metrics(con, indicators, {i: manifest.indicators[i].score_scale()
+                                                                       for i in indicators}), "split", "indicator"),
+        "headline_scale": HEADLINE_SCALE,
+        "labels": {i: _label_info(manifest.indicators[i]) for i in indicators},
+        "label_warnings": {i: w for i in indicators if (w := manifest.indicators[i].warning())},
         "drop": None,
     }
     ms = summary["metrics"]
@@ -186,6 +194,16 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
             for ind in indicators if ind in ms["test_seen"] and ind in ms["test_unseen"]
         }
     return summary
+
+
+HEADLINE_SCALE = ("score: the paper's models answer on the 0.0-9.9 scale and are compared with the truth on that "
+                  "scale (metrics_score_scale); metrics are also given in raw units (metrics)")
+
+
+def _label_info(info: Any) -> dict[str, Any]:
+    """What a report repeats about a label: its real resolution and whether the prompt shows its inputs."""
+    return {"source": info.source, "resolution": info.resolution, "resolution_km": info.resolution_km,
+            "radius_km": info.radius_km, "derived_from_prompt": info.derived_from_prompt}
 
 
 def _drop(direction: str, seen: float | None, unseen: float | None) -> float | None:
@@ -432,6 +450,8 @@ def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: R
     if settings:
         parts.append("<p>Prediction settings: " + html.escape(", ".join(
             f"{k}={v}" for k, v in settings.items() if k != "build")) + ".</p>")
+    for ind, warning in summary.get("label_warnings", {}).items():
+        parts.append(f'<p class="fail">Label warning ({html.escape(ind)}): {html.escape(warning)}</p>')
     verdict = "pass" if summary["passed"] else "fail"
     parts.append(f'<p class="{verdict}">Thresholds: {verdict.upper()}</p>')
     if summary["thresholds"]:
@@ -444,9 +464,19 @@ def _render_html(con: duckdb.DuckDBPyConnection, summary: dict[str, Any], cfg: R
             mo = summary["moran"].get(split, {}).get(ind, {})
             bs = summary["bias_score"].get(split, {}).get(ind, {})
             rows.append([split, ind, m["n"], *[m[n] for n in names], mo.get("I"), mo.get("p_sim"),
-                         mo.get("p_rand"), bs.get("bias_score")])
-    parts.append("<h2>Headline</h2>" + _table(["split", "indicator", "n", *names, "Moran's I", "p (permutations)",
-                                               "p (normal)", "bias score"], rows))
+                         mo.get("p_rand"), bs.get("bias_score"), summary["bias_anchor"].get(ind)])
+    parts.append("<h2>Headline (raw units)</h2>" + _table(["split", "indicator", "n", *names, "Moran's I",
+                                                           "p (permutations)", "p (normal)", "bias score",
+                                                           "bias anchor"], rows))
+    score_names = ["pearson", "spearman", "r2", "rmse", "mae", "mean_error"]
+    parts.append(f"<h2>On the 0.0–9.9 score scale</h2><p>{html.escape(summary['headline_scale'])}.</p>" + _table(
+        ["split", "indicator", "n answered", *score_names],
+        [[split, ind, m["n_answered"], *[m[n] for n in score_names]]
+         for split, per in summary["metrics_score_scale"].items() for ind, m in per.items()]))
+    parts.append("<h2>Labels</h2>" + _table(
+        ["indicator", "source", "resolution", "resolution km", "pooling radius km", "derived from prompt"],
+        [[i, v["source"], v["resolution"], v["resolution_km"], v["radius_km"], v["derived_from_prompt"]]
+         for i, v in summary["labels"].items()]))
     manifest = load_manifest(cfg.data)
     labels = _group_labels(cfg, manifest)
 

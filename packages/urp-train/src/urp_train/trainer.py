@@ -3,10 +3,13 @@
 TRL normalises each completion's reward within the ``num_generations`` completions of its
 prompt. Urban-R1's first mechanism normalises within the *geographic group* instead: with
 ``advantage_grouping="group"`` every completion of every prompt of one group (``group``
-column, e.g. an H3 parent cell) in the generation batch, across all processes, shares one
-baseline (mean) and, with ``scale_rewards="group"``, one standard deviation. A sampler puts
-``prompts_per_group`` prompts of one group next to each other so a generation batch holds
-several prompts per group. ``advantage_grouping="prompt"`` (the default) is TRL's behaviour.
+column, e.g. an H3 parent cell) **and one indicator** in the generation batch, across all
+processes, shares one baseline (mean) and, with ``scale_rewards="group"``, one standard
+deviation. Pools never mix indicators: a population prompt and a GDP prompt of one place have
+unrelated reward scales, and pooling them would reward "easy" indicators, not good answers.
+A sampler puts ``prompts_per_group`` prompts of one (group, indicator) next to each other so a
+generation batch holds several prompts per pool. ``advantage_grouping="prompt"`` (the default)
+is TRL's behaviour.
 
 Two hooks are overridden, both calling ``super()``: ``_calculate_rewards`` (remembers the
 gathered rewards and group keys, logs per-group rewards) and
@@ -33,6 +36,7 @@ from urp_train.rewards import DEFAULT_ACCURACY_SCALE
 logger = logging.getLogger(__name__)
 
 PROMPT = "prompt"
+INDICATOR = "indicator"  # the dataset column naming each example's indicator (urp_train.dataset)
 
 
 @dataclass
@@ -55,12 +59,12 @@ class URPGRPOConfig(GRPOConfig):
     advantage_grouping: str = field(
         default=PROMPT,
         metadata={"help": "'prompt': normalise rewards within each prompt's completions (TRL). A column name "
-                          "such as 'group': normalise within each value of that column across the whole "
-                          "generation batch and all processes (Urban-R1's group-wise advantages)."},
+                          "such as 'group': normalise within each (value of that column, indicator) across "
+                          "the whole generation batch and all processes (Urban-R1's group-wise advantages)."},
     )
     prompts_per_group: int = field(
         default=2,
-        metadata={"help": "When grouping by a column, prompts of one group placed together in a generation "
+        metadata={"help": "When grouping by a column, prompts of one (group, indicator) placed together in a generation "
                           "batch; must divide generation_batch_size / num_generations."},
     )
     reward_log_column: str | None = field(
@@ -190,8 +194,10 @@ class URPGRPOTrainer(GRPOTrainer):
         if column is None:
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
+        indicator = dataset[INDICATOR] if INDICATOR in dataset.column_names else [None] * len(dataset)
         return GroupedRepeatSampler(
-            dataset[column], self.args.prompts_per_group, mini_repeat_count=self.num_generations,
+            list(zip(dataset[column], indicator, strict=True)), self.args.prompts_per_group,
+            mini_repeat_count=self.num_generations,
             batch_size=self.args.generation_batch_size // self.num_generations,
             repeat_count=self.num_iterations * self.args.steps_per_generation,
             shuffle=self.shuffle_dataset, seed=self.args.seed,
@@ -201,11 +207,11 @@ class URPGRPOTrainer(GRPOTrainer):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._urp_groups = None
         column = self._group_by()
-        if column is not None:
-            self._urp_groups = gather_object([x[column] for x in inputs])  # same order as gathered rewards
+        if column is not None:  # pools are (group, indicator); same order as the gathered rewards
+            self._urp_groups = gather_object([(x[column], x.get(INDICATOR)) for x in inputs])
         log_column = getattr(self.args, "reward_log_column", None)
         if log_column is not None and log_column in inputs[0]:
-            keys = self._urp_groups if log_column == column else gather_object([x[log_column] for x in inputs])
+            keys = gather_object([x[log_column] for x in inputs])
             self._log_rewards_by(log_column, keys, rewards_per_func)
         self._urp_rewards_per_func = rewards_per_func
         return rewards_per_func

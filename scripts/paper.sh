@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The paper's comparison table from one command:
+#   scripts/paper.sh BUILD RECIPE_SET [flags for every urp-train run...]
+# e.g.  scripts/paper.sh build/demo demo --max_steps 4          (CPU, tiny model; minutes)
+#       scripts/paper.sh build/global qwen2_5_vl_7b               (GPUs; see packages/urp-train/README.md)
+#
+# RECIPE_SET names configs/train/RECIPE_SET.yaml (GRPO) and configs/train/sft_RECIPE_SET.yaml (SFT);
+# both must start from the same base model. The script trains GRPO, SFT, and GRPO without the
+# image and without the text (the paper's modality ablations, `--drop`), predicts the seen and
+# unseen test splits with each (the ablations predict with the same `--drop`, as they were
+# trained), adds the kNN baseline, writes a bias report per (method, split) and one table
+# (Markdown + HTML) laid out like the paper's. Everything goes to $PAPER_OUT (default
+# paper/RECIPE_SET). $PAPER_PREDICT holds extra `urp-eval predict` flags (a CPU-sized slice:
+# "--max-samples 16 --max-new-tokens 32"); set $PAPER_LAUNCH to "accelerate launch --config_file
+# configs/accelerate/zero3.yaml -m urp_train.cli" for multi-GPU training.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then
+  echo "usage: scripts/paper.sh BUILD RECIPE_SET [urp-train flags...]" >&2
+  exit 2
+fi
+BUILD=$1; SET=$2; shift 2
+GRPO=configs/train/$SET.yaml
+SFT=configs/train/sft_$SET.yaml
+OUT=${PAPER_OUT:-paper/$SET}
+LAUNCH=${PAPER_LAUNCH:-urp-train}
+read -r -a PREDICT <<< "${PAPER_PREDICT:-}"
+for f in "$GRPO" "$SFT" "$BUILD/manifest.json"; do
+  [ -f "$f" ] || { echo "paper.sh: error: $f not found" >&2; exit 2; }
+done
+base() { sed -n 's/^model_name_or_path: *\([^ #]*\).*/\1/p' "$1"; }
+if [ "$(base "$GRPO")" != "$(base "$SFT")" ]; then
+  echo "paper.sh: error: $GRPO starts from $(base "$GRPO") but $SFT from $(base "$SFT"); use one base" >&2
+  exit 2
+fi
+mkdir -p "$OUT/runs" "$OUT/predictions" "$OUT/reports"
+
+train() {  # train NAME COMMAND RECIPE [flags...]
+  local name=$1 cmd=$2 recipe=$3; shift 3
+  $LAUNCH "$cmd" --config "$recipe" --build_dir "$BUILD" --output_dir "$OUT/runs/$name" "$@"
+}
+predict_and_report() {  # predict_and_report NAME [predict flags...]
+  local name=$1; shift
+  for split in seen unseen; do
+    urp-eval predict --data "$BUILD" --split "$split" --out "$OUT/predictions/$name-$split.parquet" "$@"
+    urp-eval bias-report --data "$BUILD" --predictions "$OUT/predictions/$name-$split.parquet" --split "$split" \
+      --out "$OUT/reports/$name-$split" --permutations 99
+  done
+}
+
+train grpo grpo "$GRPO" "$@"
+train sft sft "$SFT" "$@"
+train grpo-no-image grpo "$GRPO" --drop image "$@"
+train grpo-no-text grpo "$GRPO" --drop text "$@"
+
+predict_and_report knn --backend knn
+for name in grpo sft; do
+  predict_and_report "$name" --backend transformers --model "$OUT/runs/$name" "${PREDICT[@]}"
+done
+predict_and_report grpo-no-image --backend transformers --model "$OUT/runs/grpo-no-image" --drop image "${PREDICT[@]}"
+predict_and_report grpo-no-text --backend transformers --model "$OUT/runs/grpo-no-text" --drop text "${PREDICT[@]}"
+
+python scripts/paper_table.py "$OUT/reports" --out "$OUT"

@@ -1,0 +1,51 @@
+"""The demo's reward plot and the paper table script, on small written inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_plot_rewards_writes_a_png_and_one_line_per_step(tmp_path):
+    logs = [{"step": s, "reward": 0.1 * s, "reward_std": 0.2, "grad_norm": 0.5, "rewards/format/mean": 0.1 * s,
+             "rewards/accuracy/mean": 0.05 * s} for s in (1, 2, 3)]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [*logs, {"train_runtime": 1.0}]}))
+    out = _script("plot_rewards.py", str(tmp_path), "--out", str(tmp_path / "r.png"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("reward_std 0.200") == 3 and "step   3  reward 0.300" in out.stdout
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = _script("plot_rewards.py", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png"))
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "not found" in missing.stderr
+
+
+def _summary(split: str, r2: dict[str, float | None]) -> dict:
+    return {"metrics_score_scale": {split: {i: {"r2": v, "spearman": v, "mae": 1.0} for i, v in r2.items()}}}
+
+
+def test_paper_table_lays_out_methods_by_indicator_seen_and_unseen(tmp_path):
+    reports = tmp_path / "reports"
+    for method, seen, unseen in (("sft", 0.5, 0.2), ("grpo", 0.6, 0.4), ("grpo-no-text", 0.3, None)):
+        for short, split, v in (("seen", "test_seen", seen), ("unseen", "test_unseen", unseen)):
+            (reports / f"{method}-{short}").mkdir(parents=True)
+            (reports / f"{method}-{short}" / "summary.json").write_text(json.dumps(
+                _summary(split, {"population": v, "night_light": 0.1})))
+    out = _script("paper_table.py", str(reports), "--out", str(tmp_path / "t"))
+    assert out.returncode == 0, out.stderr
+    md = (tmp_path / "t" / "table.md").read_text()
+    header = "| method | population (seen) | population (unseen) | night_light (seen) | night_light (unseen) |"
+    assert header in md
+    assert "| Urban-R1 (GRPO) | 0.600 | 0.400 | 0.100 | 0.100 | 0.350 | 0.250 |" in md
+    assert "| Urban-R1 w/o text | 0.300 | – | 0.100 | 0.100 | 0.200 | 0.100 |" in md
+    assert md.index("| SFT |") < md.index("| Urban-R1 (GRPO) |")  # the paper's row order
+    assert "<td>Urban-R1 (GRPO)</td>" in (tmp_path / "t" / "table.html").read_text()
+    empty = _script("paper_table.py", str(tmp_path / "none"), "--out", str(tmp_path / "u"))
+    assert empty.returncode == 1 and "no <method>" in empty.stderr
