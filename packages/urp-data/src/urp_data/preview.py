@@ -83,7 +83,9 @@ def render_preview(build_dir: Path, manifest: Manifest, per_split: int = 4) -> s
              ("<h2>Map</h2><p class=muted>Drag to zoom, double-click to reset, click a legend entry to hide it. "
              "One panel per separate area of the build. Red outlines: unseen groups (whole groups held out as "
              "<code>test_unseen</code>); grey cells: "
-             "seen cells dropped as a buffer around them. Country outlines: Natural Earth 1:110m (coarse).</p>"),
+             "cells dropped so that no held-out chip shares ground with a train chip or lies within the buffer "
+             "around them (<code>manifest.json</code> → <code>config.splits</code> says the rule). "
+             "Country outlines: Natural Earth 1:110m (coarse).</p>"),
              _figure_html(_map_figure(df, manifest), "map", height=620)]
     if indicators:
         parts += [("<h2>Indicators per split</h2><p class=muted>Share of each split's samples per value bin "
