@@ -1,0 +1,278 @@
+"""urp_data.http against a local server that misbehaves on purpose (loopback only, stopped by each test).
+
+Every fault is one the issue names: 429 with Retry-After in seconds and as an HTTP date, 503
+bursts, an HTML error page sent with status 200, truncated bodies with and without
+Content-Length, a trickle that would never end, and redirects that leave http(s).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from urp_data import http
+from urp_data.errors import InputError
+from urp_data.imagery import XYZImagery, _decode_image
+
+
+def _png(path: str) -> bytes:
+    """A 64 x 64 PNG whose colour depends on the path, so a wrong tile shows."""
+    seed = sum(path.encode()) % 256
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (seed, 255 - seed, 7)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Faulty(BaseHTTPRequestHandler):
+    """Serves PNGs (``*.png``) and JSON (anything else); ``faults[path]`` lists faults to play first, in order."""
+
+    faults: ClassVar[dict[str, list[str]]] = {}
+    log: ClassVar[list[tuple[float, str]]] = []
+
+    def do_GET(self):
+        _Faulty.log.append((time.time(), self.path))
+        path = self.path.split("?")[0]
+        queue = _Faulty.faults.get(path, [])
+        fault = queue.pop(0) if queue else "ok"
+        body = _png(path) if path.endswith(".png") else json.dumps({"path": path}).encode()
+        ctype = "image/png" if path.endswith(".png") else "application/json"
+        if fault == "ok":
+            self._send(200, body, ctype)
+        elif fault == "404":
+            self._send(404, b"not here", "text/plain")
+        elif fault == "503":
+            self._send(503, b"busy", "text/plain")
+        elif fault.startswith("429:"):  # 429:<seconds> or 429:date+<seconds>
+            wait = fault[4:]
+            if wait.startswith("date+"):
+                wait = email.utils.formatdate(time.time() + float(wait[5:]), usegmt=True)
+            self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
+        elif fault == "html200":
+            self._send(200, b"<html><body>Service unavailable, try later</body></html>", "text/html")
+        elif fault == "png-as-html":  # decodes, but a server that says text/html sent an error page
+            self._send(200, body, "text/html")
+        elif fault == "html200-as-png":
+            self._send(200, b"<html><body>Service unavailable</body></html>", "image/png")
+        elif fault in ("truncated", "truncated-no-length"):
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            if fault == "truncated":
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+        elif fault == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(min(len(body), 100)):  # bounded: at most 5 s
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif fault.startswith("redirect:"):
+            self.send_response(302)
+            self.send_header("Location", fault[len("redirect:"):])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def _send(self, status, body, ctype, headers=None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """The faulty server's base URL; tiny backoffs; an empty cache folder for this test."""
+    monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
+    monkeypatch.setattr(http, "BACKOFF_MAX_S", 0.05)
+    _Faulty.faults, _Faulty.log = {}, []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Faulty)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def _cached_files(tmp_path):
+    return [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
+
+
+def _get_png(url, **kw):
+    return http.get(url, min_interval_s=0.0, content_types=("image/",), check=_decode_image, **kw)
+
+
+def test_retry_after_in_seconds_and_as_a_date_is_honoured(server):
+    _Faulty.faults = {"/a.png": ["429:1"], "/b.png": ["429:date+2"]}
+    assert _get_png(server + "/a.png") == _png("/a.png")
+    assert _get_png(server + "/b.png") == _png("/b.png")
+    times = {p: [t for t, q in _Faulty.log if q == p] for p in ("/a.png", "/b.png")}
+    assert len(times["/a.png"]) == len(times["/b.png"]) == 2
+    assert times["/a.png"][1] - times["/a.png"][0] >= 0.9  # waited the 1 s asked for, not the 0.01 s backoff
+    assert times["/b.png"][1] - times["/b.png"][0] >= 0.9  # a date 2 s ahead (whole seconds): at least 1 s
+
+
+def test_retry_after_is_capped(server, monkeypatch):
+    monkeypatch.setattr(http, "RETRY_AFTER_MAX_S", 1)
+    _Faulty.faults = {"/a.png": ["429:3600"]}
+    start = time.monotonic()
+    assert _get_png(server + "/a.png") == _png("/a.png")
+    assert time.monotonic() - start < 5  # not an hour
+
+
+def test_a_503_burst_is_retried_and_too_long_a_burst_fails_in_one_line(server, tmp_path):
+    _Faulty.faults = {"/a.png": ["503"] * 3, "/b.png": ["503"] * (http.RETRIES + 1)}
+    assert _get_png(server + "/a.png") == _png("/a.png")
+    assert sum(p == "/a.png" for _, p in _Faulty.log) == 4
+    with pytest.raises(InputError) as err:
+        _get_png(server + "/b.png")
+    assert "answered HTTP 503" in str(err.value) and "\n" not in str(err.value)
+    assert sum(p == "/b.png" for _, p in _Faulty.log) == http.RETRIES + 1  # bounded
+    assert len(_cached_files(tmp_path)) == 1  # only /a.png
+
+
+@pytest.mark.parametrize("fault", ["html200", "html200-as-png", "png-as-html", "truncated", "truncated-no-length"])
+def test_a_bad_body_is_retried_and_never_cached(server, tmp_path, fault):
+    _Faulty.faults = {"/a.png": [fault], "/b.png": [fault] * (1 + http.BODY_RETRIES)}
+    assert _get_png(server + "/a.png") == _png("/a.png")  # the second try is good
+    assert sum(p == "/a.png" for _, p in _Faulty.log) == 2
+    with pytest.raises(InputError) as err:
+        _get_png(server + "/b.png")
+    assert "\n" not in str(err.value)
+    assert [p.name for p in _cached_files(tmp_path)] == [http.cache_path(server + "/a.png").name]
+    assert _get_png(server + "/b.png") == _png("/b.png")  # the server mends: nothing bad was kept
+
+
+def test_json_must_parse(server):
+    _Faulty.faults = {"/cat.json": ["truncated-no-length"] * 3}
+    with pytest.raises(InputError, match="does not decode"):
+        http.get(server + "/cat.json", min_interval_s=0.0, content_types=("application/json",), check=json.loads)
+
+
+def test_a_trickle_stops_at_the_deadline(server):
+    _Faulty.faults = {"/a.png": ["trickle"] * 3}
+    start = time.monotonic()
+    with pytest.raises(InputError, match="deadline"):
+        _get_png(server + "/a.png", deadline_s=0.5)
+    assert time.monotonic() - start < 2.0
+
+
+def test_a_body_over_the_size_cap_is_refused(server, monkeypatch):
+    monkeypatch.setattr(http, "MAX_BYTES", 100)
+    with pytest.raises(InputError, match="limit"):
+        _get_png(server + "/a.png")
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1/a.png", "file:///etc/passwd"])
+def test_a_redirect_out_of_http_is_refused(server, target, tmp_path):
+    _Faulty.faults = {"/a.png": [f"redirect:{target}"]}
+    with pytest.raises(InputError, match="redirects to a"):
+        _get_png(server + "/a.png")
+    assert not _cached_files(tmp_path)
+
+
+def test_a_redirect_within_http_is_followed(server):
+    _Faulty.faults = {"/a.png": [f"redirect:{server}/b.png"]}
+    assert _get_png(server + "/a.png") == _png("/b.png")
+
+
+def test_a_redirect_from_https_to_http_is_refused():
+    # No TLS server on loopback here: the redirect check is run on a real 302 response object.
+    resp = requests.Response()
+    resp.status_code, resp.url = 302, "https://127.0.0.1:1/a.png"
+    resp.headers["Location"] = "http://127.0.0.1:1/a.png"
+    with pytest.raises(InputError, match="never from https to http"):
+        http.PoliteSession().get_redirect_target(resp)
+    resp.headers["Location"] = "https://127.0.0.1:2/b.png"
+    assert http.PoliteSession().get_redirect_target(resp) == "https://127.0.0.1:2/b.png"
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/a.png", "file:///etc/passwd", "http:///nohost", "http://127.0.0.1:99999x/"])
+def test_what_no_retry_can_fix_fails_at_once(server, url):
+    with pytest.raises(InputError) as err:
+        _get_png(url)
+    assert "\n" not in str(err.value)
+    assert not _Faulty.log
+
+
+def test_a_404_fails_at_once_with_its_secret_redacted(server, caplog):
+    _Faulty.faults = {"/a.png": ["404"]}
+    caplog.set_level(logging.DEBUG, logger="urp_data.http")
+    with pytest.raises(InputError) as err:
+        _get_png(server + "/a.png?token=SECRET1&x=1&access_token=SECRET2&sig=SECRET3")
+    msg = str(err.value)
+    assert "answered HTTP 404" in msg and "token=***" in msg and "x=1" in msg
+    assert "SECRET" not in msg and "SECRET" not in caplog.text and "token=***" in caplog.text
+    assert len(_Faulty.log) == 1
+    src = XYZImagery(server + "/{z}/{x}/{y}.png?key=SECRET4", min_interval_s=0.0)
+    assert "SECRET" not in src.path and "SECRET" not in src.name  # what the manifest records
+
+
+def test_a_second_run_sends_no_request_and_the_key_ignores_parameter_order(server, tmp_path):
+    urls = [server + f"/{i}.png?b=2&a=1" for i in range(3)]
+    first = [_get_png(u) for u in urls]
+    assert len(_Faulty.log) == 3
+    again = [_get_png(u.replace("?b=2&a=1", ""), params={"a": 1, "b": 2}) for u in urls]
+    assert again == first and len(_Faulty.log) == 3
+    assert len(_cached_files(tmp_path)) == 3
+
+
+def test_xyz_chip_through_faults_equals_the_clean_chip(server, tmp_path, monkeypatch):
+    src = XYZImagery(server + "/{z}/{x}/{y}.png", zoom=14, tile_size=64, min_interval_s=0.0)
+    clean = src.read_chip(-8.0, -34.87, footprint_m=3000, size_px=32)
+    tiles = sorted({p for _, p in _Faulty.log})
+    assert len(tiles) >= 2
+    monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache2")
+    _Faulty.log = []
+    faults = ["html200", "503", "truncated", "truncated-no-length", "429:0"]
+    _Faulty.faults = {t: [faults[i % len(faults)]] for i, t in enumerate(tiles)}
+    faulty = src.read_chip(-8.0, -34.87, footprint_m=3000, size_px=32)
+    np.testing.assert_array_equal(faulty.rgb, clean.rgb)
+    assert len(_Faulty.log) == 2 * len(tiles)
+
+
+_WORKER = """
+import sys, time
+from urp_data import http
+base, tag, n, interval = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+start = float(sys.argv[5])
+time.sleep(max(0.0, start - time.time()))
+for i in range(n):
+    http.get(f"{base}/{tag}-{i}.json", min_interval_s=interval, check=__import__("json").loads)
+"""
+
+
+def test_the_rate_limit_holds_across_two_processes(server, tmp_path):
+    interval, n = 0.1, 6
+    env = {"URP_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    start = str(time.time() + 2.0)  # both start sending together, after their imports
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, server, tag, str(n), str(interval), start], env=env)
+             for tag in ("p", "q")]
+    for p in procs:
+        assert p.wait(timeout=30) == 0
+    times = sorted(t for t, _ in _Faulty.log)
+    assert len(times) == 2 * n and {p.split("-")[0] for _, p in _Faulty.log} == {"/p", "/q"}
+    gaps = np.diff(times)
+    assert gaps.min() >= interval * 0.8, gaps  # one limit for both processes, not one each
