@@ -11,11 +11,13 @@ import email.utils
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -25,7 +27,7 @@ from PIL import Image
 
 from urp_data import http
 from urp_data.errors import InputError
-from urp_data.imagery import XYZImagery, _decode_image
+from urp_data.imagery import RasterImagery, StacImagery, XYZImagery, _decode_image
 
 
 def _png(path: str) -> bytes:
@@ -41,12 +43,20 @@ class _Faulty(BaseHTTPRequestHandler):
 
     faults: ClassVar[dict[str, list[str]]] = {}
     log: ClassVar[list[tuple[float, str]]] = []
+    agents: ClassVar[list[str]] = []
+    files: ClassVar[Path | None] = None  # also serves the files under this folder, with range requests (COGs)
+
+    def do_HEAD(self):
+        self._file(head=True)
 
     def do_GET(self):
         _Faulty.log.append((time.time(), self.path))
+        _Faulty.agents.append(self.headers.get("User-Agent", ""))
         path = self.path.split("?")[0]
         queue = _Faulty.faults.get(path, [])
         fault = queue.pop(0) if queue else "ok"
+        if fault == "ok" and self._file():
+            return
         body = _png(path) if path.endswith(".png") else json.dumps({"path": path}).encode()
         ctype = "image/png" if path.endswith(".png") else "application/json"
         if fault == "ok":
@@ -89,14 +99,33 @@ class _Faulty(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    def _send(self, status, body, ctype, headers=None):
+    def _file(self, head=False) -> bool:
+        """Serve a file of ``files`` (a 206 for ``Range: bytes=a-b``); False when there is none."""
+        path = (_Faulty.files / self.path.split("?")[0].lstrip("/")) if _Faulty.files else None
+        if path is None or not path.is_file():
+            if head:
+                self._send(404, b"", "text/plain")
+            return False
+        data = path.read_bytes()
+        ctype = "application/json" if path.suffix == ".json" else "image/tiff"
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if match:
+            start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
+            self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
+                                                        "Accept-Ranges": "bytes"}, head)
+        else:
+            self._send(200, data, ctype, {"Accept-Ranges": "bytes"}, head)
+        return True
+
+    def _send(self, status, body, ctype, headers=None, head=False):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if not head:
+            self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -108,7 +137,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
     monkeypatch.setattr(http, "BACKOFF_MAX_S", 0.05)
-    _Faulty.faults, _Faulty.log = {}, []
+    _Faulty.faults, _Faulty.log, _Faulty.agents, _Faulty.files = {}, [], [], tmp_path / "www"
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Faulty)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
@@ -276,3 +305,44 @@ def test_the_rate_limit_holds_across_two_processes(server, tmp_path):
     assert len(times) == 2 * n and {p.split("-")[0] for _, p in _Faulty.log} == {"/p", "/q"}
     gaps = np.diff(times)
     assert gaps.min() >= interval * 0.8, gaps  # one limit for both processes, not one each
+
+
+def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_settings(server, tmp_path, data_dir):
+    import datetime as dt
+
+    import pystac
+    import shapely.geometry
+
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    www = tmp_path / "www"
+    www.mkdir()
+    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:  # a real COG cut from a demo scene
+        x, y = RasterImagery(data_dir / "demo" / "olinda_l7_etm.tif")._to_src.transform(-34.87, -8.0)
+        win = from_bounds(x - 1500, y - 1500, x + 1500, y + 1500, ds.transform)
+        profile = {**ds.profile, "driver": "COG", "blocksize": 128, "width": round(win.width),
+                   "height": round(win.height), "transform": ds.window_transform(win)}
+        profile = {k: v for k, v in profile.items() if k not in ("tiled", "blockxsize", "blockysize", "interleave")}
+        with rasterio.open(www / "olinda.tif", "w", **profile) as out:
+            out.write(ds.read(window=win, out_shape=(ds.count, round(win.height), round(win.width))))
+    local = RasterImagery(www / "olinda.tif", bands=[3, 2, 1], rescale=[0, 255])
+    fp = local.footprint()
+    cat = pystac.Catalog(id="remote", description="served from loopback")
+    item = pystac.Item(id="olinda", geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
+                       datetime=dt.datetime(2020, 5, 18, tzinfo=dt.UTC), properties={})
+    item.add_asset("visual", pystac.Asset(href=server + "/olinda.tif", media_type=pystac.MediaType.COG))
+    cat.add_item(item)
+    cat.normalize_hrefs(str(www / "stac"))
+    cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    _Faulty.faults = {"/stac/catalog.json": ["html200"], "/stac/olinda/olinda.json": ["503", "truncated"]}
+
+    src = StacImagery(server + "/stac/catalog.json", bands=[3, 2, 1], rescale=[0, 255])
+    assert [s.name for s in src.sources] == ["olinda"]
+    chip = src.read_chip(-8.0, -34.87, 1000, 32)
+    np.testing.assert_array_equal(chip.rgb, local.read_chip(-8.0, -34.87, 1000, 32).rgb)
+    tif = [a for (_, p), a in zip(_Faulty.log, _Faulty.agents, strict=True) if p == "/olinda.tif"]
+    assert tif and set(tif) == {http.USER_AGENT}  # GDAL's own reads carry our settings
+    json_requests = sum(p.endswith(".json") for _, p in _Faulty.log)
+    StacImagery(server + "/stac/catalog.json", bands=[3, 2, 1], rescale=[0, 255])
+    assert sum(p.endswith(".json") for _, p in _Faulty.log) == json_requests  # catalog and item: from the cache
