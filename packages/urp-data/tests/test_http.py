@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-
 from urp_data import http
 from urp_data.errors import InputError
 from urp_data.imagery import RasterImagery, StacImagery, XYZImagery, _decode_image
@@ -311,9 +310,8 @@ def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_s
     import datetime as dt
 
     import pystac
-    import shapely.geometry
-
     import rasterio
+    import shapely.geometry
     from rasterio.windows import from_bounds
 
     www = tmp_path / "www"

@@ -81,8 +81,8 @@ STAC_MIN_INTERVAL_S = 0.1
 RETRY_STATUS = (429, 500, 502, 503, 504)
 SECRET_PARAMS = frozenset({"key", "apikey", "api_key", "token", "access_token", "auth", "sig", "signature",
                            "password", "secret", "client_secret", "x-amz-signature", "x-amz-credential",
-                           "x-amz-security-token", "se", "st", "sp", "sv"})
-"""Query parameters whose values never reach a log, an error or the manifest (Azure SAS included)."""
+                           "x-amz-security-token"})
+"""Query parameters whose values never reach a log, an error or the manifest (``sig``: Azure SAS tokens)."""
 
 
 class Pacer:
@@ -139,7 +139,8 @@ def set_pacer(reserve: Callable[[str, float], float]) -> None:
     _reserve = reserve
 
 
-_SECRET_RE = re.compile(r"(?i)([?&;](?:%s)=)[^&#;\s'\"]*" % "|".join(map(re.escape, sorted(SECRET_PARAMS))))
+_SECRET_NAMES = "|".join(map(re.escape, sorted(SECRET_PARAMS)))
+_SECRET_RE = re.compile(rf"(?i)([?&;](?:{_SECRET_NAMES})=)[^&#;\s'\"]*")
 _PASSWORD_RE = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
 
 
@@ -194,7 +195,7 @@ class PoliteSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         host = urlsplit(request.url or "").netloc
         wait = _reserve(host, self.min_interval_s)
         if wait > 0:
@@ -221,8 +222,9 @@ _sessions = threading.local()
 def session(min_interval_s: float = DEFAULT_MIN_INTERVAL_S) -> PoliteSession:
     """This thread's session for sources paced at ``min_interval_s`` (connections are pooled per session)."""
     cache: dict[tuple[float, ...], PoliteSession] = _sessions.__dict__.setdefault("by_settings", {})
-    # Keyed on the retry settings too, so that changing a module setting takes effect.
-    key = (min_interval_s, RETRIES, BACKOFF_FACTOR, BACKOFF_MAX_S, RETRY_AFTER_MAX_S)
+    # Keyed on the process (a forked worker must not share its parent's pooled sockets) and on
+    # the retry settings, so that changing a module setting takes effect.
+    key = (os.getpid(), min_interval_s, RETRIES, BACKOFF_FACTOR, BACKOFF_MAX_S, RETRY_AFTER_MAX_S)
     if key not in cache:
         cache[key] = PoliteSession(min_interval_s)
     return cache[key]

@@ -331,7 +331,7 @@ class StacImagery:
         try:
             items: list[Any]
             stac_io = _stac_io()
-            kind = {"Catalog": pystac.Catalog, "Collection": pystac.Collection}.get(
+            kind: Any = {"Catalog": pystac.Catalog, "Collection": pystac.Collection}.get(
                 stac_io.read_json(catalog).get("type"), pystac.Item)
             root = kind.from_file(catalog, stac_io=stac_io)  # children are read with the same StacIO
             if isinstance(root, pystac.Catalog) and any(link.rel == "search" for link in root.links):
