@@ -293,7 +293,7 @@ for i in range(n):
 
 
 def test_the_rate_limit_holds_across_two_processes(server, tmp_path):
-    interval, n = 0.1, 6
+    interval, n = 0.2, 5
     env = {"URP_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
     start = str(time.time() + 2.0)  # both start sending together, after their imports
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, server, tag, str(n), str(interval), start], env=env)
@@ -303,7 +303,10 @@ def test_the_rate_limit_holds_across_two_processes(server, tmp_path):
     times = sorted(t for t, _ in _Faulty.log)
     assert len(times) == 2 * n and {p.split("-")[0] for _, p in _Faulty.log} == {"/p", "/q"}
     gaps = np.diff(times)
-    assert gaps.min() >= interval * 0.8, gaps  # one limit for both processes, not one each
+    # One limit for both processes, not one each (which would send pairs ~0 s apart); the
+    # margins allow for a process that wakes late on a busy machine.
+    assert gaps.min() >= interval * 0.5, gaps
+    assert times[-1] - times[0] >= (2 * n - 1) * interval * 0.95, gaps
 
 
 def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_settings(server, tmp_path, data_dir):

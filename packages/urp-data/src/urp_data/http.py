@@ -247,7 +247,7 @@ def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
             if size > MAX_BYTES:
                 raise InputError(f"{shown} sent more than the {MAX_BYTES}-byte limit")
             if time.monotonic() > deadline:
-                raise _BadBody(f"{shown} was still sending after the {DEADLINE_S:g} s deadline")
+                raise _BadBody(f"{shown} was still sending at the request's deadline")
     except requests.exceptions.RequestException as exc:
         raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
     except Exception as exc:  # urllib3's ProtocolError/IncompleteRead: a truncated body
@@ -283,7 +283,9 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
         if remaining <= 0:
             break
         try:
-            resp = session(min_interval_s).get(key, stream=True, timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
+            # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
+            resp = session(min_interval_s).get(url, params=params, stream=True,
+                                               timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
         except InputError:
             raise
         except requests.exceptions.InvalidURL as exc:
@@ -312,7 +314,7 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
                 continue
         atomic_write_bytes(path, body)
         return body
-    raise InputError(failure or f"cannot fetch {shown} within the {DEADLINE_S:g} s deadline")
+    raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
 
 
 def gdal_options() -> dict[str, Any]:
