@@ -347,3 +347,17 @@ def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_s
     json_requests = sum(p.endswith(".json") for _, p in _Faulty.log)
     StacImagery(server + "/stac/catalog.json", bands=[3, 2, 1], rescale=[0, 255])
     assert sum(p.endswith(".json") for _, p in _Faulty.log) == json_requests  # catalog and item: from the cache
+
+
+def test_a_build_from_a_keyed_tile_server_keeps_the_key_out_of_its_manifest(server, write_region, tmp_path):
+    from urp_data.config import BuildConfig
+    from urp_data.pipeline import build
+
+    region = write_region(area={"bbox": [-34.885, -8.01, -34.875, -8.0]}, chip={"size_px": 16, "footprint_m": 300},
+                          splits={"buffer_rings": 0, "unseen_fraction": 0.0}, indicators=[],
+                          imagery=[{"type": "xyz", "url": server + "/{z}/{x}/{y}.png?key=SECRET9&style=a",
+                                    "zoom": 14, "tile_size": 64, "min_interval_s": 0.0}])
+    out = build(BuildConfig(region=str(region), out=str(tmp_path / "out")))
+    assert _Faulty.log and all("key=SECRET9" in p for _, p in _Faulty.log)  # the server did get the key
+    text = "".join(p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".md"))
+    assert "SECRET9" not in text and "key=***" in text
