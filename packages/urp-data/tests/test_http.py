@@ -181,6 +181,13 @@ def test_a_503_burst_is_retried_and_too_long_a_burst_fails_in_one_line(server, t
     assert len(_cached_files(tmp_path)) == 1  # only /a.png
 
 
+def test_retries_keep_the_host_limit(server):
+    _Faulty.faults = {"/a.png": ["503", "503"]}
+    assert http.get(server + "/a.png", min_interval_s=0.3, check=_decode_image) == _png("/a.png")
+    times = [t for t, p in _Faulty.log if p == "/a.png"]
+    assert len(times) == 3 and min(np.diff(times)) >= 0.25  # not the 0.01 s backoff
+
+
 @pytest.mark.parametrize("fault", ["html200", "html200-as-png", "png-as-html", "truncated", "truncated-no-length"])
 def test_a_bad_body_is_retried_and_never_cached(server, tmp_path, fault):
     _Faulty.faults = {"/a.png": [fault], "/b.png": [fault] * (1 + http.BODY_RETRIES)}

@@ -174,6 +174,40 @@ def cache_path(url: str, params: Mapping[str, Any] | None = None) -> Path:
     return CACHE_DIR / digest[:2] / digest
 
 
+def _pace(host: str, min_interval_s: float) -> None:
+    """Wait for ``host``'s next politeness slot (shared by every process of the build)."""
+    wait = _reserve(host, min_interval_s)
+    if wait > 0:
+        time.sleep(wait)
+
+
+def _host(url: str) -> str:
+    """``host:port`` of ``url`` (default port filled in): the unit of politeness."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+class _PacedRetry(Retry):
+    """urllib3's ``Retry`` whose retries of a response also wait for a politeness slot of their host.
+
+    urllib3 retries inside one ``send``, out of sight of :class:`PoliteSession`; without this a
+    503 burst would be retried at the backoff's pace rather than the host's limit.
+    """
+
+    min_interval_s = 0.0
+
+    def new(self, **kw: Any) -> _PacedRetry:
+        retry = super().new(**kw)
+        retry.min_interval_s = self.min_interval_s
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        pool = getattr(response, "_pool", None)  # urllib3 sets it on every response of a pool
+        if pool is not None:
+            _pace(f"{pool.host}:{pool.port}", self.min_interval_s)
+
+
 class PoliteSession(requests.Session):
     """A pooled ``requests.Session`` with urllib3 retries, per-host pacing and guarded redirects.
 
@@ -186,20 +220,18 @@ class PoliteSession(requests.Session):
         self.min_interval_s = min_interval_s
         self.max_redirects = MAX_REDIRECTS
         self.headers["User-Agent"] = USER_AGENT
-        retry = Retry(total=RETRIES, connect=RETRIES, read=2, redirect=0, status=RETRIES,
+        retry = _PacedRetry(total=RETRIES, connect=RETRIES, read=2, redirect=0, status=RETRIES,
                       status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET", "HEAD", "POST"}),
                       backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX_S,
                       respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX_S,
                       raise_on_status=False, raise_on_redirect=False)
+        retry.min_interval_s = min_interval_s
         adapter = HTTPAdapter(max_retries=retry, pool_connections=8, pool_maxsize=16)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        host = urlsplit(request.url or "").netloc
-        wait = _reserve(host, self.min_interval_s)
-        if wait > 0:
-            time.sleep(wait)
+        _pace(_host(request.url or ""), self.min_interval_s)
         logger.info("%s %s", request.method, redact(request.url or ""))
         return super().send(request, **kwargs)
 
