@@ -48,6 +48,10 @@ class _Faulty(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self._file(head=True)
 
+    def do_POST(self):  # a STAC API search: the request body is read and ignored (one result page)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
     def do_GET(self):
         _Faulty.log.append((time.time(), self.path))
         _Faulty.agents.append(self.headers.get("User-Agent", ""))
@@ -106,7 +110,7 @@ class _Faulty(BaseHTTPRequestHandler):
                 self._send(404, b"", "text/plain")
             return False
         data = path.read_bytes()
-        ctype = "application/json" if path.suffix == ".json" else "image/tiff"
+        ctype = "application/json" if path.suffix == ".json" or path.name == "search" else "image/tiff"
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
             start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
@@ -316,7 +320,8 @@ def test_the_rate_limit_holds_across_two_processes(server, tmp_path):
     assert times[-1] - times[0] >= (2 * n - 1) * interval * 0.95, gaps
 
 
-def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_settings(server, tmp_path, data_dir):
+def _served_cog_item(server, www, data_dir):
+    """(a STAC item whose COG, cut from a demo scene, is served by ``server``; the same COG read locally)."""
     import datetime as dt
 
     import pystac
@@ -324,9 +329,8 @@ def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_s
     import shapely.geometry
     from rasterio.windows import from_bounds
 
-    www = tmp_path / "www"
-    www.mkdir()
-    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:  # a real COG cut from a demo scene
+    www.mkdir(exist_ok=True)
+    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:
         x, y = RasterImagery(data_dir / "demo" / "olinda_l7_etm.tif")._to_src.transform(-34.87, -8.0)
         win = from_bounds(x - 1500, y - 1500, x + 1500, y + 1500, ds.transform)
         profile = {**ds.profile, "driver": "COG", "blocksize": 128, "width": round(win.width),
@@ -336,10 +340,18 @@ def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_s
             out.write(ds.read(window=win, out_shape=(ds.count, round(win.height), round(win.width))))
     local = RasterImagery(www / "olinda.tif", bands=[3, 2, 1], rescale=[0, 255])
     fp = local.footprint()
-    cat = pystac.Catalog(id="remote", description="served from loopback")
     item = pystac.Item(id="olinda", geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
                        datetime=dt.datetime(2020, 5, 18, tzinfo=dt.UTC), properties={})
     item.add_asset("visual", pystac.Asset(href=server + "/olinda.tif", media_type=pystac.MediaType.COG))
+    return item, local
+
+
+def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_settings(server, tmp_path, data_dir):
+    import pystac
+
+    www = tmp_path / "www"
+    item, local = _served_cog_item(server, www, data_dir)
+    cat = pystac.Catalog(id="remote", description="served from loopback")
     cat.add_item(item)
     cat.normalize_hrefs(str(www / "stac"))
     cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
@@ -368,3 +380,25 @@ def test_a_build_from_a_keyed_tile_server_keeps_the_key_out_of_its_manifest(serv
     assert _Faulty.log and all("key=SECRET9" in p for _, p in _Faulty.log)  # the server did get the key
     text = "".join(p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".md"))
     assert "SECRET9" not in text and "key=***" in text
+
+
+def test_a_stac_api_search_goes_through_the_polite_session(server, tmp_path, data_dir):
+    www = tmp_path / "www"
+    item, local = _served_cog_item(server, www, data_dir)
+    (www / "api").mkdir()
+    landing = {"type": "Catalog", "stac_version": "1.0.0", "id": "api", "description": "a loopback STAC API",
+               "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
+               "links": [{"rel": "self", "href": server + "/api/index.json", "type": "application/json"},
+                         {"rel": "root", "href": server + "/api/index.json", "type": "application/json"},
+                         {"rel": "search", "href": server + "/api/search", "type": "application/geo+json",
+                          "method": "POST"}]}
+    (www / "api" / "index.json").write_text(json.dumps(landing))
+    (www / "api" / "search").write_text(json.dumps({"type": "FeatureCollection", "features": [item.to_dict()],
+                                                    "links": []}))
+    _Faulty.faults = {"/api/search": ["503"]}
+    src = StacImagery(server + "/api/index.json", bbox=[-34.9, -8.05, -34.85, -7.95], bands=[3, 2, 1],
+                      rescale=[0, 255])
+    assert [s.name for s in src.sources] == ["olinda"]
+    np.testing.assert_array_equal(src.read_chip(-8.0, -34.87, 1000, 32).rgb, local.read_chip(-8.0, -34.87, 1000, 32).rgb)
+    searches = [a for (_, p), a in zip(_Faulty.log, _Faulty.agents, strict=True) if p.startswith("/api/search")]
+    assert len(searches) == 2 and set(searches) == {http.USER_AGENT}  # the 503 was retried, with our User-Agent
