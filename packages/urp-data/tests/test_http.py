@@ -256,6 +256,13 @@ def test_what_no_retry_can_fix_fails_at_once(server, url):
     assert not _Faulty.log
 
 
+@pytest.mark.parametrize("url", ["ftp://tiles.example.org/{z}/{x}/{y}.png?key=SECRET5", "https:///{z}/{x}/{y}.png"])
+def test_an_xyz_source_with_a_bad_url_fails_before_any_request(url):
+    with pytest.raises(InputError) as err:
+        XYZImagery(url)
+    assert "SECRET" not in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_404_fails_at_once_with_its_secret_redacted(server, caplog):
     _Faulty.faults = {"/a.png": ["404"]}
     caplog.set_level(logging.DEBUG, logger="urp_data.http")

@@ -254,6 +254,7 @@ class XYZImagery:
                  licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1) -> None:
         if not all(k in url for k in ("{z}", "{x}", "{y}")):
             raise InputError(f"xyz url must contain {{z}}, {{x}} and {{y}}: {http.redact(url)}")
+        http.canonical_url(url.format(z=0, x=0, y=0))  # a bad scheme or host fails here, before the build starts
         self.url, self.zoom, self.tile_size = url, zoom, tile_size
         self.path = http.redact(url)  # the manifest shows no API key
         self.name = name or self.path
