@@ -1,8 +1,40 @@
-"""The one place urp-data talks to the network (XYZ tiles; Overpass goes through osmnx).
+"""The one place urp-data talks to the network: XYZ tiles, STAC catalogs and APIs, GDAL's /vsicurl/.
 
-As in osmnx's ``_http``: a deterministic cache key (hash of the URL), the cache checked
-before the polite pause, only good responses cached, retries with backoff on 429/5xx, a
-User-Agent that names the project, and a log line per request and per cache hit.
+As in osmnx's ``_http``: a deterministic cache key, the cache checked before the polite pause,
+only good responses cached, retries with backoff on 429/5xx, a User-Agent that names the
+project, and a log line per request and per cache hit. On top of that, because a cache that
+keeps one bad response keeps it forever:
+
+- a body is cached only after it passed every check: status 200, a ``Content-Length`` that
+  matches (a truncated body is a failure), the content type the caller expects (an HTML error
+  page sent with status 200 is not a tile), and the caller's decode check (an image must
+  decode, JSON must parse);
+- retries are urllib3's ``Retry`` (429/500/502/503/504, exponential backoff capped at
+  ``BACKOFF_MAX_S``; ``Retry-After`` honoured in seconds and HTTP-date form, capped at
+  ``RETRY_AFTER_MAX_S``); a body that fails a check is fetched again up to ``BODY_RETRIES`` times;
+- every request has a total deadline (``DEADLINE_S``, retries and waits included), so a server
+  that trickles one byte at a time cannot hold a build; bodies over ``MAX_BYTES`` are refused;
+- redirects stay within http(s) and never go from https to http;
+- errors that no retry can fix (a scheme other than http(s), a malformed URL, a 4xx other
+  than 429) fail at once with one line (:class:`urp_data.errors.InputError`);
+- secrets in query strings (``key=``, ``token=``, ``access_token=``, ``apikey=``, ``sig=`` ...)
+  and passwords in URLs are redacted from logs, errors and the manifest (:func:`redact`).
+
+Politeness is per host and shared by every worker process of a build: send times are handed
+out from a small slot file per host under the cache folder, under a file lock (so a limit of
+1 request/s holds for ``--workers 4`` as a whole); under the Ray engine one named actor does
+the same for the cluster (:func:`set_pacer`). Each source sets its own ``min_interval_s``;
+the defaults follow the providers' usage policies:
+
+=====================================  =========================================
+source                                 default ``min_interval_s`` (seconds)
+=====================================  =========================================
+XYZ tile server (``type: xyz``)        0.1 (set 1.0 or more for tile.openstreetmap.org)
+STAC catalogs and APIs                 ``STAC_MIN_INTERVAL_S`` = 0.1
+anything else (:func:`get`)            ``DEFAULT_MIN_INTERVAL_S`` = 1.0
+=====================================  =========================================
+
+Settings from the environment: ``URP_CACHE_DIR`` (cache folder), ``URP_USER_AGENT``.
 """
 
 from __future__ import annotations
@@ -10,30 +42,55 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
-from urp_data.fsutil import atomic_write_bytes
+from urp_data.fsutil import atomic_write_bytes, one_line
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = os.environ.get("URP_USER_AGENT", "urp-data/0.1 (+https://github.com/urp-project/urp)")
 CACHE_DIR = Path(os.environ.get("URP_CACHE_DIR", Path.home() / ".cache" / "urp" / "http"))
 RETRIES = 4
-TIMEOUT_S = 30
+"""Retries of a request answered 429/500/502/503/504 or failing to connect (urllib3 ``Retry``)."""
+BODY_RETRIES = 2
+"""Further tries of a request whose body failed a check (truncated, wrong type, undecodable)."""
+BACKOFF_FACTOR = 0.5
+"""urllib3 backoff: waits of 0.5, 1, 2, 4 ... seconds between retries, capped at ``BACKOFF_MAX_S``."""
+BACKOFF_MAX_S = 30.0
+RETRY_AFTER_MAX_S = 60
+"""A server's ``Retry-After`` is honoured up to this many seconds."""
+CONNECT_TIMEOUT_S = 10.0
+DEADLINE_S = 120.0
+"""Total time for one :func:`get`, retries, waits and the whole body included."""
+MAX_BYTES = 64 * 2**20
+"""Largest body accepted (64 MiB); a bigger one is refused before it fills memory."""
+MAX_REDIRECTS = 5
+DEFAULT_MIN_INTERVAL_S = 1.0
+STAC_MIN_INTERVAL_S = 0.1
+RETRY_STATUS = (429, 500, 502, 503, 504)
+SECRET_PARAMS = frozenset({"key", "apikey", "api_key", "token", "access_token", "auth", "sig", "signature",
+                           "password", "secret", "client_secret", "x-amz-signature", "x-amz-credential",
+                           "x-amz-security-token"})
+"""Query parameters whose values never reach a log, an error or the manifest (``sig``: Azure SAS tokens)."""
 
 
 class Pacer:
     """Per-host politeness: hands out send times at least ``min_interval_s`` apart for each host.
 
-    One instance paces this process; under the Ray engine one named actor of this class paces
-    every worker of the cluster (:func:`set_pacer`, :mod:`urp_data.engine_ray`), so a host's
-    limit holds for the whole build, not per worker.
+    One instance paces the threads of one process; under the Ray engine one named actor of
+    this class paces every worker of the cluster (:func:`set_pacer`, :mod:`urp_data.engine_ray`),
+    so a host's limit holds for the whole build, not per worker.
     """
 
     def __init__(self) -> None:
@@ -49,7 +106,31 @@ class Pacer:
             return slot - now
 
 
-_reserve: Callable[[str, float], float] = Pacer().reserve
+def file_reserve(host: str, min_interval_s: float) -> float:
+    """Like :meth:`Pacer.reserve`, shared by every process that uses the same cache folder.
+
+    The next free send time of ``host`` (wall-clock seconds, since processes share no monotonic
+    clock) lives in ``CACHE_DIR/.pace/<hash of host>``, read and advanced under a file lock.
+    """
+    if min_interval_s <= 0:
+        return 0.0
+    from filelock import FileLock
+
+    folder = CACHE_DIR / ".pace"
+    folder.mkdir(parents=True, exist_ok=True)
+    slot_file = folder / hashlib.sha256(host.encode()).hexdigest()[:32]
+    with FileLock(str(slot_file) + ".lock"):
+        now = time.time()
+        try:
+            booked = float(slot_file.read_text() or 0.0)
+        except (OSError, ValueError):
+            booked = 0.0
+        slot = max(now, booked)
+        slot_file.write_text(repr(slot + min_interval_s))  # under the lock: no reader sees it half written
+    return slot - now
+
+
+_reserve: Callable[[str, float], float] = file_reserve
 
 
 def set_pacer(reserve: Callable[[str, float], float]) -> None:
@@ -58,39 +139,228 @@ def set_pacer(reserve: Callable[[str, float], float]) -> None:
     _reserve = reserve
 
 
-def cache_path(url: str) -> Path:
-    """Where the response to ``url`` is cached (sha256 of the URL)."""
-    digest = hashlib.sha256(url.encode()).hexdigest()
+_SECRET_NAMES = "|".join(map(re.escape, sorted(SECRET_PARAMS)))
+_SECRET_RE = re.compile(rf"(?i)([?&;](?:{_SECRET_NAMES})=)[^&#;\s'\"]*")
+_PASSWORD_RE = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a message that contains URLs) with secret query values and passwords as ``***``."""
+    return _PASSWORD_RE.sub(r"\1***@", _SECRET_RE.sub(r"\1***", text))
+
+
+def canonical_url(url: str, params: Mapping[str, Any] | None = None) -> str:
+    """``url`` with ``params`` merged into its query, parameters sorted, scheme and host lower-cased.
+
+    Raises InputError at once for what no retry can fix: a scheme other than http(s) or no host.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        _ = parts.port  # a malformed port raises here
+    except ValueError as exc:
+        raise InputError(f"malformed URL {redact(url)}: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InputError(f"cannot fetch {redact(url)}: only http:// and https:// URLs are fetched")
+    if not host:
+        raise InputError(f"malformed URL {redact(url)}: it names no host")
+    query = sorted(parse_qsl(parts.query, keep_blank_values=True) + [(k, str(v)) for k, v in (params or {}).items()])
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", urlencode(query), ""))
+
+
+def cache_path(url: str, params: Mapping[str, Any] | None = None) -> Path:
+    """Where the response to ``url`` (with ``params``) is cached: sha256 of its canonical form."""
+    digest = hashlib.sha256(canonical_url(url, params).encode()).hexdigest()
     return CACHE_DIR / digest[:2] / digest
 
 
-def get(url: str, min_interval_s: float = 1.0) -> bytes:
-    """The body of a GET on ``url``, from the cache when present; waits ``min_interval_s`` per host."""
-    path = cache_path(url)
+def _pace(host: str, min_interval_s: float) -> None:
+    """Wait for ``host``'s next politeness slot (shared by every process of the build)."""
+    wait = _reserve(host, min_interval_s)
+    if wait > 0:
+        time.sleep(wait)
+
+
+def _host(url: str) -> str:
+    """``host:port`` of ``url`` (default port filled in): the unit of politeness."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+class _PacedRetry(Retry):
+    """urllib3's ``Retry`` whose retries of a response also wait for a politeness slot of their host.
+
+    urllib3 retries inside one ``send``, out of sight of :class:`PoliteSession`; without this a
+    503 burst would be retried at the backoff's pace rather than the host's limit.
+    """
+
+    min_interval_s = 0.0
+
+    def new(self, **kw: Any) -> _PacedRetry:
+        retry = super().new(**kw)
+        retry.min_interval_s = self.min_interval_s
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        pool = getattr(response, "_pool", None)  # urllib3 sets it on every response of a pool
+        if pool is not None:
+            _pace(f"{pool.host}:{pool.port}", self.min_interval_s)
+
+
+class PoliteSession(requests.Session):
+    """A pooled ``requests.Session`` with urllib3 retries, per-host pacing and guarded redirects.
+
+    Third-party clients (pystac-client's ``StacApiIO``) can be handed one: their requests are
+    then paced and retried like ours, and their redirects checked the same way.
+    """
+
+    def __init__(self, min_interval_s: float = DEFAULT_MIN_INTERVAL_S) -> None:
+        super().__init__()
+        self.min_interval_s = min_interval_s
+        self.max_redirects = MAX_REDIRECTS
+        self.headers["User-Agent"] = USER_AGENT
+        retry = _PacedRetry(total=RETRIES, connect=RETRIES, read=2, redirect=0, status=RETRIES,
+                      status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET", "HEAD", "POST"}),
+                      backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX_S,
+                      respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX_S,
+                      raise_on_status=False, raise_on_redirect=False)
+        retry.min_interval_s = min_interval_s
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=8, pool_maxsize=16)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        _pace(_host(request.url or ""), self.min_interval_s)
+        logger.info("%s %s", request.method, redact(request.url or ""))
+        return super().send(request, **kwargs)
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        """The redirect's target, refused when it leaves http(s) or goes from https to http."""
+        target = super().get_redirect_target(resp)
+        if target is None:
+            return None
+        new = urlsplit(urljoin(resp.url, target)).scheme.lower()
+        old = urlsplit(resp.url).scheme.lower()
+        if new not in ("http", "https") or (old == "https" and new == "http"):
+            raise InputError(f"{redact(resp.url)} redirects to a {new}:// URL; only http(s) redirects are "
+                             "followed, never from https to http")
+        return target
+
+
+_sessions = threading.local()
+
+
+def session(min_interval_s: float = DEFAULT_MIN_INTERVAL_S) -> PoliteSession:
+    """This thread's session for sources paced at ``min_interval_s`` (connections are pooled per session)."""
+    cache: dict[tuple[float, ...], PoliteSession] = _sessions.__dict__.setdefault("by_settings", {})
+    # Keyed on the process (a forked worker must not share its parent's pooled sockets) and on
+    # the retry settings, so that changing a module setting takes effect.
+    key = (os.getpid(), min_interval_s, RETRIES, BACKOFF_FACTOR, BACKOFF_MAX_S, RETRY_AFTER_MAX_S)
+    if key not in cache:
+        cache[key] = PoliteSession(min_interval_s)
+    return cache[key]
+
+
+class _BadBody(Exception):
+    """A response whose body failed a check; worth one more try, never cached."""
+
+
+def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
+    """The whole body, checked against ``Content-Length``, ``MAX_BYTES`` and the deadline."""
+    declared = resp.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BYTES:
+        raise InputError(f"{shown} is {int(declared)} bytes, over the {MAX_BYTES}-byte limit")
+    parts, size = [], 0
+    try:
+        while chunk := resp.raw.read1(65536, decode_content=True):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise InputError(f"{shown} sent more than the {MAX_BYTES}-byte limit")
+            if time.monotonic() > deadline:
+                raise _BadBody(f"{shown} was still sending at the request's deadline")
+    except requests.exceptions.RequestException as exc:
+        raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
+    except Exception as exc:  # urllib3's ProtocolError/IncompleteRead: a truncated body
+        if isinstance(exc, (InputError, _BadBody)):
+            raise
+        raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
+    body = b"".join(parts)
+    encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+    if declared is not None and not encoded and declared.isdigit() and int(declared) != len(body):
+        raise _BadBody(f"{shown} is truncated: {len(body)} of {declared} bytes")
+    return body
+
+
+def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mapping[str, Any] | None = None,
+        content_types: tuple[str, ...] | None = None, check: Callable[[bytes], object] | None = None,
+        deadline_s: float | None = None) -> bytes:
+    """The body of a GET on ``url`` (plus query ``params``), from the cache when present.
+
+    ``content_types`` are accepted ``Content-Type`` prefixes (e.g. ``("image/",)``); ``check``
+    raises on a body that does not decode. Only a body that passes both is cached. Waits
+    ``min_interval_s`` per host between sends, shared by every process of the build.
+    """
+    key = canonical_url(url, params)
+    shown = redact(key)
+    path = cache_path(url, params)
     if path.is_file():
-        logger.debug("cache hit %s", url)
+        logger.debug("cache hit %s", shown)
         return path.read_bytes()
-    host = requests.utils.urlparse(url).netloc
-    delay = 1.0
-    for attempt in range(RETRIES + 1):
-        if attempt:
-            time.sleep(delay)
-            delay *= 2
-        wait = _reserve(host, min_interval_s)
-        if wait > 0:
-            time.sleep(wait)
-        logger.info("GET %s", url)
-        try:
-            resp = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=TIMEOUT_S)
-        except requests.RequestException as exc:
-            failure = f"cannot fetch {url}: {exc}"
-            continue
-        if resp.status_code == 200:
-            atomic_write_bytes(path, resp.content)
-            return resp.content
-        failure = f"{url} answered HTTP {resp.status_code}; check the URL and the server's usage policy"
-        if resp.status_code not in (429, 500, 502, 503, 504):
+    deadline = time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s)
+    failure = ""
+    for _ in range(1 + BODY_RETRIES):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             break
-        retry_after = resp.headers.get("Retry-After", "")
-        delay = float(retry_after) if retry_after.isdigit() else delay
-    raise InputError(failure)
+        try:
+            # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
+            resp = session(min_interval_s).get(url, params=params, stream=True,
+                                               timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
+        except InputError:
+            raise
+        except requests.exceptions.InvalidURL as exc:
+            raise InputError(f"malformed URL {shown}: {one_line(exc)}") from exc
+        except requests.RequestException as exc:
+            raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
+        with resp:
+            if resp.status_code != 200:
+                hint = "the server is overloaded or limiting us" if resp.status_code in RETRY_STATUS else \
+                    "check the URL and the server's usage policy"
+                retried = f" after {RETRIES} retries" if resp.status_code in RETRY_STATUS else ""
+                raise InputError(f"{shown} answered HTTP {resp.status_code}{retried}; {hint}")
+            try:
+                body = _read_body(resp, shown, deadline)
+                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if content_types and not ctype.startswith(content_types):
+                    raise _BadBody(f"{shown} sent {ctype or 'no content type'}, not {' or '.join(content_types)}")
+                if check is not None:
+                    try:
+                        check(body)
+                    except Exception as exc:  # the caller's decoder: any failure means a bad body
+                        raise _BadBody(f"{shown} sent a body that does not decode: {one_line(exc)}") from exc
+            except _BadBody as exc:
+                failure = str(exc)
+                logger.warning("%s; trying again", failure)
+                continue
+        atomic_write_bytes(path, body)
+        return body
+    raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
+
+
+def gdal_options() -> dict[str, Any]:
+    """GDAL settings for its own remote reads (``/vsicurl/``, COGs in STAC): timeouts, retries, User-Agent.
+
+    Used as ``rasterio.Env(**gdal_options())`` around every open and read of a remote raster.
+    """
+    return {
+        "GDAL_HTTP_USERAGENT": USER_AGENT,
+        "GDAL_HTTP_CONNECTTIMEOUT": int(CONNECT_TIMEOUT_S),
+        "GDAL_HTTP_TIMEOUT": 30,
+        "GDAL_HTTP_MAX_RETRY": RETRIES,
+        "GDAL_HTTP_RETRY_DELAY": BACKOFF_FACTOR,
+        "GDAL_HTTP_RETRY_CODES": ",".join(map(str, RETRY_STATUS)),
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per COG
+        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    }

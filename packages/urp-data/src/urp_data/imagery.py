@@ -10,6 +10,7 @@ to ``size_px`` x ``size_px`` RGB uint8 pixels.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import warnings
@@ -230,6 +231,17 @@ class RasterImagery:
         return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
+TILE_TYPES = ("image/", "application/octet-stream")
+"""Content types accepted for a tile (an HTML error page is not one, whatever its status)."""
+
+
+def _decode_image(content: bytes) -> Image.Image:
+    """The fully decoded image (a truncated PNG/JPEG fails here, so it is never cached)."""
+    image = Image.open(io.BytesIO(content))
+    image.load()
+    return image
+
+
 class XYZImagery:
     """Web-map tiles (``https://host/{z}/{x}/{y}.png``): fetched through ``urp_data.http``.
 
@@ -241,10 +253,11 @@ class XYZImagery:
     def __init__(self, url: str, zoom: int = 16, tile_size: int = 256, name: str | None = None,
                  licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1) -> None:
         if not all(k in url for k in ("{z}", "{x}", "{y}")):
-            raise InputError(f"xyz url must contain {{z}}, {{x}} and {{y}}: {url}")
+            raise InputError(f"xyz url must contain {{z}}, {{x}} and {{y}}: {http.redact(url)}")
+        http.canonical_url(url.format(z=0, x=0, y=0))  # a bad scheme or host fails here, before the build starts
         self.url, self.zoom, self.tile_size = url, zoom, tile_size
-        self.path = url
-        self.name = name or url
+        self.path = http.redact(url)  # the manifest shows no API key
+        self.name = name or self.path
         self.licence = licence
         self.min_interval_s = min_interval_s
         self._bounds = bounds or [-180.0, -85.05, 180.0, 85.05]
@@ -270,15 +283,32 @@ class XYZImagery:
         for tx in range(tx0, tx1 + 1):
             for ty in range(ty0, ty1 + 1):
                 url = self.url.format(z=self.zoom, x=tx % 2**self.zoom, y=ty)
-                content = http.get(url, min_interval_s=self.min_interval_s)
-                try:
-                    tile = Image.open(io.BytesIO(content)).convert("RGB")
-                except OSError as exc:
-                    raise InputError(f"tile {url} is not an image ({exc})") from exc
+                content = http.get(url, min_interval_s=self.min_interval_s, content_types=TILE_TYPES,
+                                   check=_decode_image)
+                tile = _decode_image(content).convert("RGB")
                 mosaic.paste(tile.resize((ts, ts)), ((tx - tx0) * ts, (ty - ty0) * ts))
         crop = (x0 - tx0 * ts, y0 - ty0 * ts, x1 - tx0 * ts, y1 - ty0 * ts)
         rgb = np.asarray(mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop), dtype=np.uint8)
         return Chip(rgb, 1.0, shapely.box(left, bottom, right, top))
+
+
+def _stac_io() -> Any:
+    """pystac's reader with every http(s) read going through :func:`urp_data.http.get` (cached, checked).
+
+    Built on first use: pystac takes a quarter of a second to import.
+    """
+    import pystac.stac_io
+
+    class StacIO(pystac.stac_io.DefaultStacIO):
+        def read_text_from_href(self, href: str) -> str:
+            if href.split("://", 1)[0].lower() in ("http", "https"):
+                body = http.get(href, min_interval_s=http.STAC_MIN_INTERVAL_S,
+                                content_types=("application/json", "application/geo+json", "text/plain"),
+                                check=json.loads)
+                return body.decode()
+            return str(super().read_text_from_href(href))
+
+    return StacIO()
 
 
 class StacImagery:
@@ -294,15 +324,21 @@ class StacImagery:
                  bands: list[int] | None = None, rescale: Any = "auto", licence: str = "", name: str | None = None) -> None:
         import pystac
         import pystac_client
+        import pystac_client.stac_api_io
 
-        self.path = catalog
-        self.name = name or catalog
+        self.path = http.redact(catalog)  # the manifest shows no token
+        self.name = name or self.path
         self.licence = licence
         try:
             items: list[Any]
-            root = pystac.read_file(catalog)
+            stac_io = _stac_io()
+            kind: Any = {"Catalog": pystac.Catalog, "Collection": pystac.Collection}.get(
+                stac_io.read_json(catalog).get("type"), pystac.Item)
+            root = kind.from_file(catalog, stac_io=stac_io)  # children are read with the same StacIO
             if isinstance(root, pystac.Catalog) and any(link.rel == "search" for link in root.links):
-                search = pystac_client.Client.open(catalog).search(
+                api_io = pystac_client.stac_api_io.StacApiIO()
+                api_io.session = http.PoliteSession(http.STAC_MIN_INTERVAL_S)  # paced, retried, redirects checked
+                search = pystac_client.Client.open(catalog, stac_io=api_io).search(
                     bbox=bbox, collections=collections, datetime=datetime, max_items=max_items)
                 items = list(search.items())
             elif isinstance(root, pystac.Catalog):
@@ -311,12 +347,13 @@ class StacImagery:
             else:
                 items = [root]
         except Exception as exc:  # pystac and pystac-client raise many types for unreadable catalogs
-            raise InputError(f"cannot read STAC catalog {catalog}: {one_line(exc)}") from exc
+            raise InputError(http.redact(f"cannot read STAC catalog {catalog}: {one_line(exc)}")) from exc
         items = [i for i in items if asset in i.assets][:max_items]
         if not items:
-            raise InputError(f"STAC catalog {catalog} has no item with asset {asset!r} in bbox {bbox}")
-        self.sources = [RasterImagery(str(i.assets[asset].get_absolute_href()), bands=bands, rescale=rescale,
-                                      name=i.id, licence=licence) for i in items]
+            raise InputError(f"STAC catalog {self.path} has no item with asset {asset!r} in bbox {bbox}")
+        with rasterio.Env(**http.gdal_options()):  # remote COGs: GDAL's own HTTP reads
+            self.sources = [RasterImagery(str(i.assets[asset].get_absolute_href()), bands=bands, rescale=rescale,
+                                          name=i.id, licence=licence) for i in items]
         # Every local file the build reads (item JSONs, assets): the resume key checksums each.
         self.files = [h for i in items for h in (i.get_self_href(), i.assets[asset].get_absolute_href())
                       if h and "://" not in h]
@@ -325,6 +362,10 @@ class StacImagery:
         return shapely.union_all([s.footprint() for s in self.sources])
 
     def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        with rasterio.Env(**http.gdal_options()):
+            return self._best_chip(lat, lon, footprint_m, size_px)
+
+    def _best_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
         best = None
         for src in self.sources:
             if shapely.contains_xy(src.footprint(), lon, lat):

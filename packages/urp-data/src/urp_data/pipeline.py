@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import rasterio
 import shapely
 
+from urp_data import http
 from urp_data.basemap import DEFAULT_COUNTRIES, repo_path
 from urp_data.card import write_card
 from urp_data.config import BuildConfig
@@ -439,7 +440,7 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
         group_labels=group_labels(plan.group, plan.lat, plan.lon, plan.country, region.splits.group_by,
                                   src.gazetteer),
     )
-    (final / MANIFEST_NAME).write_text(manifest.to_json())
+    (final / MANIFEST_NAME).write_text(http.redact(manifest.to_json()))  # no API key from a source URL
     write_card(final, manifest)
     target = out / region.name
     replace_dir(out, final, target)
