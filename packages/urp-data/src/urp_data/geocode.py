@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,16 +201,23 @@ class CountryLookup:
     def __init__(self, path: str | Path | None, gazetteer: Gazetteer) -> None:
         self.path = str(path) if path else f"nearest GeoNames place (cities{gazetteer.min_population})"
         self.gazetteer = gazetteer
-        self.gdf = None
-        if path is None:
-            return
+        self._polygons = str(path) if path else None
+
+    @cached_property
+    def gdf(self) -> gpd.GeoDataFrame | None:
+        """The polygons with an ``iso3`` column, read on first use: only the build's planner needs
+        them, not its chunk workers (GDAL and the shapes cost each worker ~40 MB).
+        """
+        if self._polygons is None:
+            return None
+        path = self._polygons
         gdf = read_vector(path, "country polygons")
         iso_col = next((c for c in ("iso_a3", "ISO_A3", "iso3", "adm0_a3") if c in gdf.columns), None)
         if iso_col is None:
             raise InputError(f"country polygons {path} need an iso_a3 column")
         gdf["iso3"] = gdf[iso_col].where(gdf[iso_col].astype(str).str.len() == 3)
         gdf.loc[gdf["iso3"].astype(str).str.startswith("-"), "iso3"] = None
-        self.gdf = gdf[["iso3", "geometry"]]
+        return gdf[["iso3", "geometry"]]
 
     def lookup(self, lat: np.ndarray, lon: np.ndarray) -> list[str | None]:
         if self.gdf is None:
