@@ -103,6 +103,22 @@ def test_raster_chip_is_centred_and_sized(data_dir):
     assert src.read_chip(10.0, 10.0, 1000, 96) is None  # far outside
 
 
+def test_uint8_stretch_by_table_equals_the_float_stretch(data_dir):
+    from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
+
+    src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])  # uint8, rescale auto
+    assert src._scale is not None
+    for lat, lon in [(-8.0, -34.87), (-8.01, -34.9), (-7.99, -34.86)]:
+        chip = src.read_chip(lat, lon, footprint_m=1000, size_px=96)
+        x, y = src._to_src.transform(lon, lat)
+        win = from_bounds(x - 500, y - 500, x + 500, y + 500, src.ds.transform)
+        raw = src.ds.read(src.bands, window=win, out_shape=(3, 96, 96), resampling=Resampling.bilinear)
+        want = np.moveaxis(src._to_uint8(raw), 0, -1)
+        assert chip.rgb.shape == want.shape and np.array_equal(chip.rgb, want)
+        assert len(np.unique(want)) > 20  # a real stretched image, not a constant
+
+
 def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
     src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])
     left = src.footprint().bounds[0]
