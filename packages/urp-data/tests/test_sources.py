@@ -269,3 +269,19 @@ def test_http_error_is_one_clear_error_without_retrying_a_404(tmp_path, monkeypa
         server.shutdown()
     assert NotFound.calls == 1  # a 404 is not retried, and nothing was cached
     assert not (tmp_path / "cache").exists()
+
+
+def test_country_polygons_are_read_on_first_use_and_checked_then(tmp_path):
+    import geopandas as gpd
+    import shapely
+    from urp_data.errors import InputError
+    from urp_data.geocode import CountryLookup
+
+    path = tmp_path / "countries.gpkg"
+    gpd.GeoDataFrame({"name": ["box"]}, geometry=[shapely.box(-40, -10, -30, 0)], crs="EPSG:4326").to_file(path)
+    lookup = CountryLookup(path, Gazetteer(15000))  # a chunk worker stops here: nothing read yet
+    assert "gdf" not in vars(lookup)
+    with pytest.raises(InputError, match="iso_a3"):
+        lookup.lookup(np.array([-8.0]), np.array([-34.9]))
+    gpd.GeoDataFrame({"iso_a3": ["BRA"]}, geometry=[shapely.box(-40, -10, -30, 0)], crs="EPSG:4326").to_file(path)
+    assert CountryLookup(path, Gazetteer(15000)).lookup(np.array([-8.0, 5.0]), np.array([-34.9, -35.0]))[0] == "BRA"
