@@ -80,6 +80,13 @@ def test_geonames_cache_holds_the_packages_places_and_is_mapped_not_copied(tmp_p
     assert lat.tolist() == [c["latitude"] for c in rows]
     assert not lat.flags.owndata and not lat.flags.writeable  # a view into the memory map
 
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("URP_CACHE_DIR", str(blocked))  # no cache folder can be made: built, used, not cached
+    assert geonames.cities(15000).column("name").to_pylist() == [c["name"] for c in rows]
+    assert blocked.read_text() == ""
+    monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path))
+
     # Admin areas answer as reverse_geocode itself does, also where the nearest place has no state.
     g = Gazetteer(15000)
     rng = np.random.default_rng(1)

@@ -14,15 +14,18 @@ that build it at the same time each rename a complete file into place.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from urp_data.fsutil import atomic_write_bytes
+from urp_data.fsutil import atomic_write_bytes, one_line
 
+logger = logging.getLogger(__name__)
 FORMAT = 1  # bump when the columns below change
 
 
@@ -37,15 +40,20 @@ def _key() -> str:
             f"-urp-data{version('urp-data')}")
 
 
-def _cached(name: str, build: object) -> pa.Table:
+def _cached(name: str, build: Callable[[], pa.Table]) -> pa.Table:
     """The table ``name`` memory-mapped from the cache, built by ``build()`` and written first if absent."""
     path = cache_dir() / f"{name}-{_key()}.arrow"
     if not path.is_file():
-        table = build().combine_chunks()  # type: ignore[operator]
+        table = build().combine_chunks()
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        try:
+            atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        except OSError as exc:  # a read-only home or cache: this process keeps its own copy
+            logger.warning("cannot cache GeoNames in %s (%s); set URP_CACHE_DIR to a writable folder",
+                           path.parent, one_line(exc))
+            return table
     # The map stays open as long as the table's buffers are referenced.
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
