@@ -1,12 +1,21 @@
-"""Samples per second and peak memory per process of `urp-data build --region global` (offline sources).
+"""Samples per second and peak memory per process of `urp-data build` (offline sources), against the chip limit.
 
-Usage: uv run python benchmarks/build.py [--sizes 10000 100000] [--engines local:1 local:2 ray] [--out /tmp/urp-bench]
+Usage: uv run python benchmarks/build.py [--regions global demo] [--sizes 10000 100000]
+       [--engines local:1 local:2 ray] [--out /tmp/urp-bench]
 
-Each (size, engine) runs in a fresh process, from a cold output folder, with the shipped global
+Each (region, size, engine) runs in a fresh process, from a cold output folder, with the shipped
 region and its offline sources. `local:N` is `--engine local --workers N`; `ray` is
 `--engine ray` on a local Ray started by the build and sized to the machine (one worker per CPU).
 Throughput counts the whole build: loading sources, starting workers (and Ray), sampling,
-chips, geocoding, indicators, splits, manifest.
+chips, geocoding, indicators, splits, manifest. A region smaller than a size builds all its cells.
+
+The chip limit is measured right after each build, on the same machine, for the same sample
+centres (those that got a chip) and as many processes as the build had workers: each process
+holds the region's rasters in memory and, per centre, crops the chip's window at the raster's
+own resolution, casts it to 8 bits, resizes it to the chip size (PIL, bilinear) and encodes it
+with the build's format and quality. Nothing else: no stretch, masks, geocoding, indicators or
+writing. `of limit` is the build's samples/s divided by that limit: the figure to compare
+between machines (targets: >= 0.7 with 1 worker; 2 workers >= 1.8x one worker from 10k up).
 
 Memory is each process's own peak RSS (VmHWM from /proc, polled every 0.2 s): the build's
 process, its chunk workers (the largest one, and how many there were) and, with Ray, Ray's own
@@ -16,13 +25,19 @@ processes (GCS, raylet, agents, idle workers; the sum of their peaks).
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 CHILD = """
 import json, os, sys, threading, time
@@ -63,7 +78,7 @@ stop = threading.Event()
 threading.Thread(target=poll, args=(stop,), daemon=True).start()
 engine, workers = (sys.argv[3].split(":") + ["1"])[:2]
 t0 = time.perf_counter()
-out = build_region("global", out=sys.argv[1], samples=int(sys.argv[2]), engine=engine,
+out = build_region(sys.argv[4], out=sys.argv[1], samples=int(sys.argv[2]), engine=engine,
                    **({"workers": int(workers)} if engine == "local" else {}))
 dt = time.perf_counter() - t0
 stop.set()
@@ -77,31 +92,118 @@ print(json.dumps({"seconds": dt, "rows": sum(m.counts["per_split"].values()), "d
 """
 
 
+_limit_state: dict[str, Any] = {}
+
+
+def _open_rasters(region_name: str) -> None:
+    """Load the region's imagery rasters into this process: (bands, transform, lon/lat -> raster CRS, geographic?)."""
+    import warnings
+
+    import rasterio
+    from pyproj import CRS, Transformer
+    from rasterio.transform import from_bounds
+    from urp_data.regions import load_region
+
+    region = load_region(region_name)
+    rasters = []
+    for spec in region.imagery:
+        if spec.get("type") != "raster":
+            raise SystemExit(f"the chip limit is measured for raster imagery only, not {spec.get('type')}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(region.resolve(spec["path"])) as ds:
+                arr = ds.read(spec.get("bands") or [1, 2, 3])
+                transform = from_bounds(*spec["bounds"], ds.width, ds.height) if spec.get("bounds") else ds.transform
+                crs = CRS.from_user_input(spec.get("crs") or ds.crs)
+        rasters.append((arr, transform, Transformer.from_crs("EPSG:4326", crs, always_xy=True), crs.is_geographic))
+    _limit_state.update(chip=region.chip, rasters=rasters)
+
+
+def _minimal_chips(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, int]:
+    """Cut, resize and encode the chips of these centres; (start, end) on the shared monotonic clock, and the count."""
+    from PIL import Image
+    from urp_data.imagery import square_lonlat
+
+    chip, rasters = _limit_state["chip"], _limit_state["rasters"]
+    size, done = (chip.size_px, chip.size_px), 0
+    fmt, opts = ("JPEG", {"quality": chip.quality}) if chip.format == "jpeg" else ("PNG", {"compress_level": 1})
+    t0 = time.monotonic()
+    for la, lo in zip(lat, lon, strict=True):
+        for arr, transform, to_src, geographic in rasters:
+            x, y = to_src.transform(lo, la)
+            if geographic:
+                left, bottom, right, top = square_lonlat(la, lo, chip.footprint_m)
+                left, right = left - lo + x, right - lo + x
+            else:
+                half = chip.footprint_m / 2
+                left, bottom, right, top = x - half, y - half, x + half, y + half
+            c0, r0 = ~transform * (left, top)
+            c1, r1 = ~transform * (right, bottom)
+            c0, r0 = math.floor(c0), math.floor(r0)
+            c1, r1 = max(c0 + 1, math.ceil(c1)), max(r0 + 1, math.ceil(r1))
+            if c0 < 0 or r0 < 0 or c1 > arr.shape[2] or r1 > arr.shape[1]:
+                continue
+            crop = np.ascontiguousarray(np.moveaxis(arr[:, r0:r1, c0:c1], 0, -1)).astype(np.uint8, copy=False)
+            buf = io.BytesIO()
+            Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR).save(buf, format=fmt, **opts)
+            done += 1
+            break
+    return t0, time.monotonic(), done
+
+
+def chip_limit(region_name: str, lat: np.ndarray, lon: np.ndarray, processes: int) -> float:
+    """Chips per second of the minimal chip loop over these centres, split over ``processes`` processes."""
+    import multiprocessing
+
+    parts = np.array_split(np.arange(len(lat)), processes)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_open_rasters, initargs=(region_name,)) as pool:
+        pool.map(time.sleep, [0.5] * processes)  # every process has loaded its rasters before the clock starts
+        res = pool.starmap(_minimal_chips, [(lat[p], lon[p]) for p in parts])
+    return sum(r[2] for r in res) / (max(r[1] for r in res) - min(r[0] for r in res))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regions", nargs="+", default=["global"], help="shipped regions with raster imagery")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000])
-    ap.add_argument("--engines", nargs="+", default=["local:2", "ray"],
+    ap.add_argument("--engines", nargs="+", default=["local:1", "local:2", "ray"],
                     help="local:N (--engine local --workers N) or ray (a local Ray sized to the machine)")
     ap.add_argument("--out", default="/tmp/urp-bench-build")
     args = ap.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
-    print(f"{'samples':>8} {'engine':>8} {'rows':>8} {'seconds':>8} {'samples/s':>10} {'driver MB':>9} "
-          f"{'worker MB':>9} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    print(f"machine: {platform.machine()}, {_cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"{'region':>7} {'samples':>8} {'engine':>8} {'rows':>8} {'seconds':>8} {'samples/s':>10} {'limit/s':>8} "
+          f"{'of limit':>8} {'driver MB':>9} {'worker MB':>9} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    for n, engine in [(n, e) for n in args.sizes for e in args.engines]:
+    for region, n, engine in [(r, n, e) for r in args.regions for n in args.sizes for e in args.engines]:
         out = Path(args.out) / str(n)
         shutil.rmtree(out, ignore_errors=True)
-        res = subprocess.run([sys.executable, "-c", CHILD, str(out), str(n), engine], capture_output=True, text=True,
-                             env=env, check=False)
+        res = subprocess.run([sys.executable, "-c", CHILD, str(out), str(n), engine, region], capture_output=True,
+                             text=True, env=env, check=False)
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)
             sys.exit(res.returncode)
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        disk = sum(p.stat().st_size for p in (out / "global").glob("*")) / 1e6
-        print(f"{n:>8} {engine:>8} {r['rows']:>8} {r['seconds']:>8.1f} {n / r['seconds']:>10.0f} "
-              f"{r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['n_workers']:>7} {r['other_mb']:>7.0f} "
-              f"{disk:>10.1f}", flush=True)
+        centres = pa.concat_tables(pq.read_table(f, columns=["lat", "lon"]) for f in sorted((out / region).glob("*.parquet")))
+        processes = int(engine.split(":")[1]) if engine.startswith("local:") else os.cpu_count() or 1
+        limit = chip_limit(region, centres["lat"].to_numpy(), centres["lon"].to_numpy(), processes)
+        rate = r["rows"] / r["seconds"]
+        disk = sum(p.stat().st_size for p in (out / region).glob("*")) / 1e6
+        print(f"{region:>7} {n:>8} {engine:>8} {r['rows']:>8} {r['seconds']:>8.1f} {rate:>10.0f} {limit:>8.0f} "
+              f"{rate / limit:>8.2f} {r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['n_workers']:>7} "
+              f"{r['other_mb']:>7.0f} {disk:>10.1f}", flush=True)
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _cpu_model() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

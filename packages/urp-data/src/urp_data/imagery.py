@@ -130,6 +130,7 @@ class RasterImagery:
             transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)), precision=-1)
         ) if not self._geographic else shapely.box(*ds.bounds)
         self._scale = self._fit_rescale(rescale)
+        self._lut: list[list[int]] | None = None
 
     def _into_memory(self, ds: Any, crs: str | None, bounds: list[float] | None) -> Any:
         """Decode an untiled raster once; per-chip reads of JPEG/strip files would decode it again and again."""
@@ -202,8 +203,19 @@ class RasterImagery:
         except RasterioError as exc:
             raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
                              f"{one_line(exc)}; the file may be truncated") from exc
-        bands = self._to_uint8(np.ma.getdata(data))
         valid = 1.0
+        corners = [(left, bottom), (right, bottom), (right, top), (left, top)]
+        if self._geographic:
+            poly = shapely.Polygon([(cx - x + lon, cy) for cx, cy in corners])
+        else:
+            poly = shapely.Polygon([self._to_wgs.transform(cx, cy) for cx, cy in corners])
+        if not masked and self._scale is not None and data.dtype == np.uint8:
+            # The stretch as one table lookup per pixel, inside PIL: the same values as
+            # _to_uint8 (the table is its float32 stretch of 0..255), without four float passes.
+            lut = self._uint8_lookup()
+            rgb = np.asarray(Image.merge("RGB", [Image.fromarray(b).point(t) for b, t in zip(data, lut, strict=True)]))
+            return Chip(rgb, valid, poly)
+        bands = self._to_uint8(np.ma.getdata(data))
         if masked:
             mask = np.ma.getmaskarray(data).any(axis=0)
             if not inside:  # boundless reads may not flag the outside as masked
@@ -213,13 +225,15 @@ class RasterImagery:
                 mask |= (c < 0) | (r < 0) | (c >= ds.width) | (r >= ds.height)
             bands[:, mask] = 0
             valid = float(1.0 - mask.mean())
-        corners = [(left, bottom), (right, bottom), (right, top), (left, top)]
-        if self._geographic:
-            poly = shapely.Polygon([(cx - x + lon, cy) for cx, cy in corners])
-        else:
-            poly = shapely.Polygon([self._to_wgs.transform(cx, cy) for cx, cy in corners])
         rgb = np.asarray(Image.merge("RGB", [Image.fromarray(b) for b in bands]))  # HWC without a numpy copy loop
         return Chip(rgb, valid, poly)
+
+    def _uint8_lookup(self) -> list[list[int]]:
+        """Per band, the 256-entry table of :meth:`_to_uint8` for 8-bit input (computed once)."""
+        if self._lut is None:
+            values = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(self.bands), 1, 256))
+            self._lut = self._to_uint8(values)[:, 0].tolist()
+        return self._lut
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
         if self._scale is None:
