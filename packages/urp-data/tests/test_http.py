@@ -380,7 +380,7 @@ def test_a_build_from_a_keyed_tile_server_keeps_the_key_out_of_its_manifest(serv
     from urp_data.pipeline import build
 
     region = write_region(area={"bbox": [-34.885, -8.01, -34.875, -8.0]}, chip={"size_px": 16, "footprint_m": 300},
-                          splits={"buffer_rings": 0, "unseen_fraction": 0.0}, indicators=[],
+                          splits={"buffer_km": 0, "unseen_fraction": 0.0}, indicators=[],
                           imagery=[{"type": "xyz", "url": server + "/{z}/{x}/{y}.png?key=SECRET9&style=a",
                                     "zoom": 14, "tile_size": 64, "min_interval_s": 0.0}])
     out = build(BuildConfig(region=str(region), out=str(tmp_path / "out")))
