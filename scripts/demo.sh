@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole urp loop on the offline demo region, on the CPU, in about five minutes on an idle
+# The whole urp loop on the offline demo region, on the CPU, in about eight minutes on an idle
 # 2-core machine: build the dataset, teach a tiny random-weight model the answer format (SFT),
 # train it with GRPO and plot its reward per step, predict the unseen country, report bias, preview the dataset.
 set -euo pipefail
