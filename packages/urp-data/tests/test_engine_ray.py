@@ -103,7 +103,7 @@ def test_ray_build_retries_a_chunk_resumes_and_is_polite_cluster_wide(local_ray,
                                                                         tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("URP_CACHE_DIR", str(cache))  # passed on to the Ray workers
-    monkeypatch.setattr(http, "CACHE_DIR", cache)  # this process (the local reference build)
+    monkeypatch.setattr(http, "CACHE_DIR", cache / "http")  # this process (the local reference build)
     interval, zoom, bbox = 0.15, 16, [-34.895, -8.02, -34.87, -7.995]
     region = write_region(area={"bbox": bbox}, chip={"size_px": 32, "footprint_m": 300},
                           splits={"buffer_km": 0}, indicators=[],

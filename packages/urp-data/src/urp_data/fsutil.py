@@ -92,6 +92,16 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def cache_dir(kind: str) -> Path:
+    """``$URP_CACHE_DIR/<kind>`` (default ``~/.cache/urp/<kind>``): one root for every urp cache.
+
+    HTTP responses live under ``http/``, the GeoNames tables under ``geonames/``; point
+    ``URP_CACHE_DIR`` at shared storage and every worker of a cluster shares both.
+    """
+    root = os.environ.get("URP_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "urp") / kind
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     p = Path(path)

@@ -15,24 +15,16 @@ that build it at the same time each rename a complete file into place.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from urp_data.fsutil import atomic_write_bytes, one_line
+from urp_data.fsutil import atomic_write_bytes, cache_dir, one_line
 
 logger = logging.getLogger(__name__)
 FORMAT = 1  # bump when the columns below change
-
-
-def cache_dir() -> Path:
-    """``$URP_CACHE_DIR/geonames`` when set (as for HTTP tiles), else ``~/.cache/urp/geonames``."""
-    root = os.environ.get("URP_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "urp") / "geonames"
 
 
 def _key() -> str:
@@ -42,7 +34,7 @@ def _key() -> str:
 
 def _cached(name: str, build: Callable[[], pa.Table]) -> pa.Table:
     """The table ``name`` memory-mapped from the cache, built by ``build()`` and written first if absent."""
-    path = cache_dir() / f"{name}-{_key()}.arrow"
+    path = cache_dir("geonames") / f"{name}-{_key()}.arrow"
     if not path.is_file():
         table = build().combine_chunks()
         sink = pa.BufferOutputStream()

@@ -34,7 +34,8 @@ STAC catalogs and APIs                 ``STAC_MIN_INTERVAL_S`` = 0.1
 anything else (:func:`get`)            ``DEFAULT_MIN_INTERVAL_S`` = 1.0
 =====================================  =========================================
 
-Settings from the environment: ``URP_CACHE_DIR`` (cache folder), ``URP_USER_AGENT``.
+Settings from the environment: ``URP_CACHE_DIR`` (the cache root; responses go under ``http/``),
+``URP_USER_AGENT``.
 """
 
 from __future__ import annotations
@@ -55,12 +56,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
-from urp_data.fsutil import atomic_write_bytes, one_line
+from urp_data.fsutil import atomic_write_bytes, cache_dir, one_line
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = os.environ.get("URP_USER_AGENT", "urp-data/0.1 (+https://github.com/urp-project/urp)")
-CACHE_DIR = Path(os.environ.get("URP_CACHE_DIR", Path.home() / ".cache" / "urp" / "http"))
+CACHE_DIR = cache_dir("http")
 RETRIES = 4
 """Retries of a request answered 429/500/502/503/504 or failing to connect (urllib3 ``Retry``)."""
 BODY_RETRIES = 2
