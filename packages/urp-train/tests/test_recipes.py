@@ -47,3 +47,21 @@ def test_grouped_recipe_is_a_valid_config_on_this_machine(tmp_path):
     cfg = URPGRPOConfig(**kwargs)
     assert cfg.steps_per_generation * cfg.per_device_train_batch_size == r["generation_batch_size"]
     assert (cfg.generation_batch_size // cfg.num_generations) % cfg.prompts_per_group == 0
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_vl_7b.yaml", "qwen2_5_vl_7b_prompt_grouping.yaml",
+                                  "sft_qwen2_5_vl_7b.yaml"])
+def test_gpu_recipes_keep_fp32_master_weights_and_compute_in_bf16(name):
+    """EasyR1 loads the actor in float32 and computes in bf16; weights stored in bf16 lose updates.
+
+    At the recipes' learning rate the first AdamW step moves each weight by about lr = 1e-6, far below
+    bf16's spacing near a typical weight (0.01 -> 6e-5), so a bf16 copy rounds the step away.
+    """
+    import torch
+
+    r = _load(name)
+    assert (r["dtype"], r["bf16"]) == ("float32", True)
+    weight = torch.tensor(0.01)
+    step = torch.tensor(r["learning_rate"])
+    assert (weight - step).bfloat16() == weight.bfloat16()  # the update vanishes in bf16 ...
+    assert weight - step != weight  # ... and survives in fp32
