@@ -107,3 +107,13 @@ def test_tiny_model_command_writes_a_loadable_model(tmp_path, capsys):
     config = AutoConfig.from_pretrained(tmp_path / "m")
     assert config.model_type == "qwen2_5_vl" and config.image_token_id == 151655
     assert config.vision_start_token_id == 151652 and config.text_config.num_hidden_layers == 2
+
+
+def test_full_fine_tuning_of_16_bit_weights_is_warned_about(tiny_model_dir):
+    from urp_train.models import load_model_and_processor, master_weight_warning
+
+    bf16, _ = load_model_and_processor(tiny_model_dir, dtype="bfloat16")
+    assert "stored in bfloat16" in master_weight_warning(bf16, use_peft=False)
+    assert master_weight_warning(bf16, use_peft=True) is None  # only the (fp32) adapters train
+    fp32, _ = load_model_and_processor(tiny_model_dir, dtype="float32")
+    assert master_weight_warning(fp32, use_peft=False) is None

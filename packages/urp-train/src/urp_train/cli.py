@@ -69,13 +69,15 @@ def _run(command: str, config_type: type, argv: Sequence[str], make_trainer: Cal
     from trl import get_peft_config
 
     from urp_train.dataset import URPDataArguments, check_image_tokens, load_data
-    from urp_train.models import URPModelConfig
+    from urp_train.models import URPModelConfig, master_weight_warning
 
     data_args, training_args, model_args = _parse((URPDataArguments, config_type, URPModelConfig), argv,
                                                   f"urp-train {command}")
     checkpoint = _setup(training_args)
     train, evaluation = load_data(data_args, training_args.seed)
     model, processor = model_args.load(training_args.trust_remote_code)
+    if (warning := master_weight_warning(model, model_args.use_peft)) is not None:
+        logger.warning(warning)
     if "image" in train.column_names:
         check_image_tokens(train, processor)
     trainer = make_trainer(training_args, train, evaluation, model=model, processing_class=processor,

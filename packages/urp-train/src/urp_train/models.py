@@ -177,6 +177,26 @@ class URPModelConfig(ModelConfig):
                                         revision=self.model_revision, pixels=pixels)
 
 
+def master_weight_warning(model: Any, use_peft: bool) -> str | None:
+    """A one-line warning when full fine-tuning would update weights stored in 16 bits.
+
+    bf16 keeps about three significant digits, so AdamW steps at the recipes' lr (1e-6) round away on
+    most weights; EasyR1 keeps fp32 master weights and computes in bf16 (``dtype: float32`` with
+    ``bf16: true`` here). ``dtype: auto`` loads a 7B checkpoint in bf16. With PEFT only the adapters
+    train, and TRL keeps those in fp32.
+    """
+    import torch
+
+    if use_peft:
+        return None
+    low = {str(p.dtype).removeprefix("torch.") for p in model.parameters()
+           if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
+    if not low:
+        return None
+    return (f"trainable weights are stored in {', '.join(sorted(low))}: small optimiser steps round away; "
+            "set dtype: float32 with bf16: true for fp32 master weights and bf16 compute (as the 7B recipes do)")
+
+
 def load_model_and_processor(path_or_id: str | Path, *, trust_remote_code: bool = False,
                              dtype: str = "auto", attn_implementation: str | None = None,
                              revision: str = "main", pixels: tuple[int, int] | None = None) -> tuple[Any, Any]:
