@@ -28,6 +28,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(BuildConfig, args)
     _require_build_stack()
+    if cfg.dry_run:
+        from urp_data.budget import dry_run
+
+        print(dry_run(cfg))
+        return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from urp_data.pipeline import build

@@ -24,6 +24,9 @@ class BuildConfig:
                         "actors on a cluster, one per CPU (install urp-data[ray]); same output"})
     ray_address: str | None = field(default=None, metadata={"help": "with --engine ray: the cluster to join "
                                      "(host:port of `ray start --head`); unset: start a local Ray on this machine"})
+    dry_run: bool = field(default=False, metadata={"help": "plan the samples and print, per network source, the "
+                          "requests, expected bytes and the time its politeness limit implies; fetch and write "
+                          "nothing"})
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:

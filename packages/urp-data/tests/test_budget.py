@@ -1,0 +1,34 @@
+"""``urp-data build --dry-run``: per-source request budgets and the floor the slowest host sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from urp_data.budget import RequestBudget, format_budget, per_host
+from urp_data.cli import main
+
+
+def test_hosts_add_up_their_sources_and_the_slowest_sets_the_floor():
+    budgets = [RequestBudget("imagery xyz", "tiles.example", 4000, 4000 * 20_000, 0.1),
+               RequestBudget("indicator population", "data.example", 10, 5_000_000, 1.0),
+               RequestBudget("indicator night_light", "data.example", 30, 1_000_000, 1.0),
+               RequestBudget("geocoder nominatim", "nominatim.example", 1000, 1000 * 2_000, 1.0)]
+    hosts = per_host(budgets)
+    assert [h.host for h in hosts] == ["nominatim.example", "tiles.example", "data.example"]
+    data = hosts[-1]
+    assert (data.requests, data.bytes, data.seconds) == (40, 6_000_000, pytest.approx(40.0))
+    assert hosts[1].seconds == pytest.approx(400.0)
+    text = format_budget(budgets, samples=1000)
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(budgets) + 1
+    assert "4,000" in lines[2] and "80.0 MB" in lines[2] and "7 min" in lines[2]
+    assert lines[-1].startswith("at least 17 min (the politeness limit of nominatim.example: 1,000 requests)")
+
+
+def test_dry_run_of_a_local_region_fetches_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "build"
+    assert main(["build", "--region", "demo", "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("599 samples; every source is local")
+    assert not out.exists()
