@@ -44,9 +44,11 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -56,7 +58,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
-from urp_data.fsutil import atomic_write_bytes, cache_dir, one_line
+from urp_data.fsutil import atomic_write_bytes, cache_dir, default_mode, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +184,7 @@ def _pace(host: str, min_interval_s: float) -> None:
         time.sleep(wait)
 
 
-def _host(url: str) -> str:
+def host_of(url: str) -> str:
     """``host:port`` of ``url`` (default port filled in): the unit of politeness."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
@@ -232,7 +234,7 @@ class PoliteSession(requests.Session):
         self.mount("https://", adapter)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        _pace(_host(request.url or ""), self.min_interval_s)
+        _pace(host_of(request.url or ""), self.min_interval_s)
         logger.info("%s %s", request.method, redact(request.url or ""))
         return super().send(request, **kwargs)
 
@@ -267,31 +269,87 @@ class _BadBody(Exception):
     """A response whose body failed a check; worth one more try, never cached."""
 
 
-def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
-    """The whole body, checked against ``Content-Length``, ``MAX_BYTES`` and the deadline."""
+def _stream_body(resp: requests.Response, shown: str, deadline: float, max_bytes: int) -> Iterator[bytes]:
+    """The body chunk by chunk, checked against ``Content-Length``, ``max_bytes`` and the deadline."""
     declared = resp.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BYTES:
-        raise InputError(f"{shown} is {int(declared)} bytes, over the {MAX_BYTES}-byte limit")
-    parts, size = [], 0
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise InputError(f"{shown} is {int(declared)} bytes, over the {max_bytes}-byte limit")
+    size = 0
     try:
         while chunk := resp.raw.read1(65536, decode_content=True):
-            parts.append(chunk)
             size += len(chunk)
-            if size > MAX_BYTES:
-                raise InputError(f"{shown} sent more than the {MAX_BYTES}-byte limit")
+            if size > max_bytes:
+                raise InputError(f"{shown} sent more than the {max_bytes}-byte limit")
             if time.monotonic() > deadline:
                 raise _BadBody(f"{shown} was still sending at the request's deadline")
+            yield chunk
     except requests.exceptions.RequestException as exc:
         raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
     except Exception as exc:  # urllib3's ProtocolError/IncompleteRead: a truncated body
         if isinstance(exc, (InputError, _BadBody)):
             raise
         raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
-    body = b"".join(parts)
     encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
-    if declared is not None and not encoded and declared.isdigit() and int(declared) != len(body):
-        raise _BadBody(f"{shown} is truncated: {len(body)} of {declared} bytes")
-    return body
+    if declared is not None and not encoded and declared.isdigit() and int(declared) != size:
+        raise _BadBody(f"{shown} is truncated: {size} of {declared} bytes")
+
+
+def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
+    """The whole body in memory (at most ``MAX_BYTES``), checked as :func:`_stream_body` does."""
+    return b"".join(_stream_body(resp, shown, deadline, MAX_BYTES))
+
+
+def _send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
+          remaining: float) -> requests.Response:
+    """A paced, retried, streaming GET; anything but status 200 is an InputError that says what to do."""
+    try:
+        # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
+        resp = session(min_interval_s).get(url, params=params, stream=True,
+                                           timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
+    except InputError:
+        raise
+    except requests.exceptions.InvalidURL as exc:
+        raise InputError(f"malformed URL {shown}: {one_line(exc)}") from exc
+    except requests.RequestException as exc:
+        raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
+    if resp.status_code != 200:
+        resp.close()
+        hint = "the server is overloaded or limiting us" if resp.status_code in RETRY_STATUS else \
+            "check the URL and the server's usage policy"
+        retried = f" after {RETRIES} retries" if resp.status_code in RETRY_STATUS else ""
+        raise InputError(f"{shown} answered HTTP {resp.status_code}{retried}; {hint}")
+    return resp
+
+
+def _check_type(resp: requests.Response, shown: str, content_types: tuple[str, ...] | None) -> None:
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_types and not ctype.startswith(content_types):
+        raise _BadBody(f"{shown} sent {ctype or 'no content type'}, not {' or '.join(content_types)}")
+
+
+_flight_lock = threading.Lock()
+_flights: dict[str, list[Any]] = {}  # cache key -> [lock, number of threads holding or waiting]
+
+
+@contextmanager
+def _one_flight(key: str) -> Iterator[None]:
+    """One request at a time per cache key in this process.
+
+    Chips read concurrently share tiles; the second thread to want a tile waits for the first
+    and then finds it in the cache, so concurrency sends no request that a sequential build
+    would not send.
+    """
+    with _flight_lock:
+        entry = _flights.setdefault(key, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _flight_lock:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _flights[key]
 
 
 def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mapping[str, Any] | None = None,
@@ -309,33 +367,28 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
     if path.is_file():
         logger.debug("cache hit %s", shown)
         return path.read_bytes()
-    deadline = time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s)
+    with _one_flight(key):
+        if path.is_file():  # another thread of this process fetched it meanwhile
+            logger.debug("cache hit %s", shown)
+            return path.read_bytes()
+        body = _fetch(url, shown, min_interval_s, params, content_types, check,
+                      time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s))
+        atomic_write_bytes(path, body)
+        return body
+
+
+def _fetch(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
+           content_types: tuple[str, ...] | None, check: Callable[[bytes], object] | None, deadline: float) -> bytes:
+    """The checked body of ``url``; a body that fails a check is fetched again (``BODY_RETRIES``)."""
     failure = ""
     for _ in range(1 + BODY_RETRIES):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        try:
-            # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
-            resp = session(min_interval_s).get(url, params=params, stream=True,
-                                               timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
-        except InputError:
-            raise
-        except requests.exceptions.InvalidURL as exc:
-            raise InputError(f"malformed URL {shown}: {one_line(exc)}") from exc
-        except requests.RequestException as exc:
-            raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
-        with resp:
-            if resp.status_code != 200:
-                hint = "the server is overloaded or limiting us" if resp.status_code in RETRY_STATUS else \
-                    "check the URL and the server's usage policy"
-                retried = f" after {RETRIES} retries" if resp.status_code in RETRY_STATUS else ""
-                raise InputError(f"{shown} answered HTTP {resp.status_code}{retried}; {hint}")
+        with _send(url, shown, min_interval_s, params, remaining) as resp:
             try:
                 body = _read_body(resp, shown, deadline)
-                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if content_types and not ctype.startswith(content_types):
-                    raise _BadBody(f"{shown} sent {ctype or 'no content type'}, not {' or '.join(content_types)}")
+                _check_type(resp, shown, content_types)
                 if check is not None:
                     try:
                         check(body)
@@ -345,9 +398,74 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
                 failure = str(exc)
                 logger.warning("%s; trying again", failure)
                 continue
-        atomic_write_bytes(path, body)
         return body
     raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
+
+
+DOWNLOAD_MAX_BYTES = 32 * 2**30
+"""Largest file :func:`download` accepts (32 GiB; the gridded global layers are 0.1-10 GB)."""
+DOWNLOAD_DEADLINE_S = 6 * 3600.0
+"""Total time for one :func:`download`, retries included: a trickling server cannot hold a build for ever."""
+DOWNLOAD_TYPES = ("image/", "application/", "binary/")
+"""Content types accepted for a downloaded file (GeoTIFF, zip, NetCDF, octet-stream): never ``text/html``."""
+
+
+def download(url: str, sha256: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+             deadline_s: float | None = None) -> Path:
+    """A file fetched once into ``CACHE_DIR/files/<sha256>/<its name>``, verified before it is kept.
+
+    For large gridded layers that are read whole (a global raster, a zip of NetCDF files):
+    streamed to a temporary file while hashed, so memory stays flat; renamed into the cache only
+    when status, ``Content-Length``, content type and the ``sha256`` checksum all match. A
+    truncated body is fetched again (``BODY_RETRIES``); a complete body with another checksum
+    is not (the provider changed the file: say so at once, before gigabytes are fetched twice).
+    Keyed on the checksum, so a mirror with the same file is a cache hit.
+    """
+    digest = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise InputError(f"sha256 of {redact(url)} must be 64 hexadecimal digits, got {sha256!r}")
+    shown = redact(canonical_url(url))
+    name = Path(urlsplit(url).path).name or "download"
+    path = CACHE_DIR / "files" / digest / name
+    if path.is_file():
+        logger.debug("cache hit %s", shown)
+        return path
+    with _one_flight(f"file:{digest}"):
+        if path.is_file():
+            return path
+        deadline = time.monotonic() + (DOWNLOAD_DEADLINE_S if deadline_s is None else deadline_s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        failure = ""
+        for _ in range(1 + BODY_RETRIES):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
+            try:
+                h = hashlib.sha256()
+                with os.fdopen(fd, "wb") as f, _send(url, shown, min_interval_s, None, remaining) as resp:
+                    _check_type(resp, shown, DOWNLOAD_TYPES)
+                    for chunk in _stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
+                        h.update(chunk)
+                        f.write(chunk)
+                if h.hexdigest() != digest:
+                    raise InputError(f"checksum mismatch for {shown}: expected sha256 {digest[:12]}..., got "
+                                     f"{h.hexdigest()[:12]}...; the provider may have changed the file: check it "
+                                     "and update sha256: in the region config")
+                os.chmod(tmp, default_mode())
+                os.replace(tmp, path)
+                return path
+            except _BadBody as exc:
+                failure = str(exc)
+                logger.warning("%s; trying again", failure)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        raise InputError(failure or f"cannot fetch {shown} before the download's deadline")
+
+
+def wait_for_slot(url: str, min_interval_s: float) -> None:
+    """Wait for the politeness slot of ``url``'s host: for requests sent by others (GDAL's ``/vsicurl/``)."""
+    _pace(host_of(url), min_interval_s)
 
 
 def gdal_options() -> dict[str, Any]:

@@ -256,16 +256,24 @@ def _decode_image(content: bytes) -> Image.Image:
     return image
 
 
+DEFAULT_MAX_IN_FLIGHT = 4
+"""Chips an XYZ source reads at once (``max_in_flight``), each one tile request at a time: enough to
+keep a host paced at ``min_interval_s`` = 0.1 s busy for round trips up to 0.4 s; the pacing, not
+this number, bounds the request rate."""
+
+
 class XYZImagery:
     """Web-map tiles (``https://host/{z}/{x}/{y}.png``): fetched through ``urp_data.http``.
 
     Requests are cached on disk, rate-limited and carry a User-Agent, as tile usage policies
-    require. Tiles are Web Mercator (EPSG:3857); the chip is the mosaic of tiles covering the
+    require. Up to ``max_in_flight`` chips are read at once by the build's threads
+    (:func:`urp_data.pipeline.read_chips`); a tile two of them need is fetched once. Tiles are Web Mercator (EPSG:3857); the chip is the mosaic of tiles covering the
     footprint at ``zoom``, cropped and resampled with PIL.
     """
 
     def __init__(self, url: str, zoom: int = 16, tile_size: int = 256, name: str | None = None,
-                 licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1) -> None:
+                 licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         if not all(k in url for k in ("{z}", "{x}", "{y}")):
             raise InputError(f"xyz url must contain {{z}}, {{x}} and {{y}}: {http.redact(url)}")
         http.canonical_url(url.format(z=0, x=0, y=0))  # a bad scheme or host fails here, before the build starts
@@ -274,6 +282,9 @@ class XYZImagery:
         self.name = name or self.path
         self.licence = licence
         self.min_interval_s = min_interval_s
+        if max_in_flight < 1:
+            raise InputError(f"xyz source {self.path}: max_in_flight must be at least 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
         self._bounds = bounds or [-180.0, -85.05, 180.0, 85.05]
 
     def footprint(self) -> shapely.Geometry:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,12 @@ from rasterio.errors import RasterioError
 from rasterio.transform import from_bounds as transform_from_bounds
 from rasterio.windows import Window, from_bounds
 
+from urp_data import http
+from urp_data.budget import RequestBudget
 from urp_data.errors import InputError
 from urp_data.fsutil import one_line
 from urp_data.geocode import GEONAMES_LICENCE, Gazetteer
+from urp_data.imagery import square_lonlat
 from urp_data.schema import IndicatorInfo, indicator_spec
 from urp_data.vectors import read_table, read_vector
 
@@ -74,59 +78,174 @@ def _polygon_width_km(gdf: Any) -> float | None:
     return float(np.percentile(np.sqrt(areas), 90) / 1000.0) if areas.size else None
 
 
-class RasterIndicator:
-    """Zonal statistic of one raster band over each chip footprint (nodata -> null)."""
+IN_MEMORY_MAX_VALUES = 50_000_000
+"""A local indicator raster up to this many pixels is read into memory once; larger ones and remote
+COGs are read window by window (a global 30 arc-second layer has 933 million pixels)."""
+REMOTE_MODES = ("cog", "download")
+DEFAULT_MIN_INTERVAL_S = 0.1
+"""Default pause between two requests to an indicator host (``min_interval_s``): one window read or download."""
 
-    def __init__(self, spec: dict[str, Any], path: Path) -> None:
-        self.name, self.path = spec["name"], str(path)
+
+class RasterIndicator:
+    """Zonal statistic of one raster band over each chip footprint (nodata -> null).
+
+    The raster is a local file (``path``) or a URL (``url``, http/https). A URL is read either
+    as a COG (``mode: cog``: GDAL ``/vsicurl/`` range reads with :func:`urp_data.http.gdal_options`,
+    one paced request per window that touches blocks not read before) or downloaded once into
+    the cache (``mode: download``, ``sha256:`` required and checked before the file is used;
+    ``member:`` names the raster inside a downloaded zip).
+    """
+
+    def __init__(self, spec: dict[str, Any], path: Path | None) -> None:
+        self.name = spec["name"]
         self.stat = spec.get("stat", "mean")
         if self.stat not in ("mean", "sum"):
             raise InputError(f"indicator {self.name}: stat must be mean or sum, got {self.stat!r}")
+        self.url = spec.get("url")
+        self.mode = spec.get("mode", "cog") if self.url else "local"
+        self.min_interval_s = float(spec.get("min_interval_s", DEFAULT_MIN_INTERVAL_S))
+        self._download_bytes = 0
+        self.sha256: str | None = None  # a download's checksum, for the manifest
+        if self.url:
+            path = self._remote(spec)
+        self.path = http.redact(self.url) if self.url else str(path)  # the manifest shows the URL, no key
+        self.band = int(spec.get("band", 1))
+        self.scale = float(spec.get("scale", 1.0))
         try:
-            with warnings.catch_warnings():  # plain images are fine with crs/bounds (checked below)
+            with rasterio.Env(**http.gdal_options()), warnings.catch_warnings():
+                # plain images are fine with crs/bounds (checked below)
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                ds = rasterio.open(path)
-            with ds:
-                band = int(spec.get("band", 1))
-                if not 1 <= band <= ds.count:
-                    raise InputError(f"indicator {self.name}: {path} has no band {band}")
+                ds = rasterio.open(str(path))
+                if not 1 <= self.band <= ds.count:
+                    raise InputError(f"indicator {self.name}: {self.path} has no band {self.band}")
                 crs = spec.get("crs") or ds.crs
                 if crs is None:
-                    raise InputError(f"indicator raster {path} has no CRS; georeference it or set crs: and bounds:")
-                self.arr = ds.read(band).astype(np.float64)
-                nodata = spec.get("nodata", ds.nodata)
+                    raise InputError(f"indicator raster {self.path} has no CRS; georeference it or set crs: and bounds:")
+                self.nodata = spec.get("nodata", ds.nodata)
                 self.transform = transform_from_bounds(*spec["bounds"], ds.width, ds.height) if "bounds" in spec \
                     else ds.transform
                 self.crs = rasterio.crs.CRS.from_user_input(crs)
+                self.shape = (ds.height, ds.width)
+                self.block_shape = ds.block_shapes[self.band - 1]
+                self.itemsize = np.dtype(ds.dtypes[self.band - 1]).itemsize
+                self.arr: np.ndarray | None = None
+                self.ds: Any = ds
+                if self.mode != "cog" and ds.width * ds.height <= IN_MEMORY_MAX_VALUES:
+                    self.arr = self._values(ds.read(self.band))
+                    ds.close()
+                    self.ds = None
         except RasterioError as exc:
-            raise InputError(f"cannot read indicator raster {path}: {one_line(exc)}") from exc
-        if nodata is not None:
-            self.arr[self.arr == nodata] = np.nan
-        scale = float(spec.get("scale", 1.0))
-        self.arr *= scale
+            raise InputError(f"cannot read indicator raster {self.path}: {http.redact(one_line(exc))}") from exc
+        self._read_blocks: set[tuple[int, int]] = set()
         self._to_src = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
         res = abs(self.transform.a)
         km = res * KM_PER_DEGREE if self.crs.is_geographic else res * self.crs.linear_units_factor[1] / 1000.0
-        self.info = _info(spec, str(path), f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
+        self.info = _info(spec, self.path, f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
                           spec.get("licence", ""), resolution_km=km)
 
-    def values(self, batch: CellBatch) -> np.ndarray:
-        out = np.full(len(batch.lat), np.nan)
-        h, w = self.arr.shape
+    def _remote(self, spec: dict[str, Any]) -> str:
+        """What GDAL opens for a URL: ``/vsicurl/URL`` (COG) or the verified cached download."""
+        url = str(self.url)
+        http.canonical_url(url)  # a bad scheme or host fails here, before any request
+        if self.mode not in REMOTE_MODES:
+            raise InputError(f"indicator {self.name}: mode must be cog or download, got {self.mode!r}")
+        if self.mode == "cog":
+            if "sha256" in spec or "member" in spec:
+                raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
+            return f"/vsicurl/{url}"
+        if "sha256" not in spec:
+            raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
+                             "before it is used)")
+        local = http.download(url, str(spec["sha256"]), self.min_interval_s)
+        self.sha256 = str(spec["sha256"]).lower()
+        self._download_bytes = local.stat().st_size
+        member = spec.get("member")
+        if member is None:
+            return str(local)
+        if not zipfile.is_zipfile(local):
+            raise InputError(f"indicator {self.name}: member: is given but {http.redact(url)} is not a zip file")
+        return f"/vsizip/{local}/{member}"
+
+    def _values(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pixels as float64 with nodata as NaN and ``scale`` applied (the same for every read path)."""
+        arr = raw.astype(np.float64)
+        if self.nodata is not None:
+            arr[arr == self.nodata] = np.nan
+        arr *= self.scale
+        return arr
+
+    def _block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Pixels [r0:r1, c0:c1] (already clipped to the raster), from memory or a windowed read."""
+        if self.arr is not None:
+            return self.arr[r0:r1, c0:c1]
+        bh, bw = self.block_shape
+        blocks = {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
+        with rasterio.Env(**http.gdal_options()):
+            if self.mode == "cog" and not blocks <= self._read_blocks:
+                http.wait_for_slot(str(self.url), self.min_interval_s)  # GDAL caches the blocks it read
+            self._read_blocks |= blocks
+            try:
+                raw = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0))
+            except RasterioError as exc:
+                raise InputError(f"indicator raster {self.path} could not be read at rows {r0}-{r1}, columns "
+                                 f"{c0}-{c1}: {http.redact(one_line(exc))}") from exc
+        return self._values(raw)
+
+    def _windows(self, footprints: Any) -> list[tuple[int, int, int, int] | None]:
+        """Per footprint, the pixel window (r0, r1, c0, c1) it covers, clipped to the raster; None outside."""
+        h, w = self.shape
         full = Window(0, 0, w, h)
-        for i, fp in enumerate(batch.footprints):
+        out: list[tuple[int, int, int, int] | None] = []
+        for fp in footprints:
             xs, ys = self._to_src.transform(*np.asarray(fp.exterior.coords).T)
             win = from_bounds(min(xs), min(ys), max(xs), max(ys), self.transform)
             try:
                 win = win.intersection(full)
             except rasterio.errors.WindowError:
+                out.append(None)
                 continue
             r0, c0 = int(np.floor(win.row_off)), int(np.floor(win.col_off))
             r1, c1 = int(np.ceil(win.row_off + win.height)), int(np.ceil(win.col_off + win.width))
-            block = self.arr[r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)]
+            r1, c1 = min(max(r1, r0 + 1), h), min(max(c1, c0 + 1), w)
+            out.append((r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None)
+        return out
+
+    def values(self, batch: CellBatch) -> np.ndarray:
+        out = np.full(len(batch.lat), np.nan)
+        for i, win in enumerate(self._windows(batch.footprints)):
+            if win is None:
+                continue
+            block = self._block(*win)
             if block.size and np.isfinite(block).any():
                 out[i] = np.nanmean(block) if self.stat == "mean" else np.nansum(block)
         return out
+
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
+        """Requests for the planned sample centres (lat/lon degrees), from geometry alone.
+
+        ``download``: one request for the whole file. ``cog``: one for the header and one per
+        window that reaches blocks no earlier window read (GDAL keeps the blocks it read);
+        bytes are those blocks uncompressed, an upper bound.
+        """
+        if self.mode == "local":
+            return []
+        host = http.host_of(str(self.url))
+        source = f"indicator {self.name}"
+        if self.mode == "download":
+            return [RequestBudget(source, host, 1, self._download_bytes, self.min_interval_s)]
+        fps = [shapely.box(*square_lonlat(float(la), float(lo), footprint_m)) for la, lo in zip(lat, lon, strict=True)]
+        bh, bw = self.block_shape
+        seen: set[tuple[int, int]] = set()
+        requests = 1
+        for win in self._windows(fps):
+            if win is None:
+                continue
+            r0, r1, c0, c1 = win
+            blocks = {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
+            if not blocks <= seen:
+                requests += 1
+                seen |= blocks
+        return [RequestBudget(source, host, requests, len(seen) * bh * bw * self.itemsize, self.min_interval_s)]
 
 
 class VectorIndicator:
@@ -208,7 +327,7 @@ class GeonamesPopulation:
 
 _COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "resolution_km", "derived_from_prompt", "licence"}
 _KEYS = {
-    "raster": _COMMON_KEYS | {"path", "band", "stat", "crs", "bounds", "nodata", "scale"},
+    "raster": _COMMON_KEYS | {"path", "url", "mode", "sha256", "member", "min_interval_s", "band", "stat", "crs", "bounds", "nodata", "scale"},
     "vector": _COMMON_KEYS | {"path", "column", "method", "key"},
     "geonames_population": _COMMON_KEYS | {"radius_km"},
 }
@@ -233,9 +352,13 @@ def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazette
     unknown = sorted(set(spec) - _KEYS.get(kind, set(spec)))
     if unknown:
         raise InputError(f"indicator {spec['name']}: unknown key(s) {unknown}; allowed: {sorted(_KEYS[kind])}")
+    if kind == "raster" and "url" in spec:
+        if "path" in spec:
+            raise InputError(f"indicator {spec['name']}: give path (a local file) or url, not both")
+        return RasterIndicator(spec, None)
     if kind in ("raster", "vector"):
         if "path" not in spec:
-            raise InputError(f"indicator {spec['name']}: needs a path")
+            raise InputError(f"indicator {spec['name']}: needs a path" + (" or a url" if kind == "raster" else ""))
         path = resolve(spec["path"])
         if not Path(path).is_file():
             raise InputError(f"indicator {spec['name']}: {path} not found")

