@@ -76,8 +76,13 @@ class Faulty(BaseHTTPRequestHandler):
         fault = queue.pop(0) if queue else "ok"
         if fault == "ok" and self._file():
             return
-        body = png(path) if path.endswith(".png") else json.dumps({"path": path}).encode()
-        ctype = "image/png" if path.endswith(".png") else "application/json"
+        served = (Faulty.files / path.lstrip("/")) if Faulty.files else None
+        if served is not None and served.is_file():  # a fault on a served file cuts or trickles the file itself
+            body = served.read_bytes()
+            ctype = "application/json" if served.suffix == ".json" or served.name == "search" else "image/tiff"
+        else:
+            body = png(path) if path.endswith(".png") else json.dumps({"path": path}).encode()
+            ctype = "image/png" if path.endswith(".png") else "application/json"
         if fault == "ok":
             self._send(200, body, ctype)
         elif fault == "404":

@@ -417,8 +417,9 @@ def download(url: str, sha256: str, min_interval_s: float = DEFAULT_MIN_INTERVAL
     For large gridded layers that are read whole (a global raster, a zip of NetCDF files):
     streamed to a temporary file while hashed, so memory stays flat; renamed into the cache only
     when status, ``Content-Length``, content type and the ``sha256`` checksum all match. A
-    truncated body is fetched again (``BODY_RETRIES``); a complete body with another checksum
-    is not (the provider changed the file: say so at once, before gigabytes are fetched twice).
+    truncated body is fetched again (``BODY_RETRIES``), and so is a body without ``Content-Length``
+    whose checksum differs (it may have been cut off); a body of the declared length with another
+    checksum is not (the provider changed the file: say so at once, before gigabytes are fetched twice).
     Keyed on the checksum, so a mirror with the same file is a cache hit.
     """
     digest = sha256.lower()
@@ -448,6 +449,9 @@ def download(url: str, sha256: str, min_interval_s: float = DEFAULT_MIN_INTERVAL
                     for chunk in _stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
                         h.update(chunk)
                         f.write(chunk)
+                    sized = resp.headers.get("Content-Length") is not None
+                if h.hexdigest() != digest and not sized:  # without a length, a cut body looks complete
+                    raise _BadBody(f"{shown} does not match its sha256 and sent no Content-Length: maybe cut off")
                 if h.hexdigest() != digest:
                     raise InputError(f"checksum mismatch for {shown}: expected sha256 {digest[:12]}..., got "
                                      f"{h.hexdigest()[:12]}...; the provider may have changed the file: check it "

@@ -1,0 +1,185 @@
+"""Indicators read over the network, and chips read concurrently, against the loopback fault server.
+
+The indicator host serves a real GeoTIFF made here from a demo Landsat band (a COG with 64-pixel
+blocks and a nodata value) with HTTP range requests. A build that reads it online, through
+faults, must equal a build that reads the same file from disk, row for row; a second build must
+send no request; a wrong checksum must fail in one line with nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+import servers
+from servers import Faulty
+from urp_data import http, indicators
+from urp_data.cli import main
+from urp_data.config import BuildConfig
+from urp_data.errors import InputError
+from urp_data.pipeline import build
+from urp_data.schema import SPLITS, split_path
+
+NIR = "nir"  # the online indicator's column
+REF = "nir_local"  # the same raster read from disk
+
+
+def _make_cog(data_dir: Path, out: Path) -> Path:
+    """Band 4 of the Olinda scene as a tiled float32 GeoTIFF (64-pixel blocks, as a COG's; 0 as nodata), in UTM."""
+    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:
+        band = ds.read(4).astype(np.float32)
+        profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": ds.width, "height": ds.height,
+                   "crs": ds.crs, "transform": ds.transform, "nodata": 0.0, "tiled": True, "blockxsize": 64,
+                   "blockysize": 64, "compress": "deflate"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(band, 1)
+    return out
+
+
+@pytest.fixture
+def host(server, tmp_path, data_dir):
+    """(base URL, local path, sha256) of the indicator COG served by the fault server."""
+    cog = _make_cog(data_dir, tmp_path / "www" / "nir.tif")
+    return server, cog, hashlib.sha256(cog.read_bytes()).hexdigest()
+
+
+def _build(write_region, tmp_path, out: str, online: dict, local: Path, **kw):
+    region = write_region(indicators=[{"name": NIR, "type": "raster", "licence": "test", **online},
+                                      {"name": REF, "type": "raster", "path": str(local), "licence": "test"}],
+                          **kw)
+    return build(BuildConfig(region=str(region), out=str(tmp_path / out)))
+
+
+def _rows(folder: Path) -> dict[str, list[dict]]:
+    return {s: pq.read_table(split_path(folder, s)).to_pylist() for s in SPLITS}
+
+
+def _requests() -> list[str]:
+    return [p for _, p in Faulty.log]
+
+
+@pytest.mark.parametrize("mode", ["download", "cog"])
+def test_an_online_indicator_through_faults_equals_the_file_read_from_disk(host, write_region, tmp_path,
+                                                                          monkeypatch, mode):
+    base, cog, digest = host
+    online = {"url": base + "/nir.tif", "mode": mode, "min_interval_s": 0.0}
+    if mode == "download":
+        online["sha256"] = digest
+        monkeypatch.setattr(indicators, "IN_MEMORY_MAX_VALUES", 0)  # the windowed path, as for a global layer
+        Faulty.faults = {"/nir.tif": ["429:1", "503", "html200", "truncated-no-length"]}
+    else:  # GDAL's own range reads retry what GDAL_HTTP_RETRY_CODES names
+        Faulty.faults = {"/nir.tif": ["429:1", "503"]}
+    out = _build(write_region, tmp_path, "a", online, cog)
+    rows = [r for split in _rows(out).values() for r in split]
+    nir, ref = np.array([r[NIR] for r in rows], float), np.array([r[REF] for r in rows], float)
+    assert len(rows) > 20 and np.isfinite(nir).sum() > 20
+    np.testing.assert_array_equal(nir, ref)  # the same values, nulls in the same rows
+    assert sum(p == "/nir.tif" for p in _requests()) >= 3  # the faults were played and got past
+    [entry] = [i for i in json.loads((out / "manifest.json").read_text())["inputs"] if i["role"] == f"indicator:{NIR}"]
+    assert entry["path"] == base + "/nir.tif" and entry["sha256"] == (digest if mode == "download" else None)
+    if mode == "download":
+        assert sum(p == "/nir.tif" for p in _requests()) == 5  # 429, 503, html, cut body, good body
+        Faulty.log = []
+        again = _build(write_region, tmp_path, "b", online, cog)
+        assert _requests() == []  # everything from the cache
+        assert _rows(again) == _rows(out)
+
+
+def test_a_zip_member_is_read_from_the_verified_download(host, write_region, tmp_path):
+    base, cog, _ = host
+    archive = cog.parent / "layers.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(cog, "inside/nir.tif")
+    online = {"url": base + "/layers.zip", "mode": "download", "member": "inside/nir.tif", "min_interval_s": 0.0,
+              "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    rows = [r for split in _rows(_build(write_region, tmp_path, "a", online, cog)).values() for r in split]
+    np.testing.assert_array_equal(np.array([r[NIR] for r in rows], float), np.array([r[REF] for r in rows], float))
+
+
+def test_a_checksum_mismatch_is_one_line_exit_1_and_nothing_is_written(host, write_region, tmp_path, capsys):
+    base, cog, digest = host
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    region = write_region(indicators=[{"name": NIR, "type": "raster", "url": base + "/nir.tif?token=SECRET7",
+                                       "mode": "download", "sha256": wrong, "min_interval_s": 0.0}])
+    out = tmp_path / "out"
+    assert main(["build", "--region", str(region), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "checksum mismatch" in err and "update sha256" in err
+    assert "SECRET7" not in err and "token=***" in err
+    assert sum(p.startswith("/nir.tif") for p in _requests()) == 1  # a full-length body: not fetched again
+    assert [p.name for p in out.iterdir()] == []  # no build, no partial build
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
+    assert cached == []  # no file, no temporary left in the cache
+
+
+def test_download_through_a_trickle_stops_at_its_deadline_and_keeps_nothing(host, tmp_path):
+    base, _, digest = host
+    Faulty.faults = {"/nir.tif": ["trickle"] * 3}
+    with pytest.raises(InputError, match="deadline"):
+        http.download(base + "/nir.tif", digest, min_interval_s=0.0, deadline_s=0.5)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"mode": "download"}, "needs sha256"),
+    ({"mode": "cog", "sha256": "0" * 64}, "download only"),
+    ({"mode": "stream"}, "mode must be cog or download"),
+    ({"mode": "download", "sha256": "abc"}, "64 hexadecimal digits"),
+])
+def test_bad_online_indicator_entries_fail_before_any_request(host, spec, message):
+    base, _, _ = host
+    with pytest.raises(InputError, match=message):
+        indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", **spec}, None)
+    assert _requests() == []
+
+
+def test_request_budget_from_geometry(host):
+    base, cog, digest = host
+    down = indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", "mode": "download",
+                                       "sha256": digest, "min_interval_s": 0.5}, None)
+    lat, lon = np.array([-8.0, -8.0, -7.95]), np.array([-34.87, -34.87, -34.87])
+    [b] = down.request_budget(lat, lon, 1000, 64)
+    assert (b.requests, b.bytes, b.min_interval_s) == (1, cog.stat().st_size, 0.5)
+    assert b.host == http.host_of(base) and b.source == f"indicator {NIR}"
+    sent = len(_requests())
+    remote = indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", "min_interval_s": 0.0}, None)
+    [c] = remote.request_budget(lat, lon, 1000, 64)
+    # the header, then one window per place: the repeated centre reads no new block, and -7.95
+    # lies 5.5 km north, more than one 64-pixel block (1.8 km) away
+    assert c.requests == 3 and c.bytes % (64 * 64 * 4) == 0 and c.bytes >= 2 * 64 * 64 * 4
+    assert len(_requests()) > sent  # opening the COG read its header...
+    sent = len(_requests())
+    remote.request_budget(lat, lon, 1000, 64)
+    assert len(_requests()) == sent  # ...the budget itself sends nothing
+    local = indicators.RasterIndicator({"name": NIR}, cog)
+    assert local.request_budget(lat, lon, 1000, 64) == []
+
+
+def _xyz_region(write_region, server, max_in_flight: int):
+    return write_region("tiles", area={"bbox": [-34.90, -8.02, -34.86, -7.98]}, chip={"size_px": 32},
+                        splits={"unseen_fraction": 0.0, "buffer_km": 0}, imagery=[{"type": "xyz", "url": server + "/{z}/{x}/{y}.png", "zoom": 15, "tile_size": 64,
+                                  "min_interval_s": 0.0, "max_in_flight": max_in_flight}],
+                        indicators=[])
+
+
+def test_chips_read_concurrently_are_byte_identical_to_a_sequential_read(server, write_region, tmp_path, monkeypatch):
+    servers.reset(files=None, latency_s=0.02)
+    seq = build(BuildConfig(region=str(_xyz_region(write_region, server, 1)), out=str(tmp_path / "seq"),
+                            chunk_size=64))
+    seq_requests, seq_peak = sorted(_requests()), max(n for _, n in Faulty.in_flight)
+    monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache2")
+    servers.reset(files=None, latency_s=0.02)
+    par = build(BuildConfig(region=str(_xyz_region(write_region, server, 4)), out=str(tmp_path / "par"),
+                            chunk_size=64))
+    for s in SPLITS:
+        assert split_path(par, s).read_bytes() == split_path(seq, s).read_bytes()
+    assert sum(pq.read_metadata(split_path(par, s)).num_rows for s in SPLITS) > 20
+    assert sorted(_requests()) == seq_requests  # a tile two chips share is still fetched once
+    assert seq_peak == 1 and 1 < max(n for _, n in Faulty.in_flight) <= 4
