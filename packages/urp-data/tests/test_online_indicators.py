@@ -104,7 +104,7 @@ def test_a_zip_member_is_read_from_the_verified_download(host, write_region, tmp
 
 
 def test_a_checksum_mismatch_is_one_line_exit_1_and_nothing_is_written(host, write_region, tmp_path, capsys):
-    base, cog, digest = host
+    base, _, digest = host
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
     region = write_region(indicators=[{"name": NIR, "type": "raster", "url": base + "/nir.tif?token=SECRET7",
                                        "mode": "download", "sha256": wrong, "min_interval_s": 0.0}])
