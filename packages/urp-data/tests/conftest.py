@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # the loopback servers (servers.py) shared by test files
-import servers
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "data"
@@ -19,13 +18,14 @@ DATA = REPO / "data"
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """The faulty server's base URL (files under tmp_path/www); tiny backoffs; an empty cache for this test."""
+    from servers import Faulty, serve
     from urp_data import http
 
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
     monkeypatch.setattr(http, "BACKOFF_MAX_S", 0.05)
-    servers.reset(files=tmp_path / "www")
-    with servers.serve() as url:
+    with serve() as url:
+        Faulty.files = tmp_path / "www"
         yield url
 
 

@@ -155,15 +155,12 @@ class Faulty(BaseHTTPRequestHandler):
         pass
 
 
-def reset(files: Path | None = None, latency_s: float = 0.0) -> None:
-    """Forget faults, logs and counters; serve ``files``; answer after ``latency_s`` seconds."""
-    Faulty.faults, Faulty.log, Faulty.agents, Faulty.in_flight = {}, [], [], []
-    Faulty.files, Faulty.latency_s = files, latency_s
-
-
 @contextmanager
 def serve() -> Iterator[str]:
-    """A :class:`Faulty` server on 127.0.0.1 (a free port) for the duration; yields its base URL."""
+    """Run :class:`Faulty` on 127.0.0.1 (a free port) with empty faults and logs, no files and no latency;
+    yields its base URL, then stops it."""
+    Faulty.faults, Faulty.log, Faulty.agents, Faulty.in_flight = {}, [], [], []
+    Faulty.files, Faulty.latency_s = None, 0.0
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Faulty)
     srv.daemon_threads = True
     thread = threading.Thread(target=srv.serve_forever, daemon=True)

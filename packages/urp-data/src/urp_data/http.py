@@ -184,7 +184,16 @@ def _pace(host: str, min_interval_s: float) -> None:
         time.sleep(wait)
 
 
-def host_of(url: str) -> str:
+def wait_turn(url: str, min_interval_s: float) -> None:
+    """Wait for a politeness slot of ``url``'s host for a read this module does not send itself.
+
+    GDAL's ``/vsicurl/`` range reads of a COG bypass :class:`PoliteSession`; a source calls this
+    once before each such read so the reads of all workers together keep the host's pace.
+    """
+    _pace(_host(url), min_interval_s)
+
+
+def _host(url: str) -> str:
     """``host:port`` of ``url`` (default port filled in): the unit of politeness."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
@@ -234,7 +243,7 @@ class PoliteSession(requests.Session):
         self.mount("https://", adapter)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        _pace(host_of(request.url or ""), self.min_interval_s)
+        _pace(_host(request.url or ""), self.min_interval_s)
         logger.info("%s %s", request.method, redact(request.url or ""))
         return super().send(request, **kwargs)
 
@@ -465,11 +474,6 @@ def download(url: str, sha256: str, min_interval_s: float = DEFAULT_MIN_INTERVAL
             finally:
                 Path(tmp).unlink(missing_ok=True)
         raise InputError(failure or f"cannot fetch {shown} before the download's deadline")
-
-
-def wait_for_slot(url: str, min_interval_s: float) -> None:
-    """Wait for the politeness slot of ``url``'s host: for requests sent by others (GDAL's ``/vsicurl/``)."""
-    _pace(host_of(url), min_interval_s)
 
 
 def gdal_options() -> dict[str, Any]:

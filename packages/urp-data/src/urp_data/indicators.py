@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -182,7 +183,7 @@ class RasterIndicator:
         blocks = {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
         with rasterio.Env(**http.gdal_options()):
             if self.mode == "cog" and not blocks <= self._read_blocks:
-                http.wait_for_slot(str(self.url), self.min_interval_s)  # GDAL caches the blocks it read
+                http.wait_turn(str(self.url), self.min_interval_s)  # GDAL caches the blocks it read
             self._read_blocks |= blocks
             try:
                 raw = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0))
@@ -229,7 +230,7 @@ class RasterIndicator:
         """
         if self.mode == "local":
             return []
-        host = http.host_of(str(self.url))
+        host = urlsplit(str(self.url)).netloc.lower()
         source = f"indicator {self.name}"
         if self.mode == "download":
             return [RequestBudget(source, host, 1, self._download_bytes, self.min_interval_s)]
