@@ -182,3 +182,21 @@ def test_chips_read_concurrently_are_byte_identical_to_a_sequential_read(server,
     assert sum(pq.read_metadata(split_path(par, s)).num_rows for s in SPLITS) > 20
     assert sorted(_requests()) == seq_requests  # a tile two chips share is still fetched once
     assert seq_peak == 1 and 1 < max(n for _, n in Faulty.in_flight) <= 4
+
+
+def test_the_shipped_online_recipe_states_resolution_licence_and_prompt_honesty():
+    import yaml
+    from urp_data.regions import list_regions
+
+    recipe = yaml.safe_load(list_regions()["global-online"].read_text())
+    online = [s for s in recipe["indicators"] if "url" in s]
+    assert {s["name"] for s in online} >= {"population", "gdp_per_capita"}
+    for spec in online:
+        assert set(spec) <= indicators._KEYS["raster"], spec["name"]
+        assert spec["url"].startswith("https://") and spec["mode"] in indicators.REMOTE_MODES
+        assert spec["mode"] == "cog" or len(spec["sha256"]) == 64  # a download is always verified
+        assert "km" in spec["resolution"] and spec["licence"] and spec["derived_from_prompt"] is False
+    night = next(s for s in recipe["indicators"] if s["name"] == "night_light")
+    assert "coarse" in night["resolution"]  # no login-free VIIRS source: the fallback says what it is
+    offline = yaml.safe_load(list_regions()["global"].read_text())
+    assert "coarse" in offline["description"] and all("url" not in s for s in offline["indicators"])
