@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 from servers import Faulty
-from urp_data import http, indicators
+from urp_data import http, indicators, ranges
 from urp_data.cli import main
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError
@@ -73,8 +73,9 @@ def test_an_online_indicator_through_faults_equals_the_file_read_from_disk(host,
         online["sha256"] = digest
         monkeypatch.setattr(indicators, "IN_MEMORY_MAX_VALUES", 0)  # the windowed path, as for a global layer
         Faulty.faults = {"/nir.tif": ["429:1", "503", "html200", "truncated-no-length"]}
-    else:  # GDAL's own range reads retry what GDAL_HTTP_RETRY_CODES names
-        Faulty.faults = {"/nir.tif": ["429:1", "503"]}
+    else:  # many small range requests; the first (the header) meets every fault
+        monkeypatch.setattr(ranges, "CHUNK_BYTES", 8192)
+        Faulty.faults = {"/nir.tif": ["429:1", "503", "html200", "truncated"]}
     out = _build(write_region, tmp_path, "a", online, cog)
     rows = [r for split in _rows(out).values() for r in split]
     nir, ref = np.array([r[NIR] for r in rows], float), np.array([r[REF] for r in rows], float)
@@ -85,10 +86,10 @@ def test_an_online_indicator_through_faults_equals_the_file_read_from_disk(host,
     assert entry["path"] == base + "/nir.tif" and entry["sha256"] == (digest if mode == "download" else None)
     if mode == "download":
         assert sum(p == "/nir.tif" for p in _requests()) == 5  # 429, 503, html, cut body, good body
-        Faulty.log = []
-        again = _build(write_region, tmp_path, "b", online, cog)
-        assert _requests() == []  # everything from the cache
-        assert _rows(again) == _rows(out)
+    Faulty.log = []
+    again = _build(write_region, tmp_path, "b", online, cog)
+    assert _requests() == []  # everything from the cache: the download, or every range read
+    assert _rows(again) == _rows(out)
 
 
 def test_a_zip_member_is_read_from_the_verified_download(host, write_region, tmp_path):
@@ -139,24 +140,32 @@ def test_bad_online_indicator_entries_fail_before_any_request(host, spec, messag
     assert _requests() == []
 
 
-def test_request_budget_from_geometry(host):
+def test_request_budget_from_geometry(host, monkeypatch):
     base, cog, digest = host
+    monkeypatch.setattr(ranges, "CHUNK_BYTES", 16384)  # a 64 x 64 float32 block per chunk at most
     down = indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", "mode": "download",
                                        "sha256": digest, "min_interval_s": 0.5}, None)
     lat, lon = np.array([-8.0, -8.0, -7.95]), np.array([-34.87, -34.87, -34.87])
     [b] = down.request_budget(lat, lon, 1000, 64)
     assert (b.requests, b.bytes, b.min_interval_s) == (1, cog.stat().st_size, 0.5)
     assert b.host == base.split("//")[1] and b.source == f"indicator {NIR}"
-    sent = len(_requests())
     remote = indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", "min_interval_s": 0.0}, None)
-    [c] = remote.request_budget(lat, lon, 1000, 64)
-    # the header, then one window per place: the repeated centre reads no new block, and -7.95
-    # lies 5.5 km north, more than one 64-pixel block (1.8 km) away
-    assert c.requests == 3 and c.bytes % (64 * 64 * 4) == 0 and c.bytes >= 2 * 64 * 64 * 4
-    assert len(_requests()) > sent  # opening the COG read its header...
     sent = len(_requests())
-    remote.request_budget(lat, lon, 1000, 64)
-    assert len(_requests()) == sent  # ...the budget itself sends nothing
+    budget = {k: remote.request_budget(lat[list(k)], lon[list(k)], 1000, 64)[0] for k in ((0,), (0, 1), (2,), (0, 2))}
+    assert len(_requests()) == sent  # a budget sends nothing
+    # the header (one request) plus the blocks under each footprint, each block once; -7.95 lies
+    # 5.5 km north of -8.0, more than one 64-pixel block (1.8 km) away
+    assert budget[0, 1] == budget[0,] and budget[0,].requests >= 2
+    assert budget[0, 2].requests == budget[0,].requests + budget[2,].requests - 1
+    assert budget[0, 2].bytes <= cog.stat().st_size
+    import shapely
+    from urp_data.imagery import square_lonlat
+    from urp_data.indicators import CellBatch, footprint_array
+
+    Faulty.log = []
+    fps = footprint_array([shapely.box(*square_lonlat(la, lo, 1000)) for la, lo in zip(lat[[0, 2]], lon[[0, 2]])])
+    remote.values(CellBatch(lat[[0, 2]], lon[[0, 2]], fps, [None, None]))
+    assert 1 <= len(_requests()) <= budget[0, 2].requests  # the budget bounds what was sent
     local = indicators.RasterIndicator({"name": NIR}, cog)
     assert local.request_budget(lat, lon, 1000, 64) == []
 

@@ -173,7 +173,11 @@ def canonical_url(url: str, params: Mapping[str, Any] | None = None) -> str:
 
 def cache_path(url: str, params: Mapping[str, Any] | None = None) -> Path:
     """Where the response to ``url`` (with ``params``) is cached: sha256 of its canonical form."""
-    digest = hashlib.sha256(canonical_url(url, params).encode()).hexdigest()
+    return _cache_file(canonical_url(url, params))
+
+
+def _cache_file(key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return CACHE_DIR / digest[:2] / digest
 
 
@@ -182,15 +186,6 @@ def _pace(host: str, min_interval_s: float) -> None:
     wait = _reserve(host, min_interval_s)
     if wait > 0:
         time.sleep(wait)
-
-
-def wait_turn(url: str, min_interval_s: float) -> None:
-    """Wait for a politeness slot of ``url``'s host for a read this module does not send itself.
-
-    GDAL's ``/vsicurl/`` range reads of a COG bypass :class:`PoliteSession`; a source calls this
-    once before each such read so the reads of all workers together keep the host's pace.
-    """
-    _pace(_host(url), min_interval_s)
 
 
 def _host(url: str) -> str:
@@ -309,11 +304,11 @@ def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
 
 
 def _send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
-          remaining: float) -> requests.Response:
-    """A paced, retried, streaming GET; anything but status 200 is an InputError that says what to do."""
+          remaining: float, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
+    """A paced, retried, streaming GET; a status not in ``ok`` is an InputError that says what to do."""
     try:
         # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
-        resp = session(min_interval_s).get(url, params=params, stream=True,
+        resp = session(min_interval_s).get(url, params=params, stream=True, headers=headers,
                                            timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
     except InputError:
         raise
@@ -321,7 +316,7 @@ def _send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any]
         raise InputError(f"malformed URL {shown}: {one_line(exc)}") from exc
     except requests.RequestException as exc:
         raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
-    if resp.status_code != 200:
+    if resp.status_code not in ok:
         resp.close()
         hint = "the server is overloaded or limiting us" if resp.status_code in RETRY_STATUS else \
             "check the URL and the server's usage policy"
@@ -474,6 +469,57 @@ def download(url: str, sha256: str, min_interval_s: float = DEFAULT_MIN_INTERVAL
             finally:
                 Path(tmp).unlink(missing_ok=True)
         raise InputError(failure or f"cannot fetch {shown} before the download's deadline")
+
+
+def get_range(url: str, start: int, length: int, min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+              deadline_s: float | None = None) -> tuple[bytes, int]:
+    """Bytes ``start`` to ``start + length - 1`` of ``url`` and the file's total size, from the cache when present.
+
+    A range request (``Range: bytes=a-b``) must be answered 206 with a ``Content-Range`` that
+    starts at ``a``, a body of the stated length and a content type that is not an HTML page;
+    anything else (a 200 with a page or the whole file, a cut body) is fetched again and never
+    cached. A host that does not serve ranges fails in one line that names ``mode: download``.
+    """
+    end = start + length - 1
+    base = canonical_url(url)
+    shown = redact(base)
+    key = f"{base}#bytes={start}-{end}"
+    path = _cache_file(key)
+    size_path = path.with_name(path.name + ".size")
+    if path.is_file() and size_path.is_file():
+        logger.debug("cache hit %s bytes %d-%d", shown, start, end)
+        return path.read_bytes(), int(size_path.read_text())
+    with _one_flight(key):
+        if path.is_file() and size_path.is_file():
+            return path.read_bytes(), int(size_path.read_text())
+        deadline = time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s)
+        failure = ""
+        for _ in range(1 + BODY_RETRIES):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with _send(url, shown, min_interval_s, None, remaining, {"Range": f"bytes={start}-{end}"},
+                       ok=(200, 206)) as resp:
+                try:
+                    if resp.status_code != 206:
+                        raise _BadBody(f"{shown} answered a range request with HTTP {resp.status_code}, not 206 "
+                                       "(if the host serves no ranges, use mode: download)")
+                    got = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", "").strip())
+                    if got is None or int(got[1]) != start:
+                        raise _BadBody(f"{shown} sent Content-Range {resp.headers.get('Content-Range')!r} for bytes "
+                                       f"{start}-{end}")
+                    _check_type(resp, shown, DOWNLOAD_TYPES)
+                    body = _read_body(resp, shown, deadline)
+                    if len(body) != int(got[2]) - start + 1:
+                        raise _BadBody(f"{shown} is truncated: {len(body)} of {int(got[2]) - start + 1} bytes")
+                except _BadBody as exc:
+                    failure = str(exc)
+                    logger.warning("%s; trying again", failure)
+                    continue
+            atomic_write_bytes(size_path, got[3].encode())
+            atomic_write_bytes(path, body)
+            return body, int(got[3])
+        raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
 
 
 def gdal_options() -> dict[str, Any]:

@@ -31,7 +31,7 @@ from rasterio.errors import RasterioError
 from rasterio.transform import from_bounds as transform_from_bounds
 from rasterio.windows import Window, from_bounds
 
-from urp_data import http
+from urp_data import http, ranges
 from urp_data.budget import RequestBudget
 from urp_data.errors import InputError
 from urp_data.fsutil import one_line
@@ -91,10 +91,10 @@ class RasterIndicator:
     """Zonal statistic of one raster band over each chip footprint (nodata -> null).
 
     The raster is a local file (``path``) or a URL (``url``, http/https). A URL is read either
-    as a COG (``mode: cog``: GDAL ``/vsicurl/`` range reads with :func:`urp_data.http.gdal_options`,
-    one paced request per window that touches blocks not read before) or downloaded once into
-    the cache (``mode: download``, ``sha256:`` required and checked before the file is used;
-    ``member:`` names the raster inside a downloaded zip).
+    as a COG (``mode: cog``: range requests of ``ranges.CHUNK_BYTES`` through :mod:`urp_data.http`,
+    :mod:`urp_data.ranges`: paced, checked and cached, so only the blocks under the samples are
+    fetched, once) or downloaded once into the cache (``mode: download``, ``sha256:`` required and
+    checked before the file is used; ``member:`` names the raster inside a downloaded zip).
     """
 
     def __init__(self, spec: dict[str, Any], path: Path | None) -> None:
@@ -105,10 +105,11 @@ class RasterIndicator:
         self.url = spec.get("url")
         self.mode = spec.get("mode", "cog") if self.url else "local"
         self.min_interval_s = float(spec.get("min_interval_s", DEFAULT_MIN_INTERVAL_S))
-        self._download_bytes = 0
+        self._file_bytes = 0  # the remote file's size, for request budgets
         self.sha256: str | None = None  # a download's checksum, for the manifest
+        opener = None
         if self.url:
-            path = self._remote(spec)
+            path, opener = self._remote(spec)
         self.path = http.redact(self.url) if self.url else str(path)  # the manifest shows the URL, no key
         self.band = int(spec.get("band", 1))
         self.scale = float(spec.get("scale", 1.0))
@@ -116,7 +117,7 @@ class RasterIndicator:
             with rasterio.Env(**http.gdal_options()), warnings.catch_warnings():
                 # plain images are fine with crs/bounds (checked below)
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                ds = rasterio.open(str(path))
+                ds = rasterio.open(str(path), opener=opener)
                 if not 1 <= self.band <= ds.count:
                     raise InputError(f"indicator {self.name}: {self.path} has no band {self.band}")
                 crs = spec.get("crs") or ds.crs
@@ -137,15 +138,15 @@ class RasterIndicator:
                     self.ds = None
         except RasterioError as exc:
             raise InputError(f"cannot read indicator raster {self.path}: {http.redact(one_line(exc))}") from exc
-        self._read_blocks: set[tuple[int, int]] = set()
         self._to_src = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
         res = abs(self.transform.a)
         km = res * KM_PER_DEGREE if self.crs.is_geographic else res * self.crs.linear_units_factor[1] / 1000.0
         self.info = _info(spec, self.path, f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
                           spec.get("licence", ""), resolution_km=km)
 
-    def _remote(self, spec: dict[str, Any]) -> str:
-        """What GDAL opens for a URL: ``/vsicurl/URL`` (COG) or the verified cached download."""
+    def _remote(self, spec: dict[str, Any]) -> tuple[str, Any]:
+        """What GDAL opens for a URL, and with which rasterio opener: the URL through cached range
+        requests (COG), or the verified cached download (or a member of it, when it is a zip)."""
         url = str(self.url)
         http.canonical_url(url)  # a bad scheme or host fails here, before any request
         if self.mode not in REMOTE_MODES:
@@ -153,19 +154,20 @@ class RasterIndicator:
         if self.mode == "cog":
             if "sha256" in spec or "member" in spec:
                 raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
-            return f"/vsicurl/{url}"
+            self._file_bytes = ranges.RangeFile(url, self.min_interval_s).size
+            return url, ranges.opener(url, self.min_interval_s)
         if "sha256" not in spec:
             raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
                              "before it is used)")
         local = http.download(url, str(spec["sha256"]), self.min_interval_s)
         self.sha256 = str(spec["sha256"]).lower()
-        self._download_bytes = local.stat().st_size
+        self._file_bytes = local.stat().st_size
         member = spec.get("member")
         if member is None:
-            return str(local)
+            return str(local), None
         if not zipfile.is_zipfile(local):
             raise InputError(f"indicator {self.name}: member: is given but {http.redact(url)} is not a zip file")
-        return f"/vsizip/{local}/{member}"
+        return f"/vsizip/{local}/{member}", None
 
     def _values(self, raw: np.ndarray) -> np.ndarray:
         """Raw pixels as float64 with nodata as NaN and ``scale`` applied (the same for every read path)."""
@@ -179,12 +181,7 @@ class RasterIndicator:
         """Pixels [r0:r1, c0:c1] (already clipped to the raster), from memory or a windowed read."""
         if self.arr is not None:
             return self.arr[r0:r1, c0:c1]
-        bh, bw = self.block_shape
-        blocks = {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
         with rasterio.Env(**http.gdal_options()):
-            if self.mode == "cog" and not blocks <= self._read_blocks:
-                http.wait_turn(str(self.url), self.min_interval_s)  # GDAL caches the blocks it read
-            self._read_blocks |= blocks
             try:
                 raw = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0))
             except RasterioError as exc:
@@ -221,32 +218,35 @@ class RasterIndicator:
                 out[i] = np.nanmean(block) if self.stat == "mean" else np.nansum(block)
         return out
 
+    def _blocks(self, win: tuple[int, int, int, int]) -> set[tuple[int, int]]:
+        """The (row, column) indices of the raster blocks a pixel window touches."""
+        r0, r1, c0, c1 = win
+        bh, bw = self.block_shape
+        return {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
+
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
         """Requests for the planned sample centres (lat/lon degrees), from geometry alone.
 
-        ``download``: one request for the whole file. ``cog``: one for the header and one per
-        window that reaches blocks no earlier window read (GDAL keeps the blocks it read);
-        bytes are those blocks uncompressed, an upper bound.
+        ``download``: one request for the whole file. ``cog``: the first chunk (the header), then
+        for each block under a sample's footprint its uncompressed size in chunks, once (an upper
+        bound: compressed blocks are smaller and neighbours share chunks); bytes are whole chunks.
         """
         if self.mode == "local":
             return []
         host = urlsplit(str(self.url)).netloc.lower()
         source = f"indicator {self.name}"
         if self.mode == "download":
-            return [RequestBudget(source, host, 1, self._download_bytes, self.min_interval_s)]
+            return [RequestBudget(source, host, 1, self._file_bytes, self.min_interval_s)]
         fps = [shapely.box(*square_lonlat(float(la), float(lo), footprint_m)) for la, lo in zip(lat, lon, strict=True)]
-        bh, bw = self.block_shape
-        seen: set[tuple[int, int]] = set()
-        requests = 1
+        blocks: set[tuple[int, int]] = set()
         for win in self._windows(fps):
-            if win is None:
-                continue
-            r0, r1, c0, c1 = win
-            blocks = {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
-            if not blocks <= seen:
-                requests += 1
-                seen |= blocks
-        return [RequestBudget(source, host, requests, len(seen) * bh * bw * self.itemsize, self.min_interval_s)]
+            if win is not None:
+                blocks |= self._blocks(win)
+        bh, bw = self.block_shape
+        per_block = -(-bh * bw * self.itemsize // ranges.CHUNK_BYTES)
+        requests = 1 + len(blocks) * per_block
+        return [RequestBudget(source, host, requests, min(requests * ranges.CHUNK_BYTES, self._file_bytes),
+                              self.min_interval_s)]
 
 
 class VectorIndicator:
