@@ -19,8 +19,9 @@ host answers at most 1/min_interval_s requests/s, and a build can make at most
 where requests per sample is what that build sent divided by the samples it wrote. At that rate
 Little's law puts ``latency / min_interval_s`` requests in flight; the mean the host saw is
 printed beside it. samples/s is measured over the fetch phase (first request to last answer)
-and over the whole command (which also loads the gazetteer, plans, writes the splits). A second
-build from the same cache must send no request (checked).
+and over the whole command (which also loads the gazetteer, plans, writes the splits). Checked:
+every run writes the same split files byte for byte, and a second build from the same cache
+sends no request.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "packages" / "urp-data" / "tests"))
-from servers import Faulty, serve  # noqa: E402  (the tests' loopback server)
+from servers import Faulty, serve  # the tests' loopback server
 
 BBOX = [-34.93, -8.06, -34.83, -7.94]  # lon/lat (left, bottom, right, top): the Olinda scene
 
 
 def indicator_tif(out: Path) -> Path:
-    """Band 4 of the Olinda scene as a tiled float32 GeoTIFF (256-pixel blocks, 0 = nodata)."""
+    """Band 4 of the Olinda scene as a tiled float32 GeoTIFF (128-pixel blocks, 0 = nodata)."""
     with rasterio.open(REPO / "data" / "demo" / "olinda_l7_etm.tif") as ds:
         band = ds.read(4).astype(np.float32)
         profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": ds.width, "height": ds.height,
@@ -116,7 +117,7 @@ def main() -> None:
     rows = []
     with serve() as base:
         for spec in args.runs:
-            name, in_flight, workers = spec.split(":")
+            _, in_flight, workers = spec.split(":")
             region = region_yaml(root, base, args.samples, args.min_interval_s, int(in_flight))
             cache, out = root / f"cache-{spec.replace(':', '-')}", root / f"out-{spec.replace(':', '-')}"
             Faulty.log, Faulty.in_flight, Faulty.files, Faulty.latency_s = [], [], www, latency
@@ -139,7 +140,13 @@ def main() -> None:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    print("second build from the cache: 0 requests (every run)")
+    first = root / f"out-{args.runs[0].replace(':', '-')}" / "online"
+    for spec in args.runs[1:]:
+        other = root / f"out-{spec.replace(':', '-')}" / "online"
+        same = all((first / f).read_bytes() == (other / f).read_bytes() for f in
+                   ("train.parquet", "val.parquet", "test_seen.parquet", "test_unseen.parquet"))
+        assert same, f"{spec} wrote other split files than {args.runs[0]}"
+    print("every run wrote the same split files, byte for byte; a second build from the cache sent 0 requests")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,8 @@ class RasterIndicator:
                     self.arr = self._values(ds.read(self.band))
                     ds.close()
                     self.ds = None
+                else:  # closed before the interpreter tears down the Python file GDAL reads through
+                    weakref.finalize(self, ds.close)
         except RasterioError as exc:
             raise InputError(f"cannot read indicator raster {self.path}: {http.redact(one_line(exc))}") from exc
         self._to_src = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
