@@ -108,9 +108,7 @@ class RasterIndicator:
         self.min_interval_s = float(spec.get("min_interval_s", DEFAULT_MIN_INTERVAL_S))
         self._file_bytes = 0  # the remote file's size, for request budgets
         self.sha256: str | None = None  # a download's checksum, for the manifest
-        opener = None
-        if self.url:
-            path, opener = self._remote(spec)
+        opened, opener = self._remote(spec) if self.url else (str(path), None)  # what GDAL opens, and how
         self.path = http.redact(self.url) if self.url else str(path)  # the manifest shows the URL, no key
         self.band = int(spec.get("band", 1))
         self.scale = float(spec.get("scale", 1.0))
@@ -118,7 +116,7 @@ class RasterIndicator:
             with rasterio.Env(**http.gdal_options()), warnings.catch_warnings():
                 # plain images are fine with crs/bounds (checked below)
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                ds = rasterio.open(str(path), opener=opener)
+                ds = rasterio.open(opened, opener=opener)
                 if not 1 <= self.band <= ds.count:
                     raise InputError(f"indicator {self.name}: {self.path} has no band {self.band}")
                 crs = spec.get("crs") or ds.crs
