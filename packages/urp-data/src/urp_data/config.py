@@ -24,6 +24,8 @@ class BuildConfig:
                         "actors on a cluster, one per CPU (install urp-data[ray]); same output"})
     ray_address: str | None = field(default=None, metadata={"help": "with --engine ray: the cluster to join "
                                      "(host:port of `ray start --head`); unset: start a local Ray on this machine"})
+    allow_bulk: bool = field(default=False, metadata={"help": "let an online geocoder send more than 500 requests to "
+                             "its public instance (sets geocoder.allow_bulk; ask the operators first, or self-host)"})
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:
