@@ -104,10 +104,10 @@ class Faulty(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            for i in range(min(len(body), 100)):  # bounded: at most 5 s
+            for i in range(min(len(body), 100)):  # bounded: at most 2 s
                 self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
-                time.sleep(0.05)
+                time.sleep(0.02)
         elif fault.startswith("redirect:"):
             self.send_response(302)
             self.send_header("Location", fault[len("redirect:"):])
@@ -243,7 +243,7 @@ class ReverseGeocoder:
         from urp_data.geocode import Gazetteer
 
         self.gaz = Gazetteer(1000)
-        self.suburbs = sample.suburbs
+        self.sample, self.suburbs = sample, sample.suburbs
 
     def lookup(self, lat: float, lon: float) -> dict | None:
         from urp_data.geocode import haversine_km
