@@ -27,13 +27,14 @@ from servers import (
     serve,
 )
 from urp_data import cli, http
+from urp_data.config import BuildConfig
 from urp_data.errors import InputError, RegionError
 from urp_data.fsutil import cache_dir
 from urp_data.geocode import Gazetteer
 from urp_data.geocoders import PUBLIC_MAX_REQUESTS, OnlineGeocoder, nominatim_address, photon_address
-from urp_data.pipeline import build_region
+from urp_data.pipeline import apply_overrides, build_region
 from urp_data.poi import OVERPASS_MAX_AREA_KM2, Overpass
-from urp_data.regions import GeocoderConfig
+from urp_data.regions import GeocoderConfig, load_region
 from urp_data.schema import SPLITS, load_manifest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -238,3 +239,15 @@ def test_overpass_refuses_a_large_bbox_and_names_the_fix():
     with pytest.raises(InputError, match="osm_pbf") as err:
         Overpass([0.0, 40.0, 1.0, 41.0])
     assert f"{OVERPASS_MAX_AREA_KM2:.0f} km2" in str(err.value)
+
+
+def test_allow_bulk_lifts_the_refusal_which_only_public_instances_have(tmp_path):
+    gaz = Gazetteer(1000)
+    with pytest.raises(InputError, match="allow_bulk"):
+        OnlineGeocoder("photon", gaz).refuse_bulk(PUBLIC_MAX_REQUESTS + 1)
+    OnlineGeocoder("nominatim", gaz).refuse_bulk(PUBLIC_MAX_REQUESTS)
+    OnlineGeocoder("nominatim", gaz, allow_bulk=True).refuse_bulk(10**6)
+    OnlineGeocoder("nominatim", gaz, url="http://127.0.0.1:1").refuse_bulk(10**6)  # self-hosted: no policy of ours
+    region = load_region(monaco(tmp_path, None))
+    assert not region.geocoder.allow_bulk
+    assert apply_overrides(region, BuildConfig(region="x", allow_bulk=True)).geocoder.allow_bulk  # --allow-bulk
