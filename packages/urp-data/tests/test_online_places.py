@@ -32,7 +32,7 @@ from urp_data.errors import InputError, RegionError
 from urp_data.fsutil import cache_dir
 from urp_data.geocode import Gazetteer
 from urp_data.geocoders import PUBLIC_MAX_REQUESTS, OnlineGeocoder, nominatim_address, photon_address
-from urp_data.pipeline import apply_overrides, build_region
+from urp_data.pipeline import apply_overrides, build_region, open_sources
 from urp_data.poi import OVERPASS_MAX_AREA_KM2, Overpass
 from urp_data.regions import GeocoderConfig, load_region
 from urp_data.schema import SPLITS, load_manifest
@@ -135,13 +135,13 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
         # sample 2: truncated without Content-Length, then a trickle (slow and short), then good.
         f"/{provider}/reverse": ["429:1", "503", "html200", "503", "truncated", "ok", "truncated-no-length",
                                  "trickle"],
-        "/api/interpreter": ["429:1", "remark", "html200"],
+        "/api/interpreter": ["503", "503", "503", "429:1", "remark", "html200"],  # a burst, then bad bodies
     }
     faulty = build_region(str(region), out=tmp_path / "faulty", chunk_size=2)
     assert rows(faulty) == rows(clean)
     assert not any(Faulty.faults.values())  # every fault was played
     status, query = requests_to("/api/status"), requests_to("/api/interpreter")
-    assert len(status) == 1 and len(query) == 4 and query[0] - status[0] >= 0.95  # waited for the busy slot
+    assert len(status) == 1 and len(query) == 7 and query[0] - status[0] >= 0.95  # waited for the busy slot
 
     got = [r for split in rows(clean).values() for r in split]
     suburbs = {n["tags"]["name"] for n in OsmSample(DATA / "osm" / "monaco.osm.pbf").suburbs}
@@ -223,12 +223,15 @@ def test_addresses_follow_the_documented_formats():
     assert photon_address({"type": "FeatureCollection", "features": []}) is None
 
 
-def test_request_budgets_come_from_geometry_alone(api):
+def test_request_budgets_come_from_geometry_alone(api, tmp_path):
     lat, lon = np.linspace(43.73, 43.75, 7), np.full(7, 7.42)
     g = OnlineGeocoder("photon", Gazetteer(1000), url=api + "/photon", min_interval_s=0.5)
     (b,) = g.request_budget(lat, lon, 1000.0, 448)
     assert (b.source, b.host, b.requests, b.min_interval_s) == ("geocoder photon", api.split("//")[1], 7, 0.5)
     assert b.bytes > 0
+    src = open_sources(load_region(monaco(tmp_path, api)))  # what a dry run opens: it must send nothing
+    (geocoder,), (poi,) = src.geocoder.request_budget(lat, lon), src.pois[0].request_budget(lat, lon)
+    assert geocoder.requests == 7 and geocoder.min_interval_s == 1.0 and poi.requests == 2
     small, big = Overpass(MONACO, api + "/api/interpreter"), Overpass([7.3, 43.6, 7.5, 43.8], api + "/api/interpreter")
     (s,), (l,) = small.request_budget(lat, lon), big.request_budget(lat, lon)
     assert s.requests == l.requests == 2 and l.bytes > s.bytes > 0
