@@ -37,8 +37,10 @@ OVERPASS_MIN_INTERVAL_S = 1.0
 """Seconds between requests to an Overpass host (all workers together): one query at a time."""
 OVERPASS_MAX_AREA_KM2 = 1000.0
 """Largest bbox asked of Overpass (~32 x 32 km, a city); larger regions take an .osm.pbf extract."""
-OVERPASS_TIMEOUT_S = 180
-"""The query's ``[timeout:]``, Overpass's own default."""
+OVERPASS_TIMEOUT_S = 25
+"""The query's ``[timeout:]`` (Overpass's default is 180 s): the server stops the query, with a
+runtime-error remark, before ``urp_data.http``'s 30 s read timeout would make us send it again;
+a small POI query of a city needs a few seconds, and the server reserves what a query declares."""
 OVERPASS_BYTES_PER_KM2 = 40_000
 """Rough answer size per km2 of a dense city centre, for request budgets only."""
 
@@ -166,9 +168,13 @@ class Overpass:
             if wait:
                 logger.info("waiting %.0f s for a free Overpass slot at %s", wait, http.redact(self.url))
                 time.sleep(wait)
-        body = http.get(self.url, min_interval_s=self.min_interval_s, params=params,
-                        content_types=("application/json",), check=check_overpass,
-                        deadline_s=OVERPASS_TIMEOUT_S + 60)
+        try:
+            body = http.get(self.url, min_interval_s=self.min_interval_s, params=params,
+                            content_types=("application/json",), check=check_overpass)
+        except InputError as exc:  # name the query by its bbox, not by its percent-encoded text
+            shown = http.redact(http.canonical_url(self.url, params))
+            raise InputError(f"Overpass query of bbox {self.bbox}: " + str(exc).replace(shown, http.redact(self.url))) \
+                from exc
         rows = []
         for el in json.loads(body)["elements"]:
             tags = el.get("tags", {})
