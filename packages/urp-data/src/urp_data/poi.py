@@ -42,7 +42,8 @@ OVERPASS_TIMEOUT_S = 25
 runtime-error remark, before ``urp_data.http``'s 30 s read timeout would make us send it again;
 a small POI query of a city needs a few seconds, and the server reserves what a query declares."""
 OVERPASS_BYTES_PER_KM2 = 40_000
-"""Rough answer size per km2 of a dense city centre, for request budgets only."""
+"""Answer size per km2 of a dense city, for request budgets only: Monaco's 691 named POIs (data/osm)
+make 27 kB per km2 as compact JSON, and Overpass indents its JSON."""
 
 
 def _table(rows: list[tuple[str, str, float, float]]) -> PlaceTable:
