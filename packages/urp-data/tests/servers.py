@@ -185,18 +185,20 @@ class OsmSample:
                 locs = np.array([(n.lat, n.lon) for n in obj.nodes if n.location.valid()])
                 if len(locs):
                     (la0, lo0), (la1, lo1) = locs.min(axis=0), locs.max(axis=0)
-                    self.ways.append({"type": "way", "id": obj.id, "tags": tags, "locs": locs,
-                                      "center": {"lat": round((la0 + la1) / 2, 7), "lon": round((lo0 + lo1) / 2, 7)}})
+                    self.ways.append({"type": "way", "id": obj.id, "locs": locs,
+                                      "center": {"lat": round((la0 + la1) / 2, 7), "lon": round((lo0 + lo1) / 2, 7)},
+                                      "nodes": [n.ref for n in obj.nodes], "tags": tags})
         self.suburbs = [n for n in self.nodes if n["tags"].get("place") in ("suburb", "quarter", "neighbourhood")
                         and "name" in n["tags"]]
 
 
 def overpass_interpreter(sample: OsmSample) -> Route:
     """``/api/interpreter?data=QL`` for the queries urp sends: ``[bbox:s,w,n,e]`` and ``node|way["name"]["key"]``
-    statements, answered as ``out center tags`` (nodes with lat/lon, ways with their bbox centre)."""
+    statements, answered as ``out center`` (nodes with lat/lon, ways with their bbox centre and node ids)."""
 
     def route(query: dict[str, list[str]]) -> tuple[bytes, str]:
         ql = query["data"][0]
+        assert ql.startswith("[out:json]") and ql.endswith("out center;"), ql  # what this emulation answers
         s, w, n, e = map(float, re.search(r"\[bbox:([-\d.]+),([-\d.]+),([-\d.]+),([-\d.]+)\]", ql).groups())
         wanted = re.findall(r'(node|way)\["name"\]\["(\w+)"\]', ql)
 

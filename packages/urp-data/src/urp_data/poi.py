@@ -113,11 +113,12 @@ class Overpass:
     """Named POIs of a small bbox from an Overpass API interpreter (``[out:json]``), through :mod:`urp_data.http`.
 
     One GET ``{url}?data=<Overpass QL>`` per region: nodes and ways with a ``name`` and one of
-    ``POI_KEYS``, ways placed at the ``center`` that ``out center`` computes (the middle of their
-    bounding box; .osm.pbf extracts use the mean of the way's nodes). The answer is JSON
+    ``POI_KEYS``, ways placed at the ``center`` that ``out center`` adds (the middle of their
+    bounding box; .osm.pbf extracts use the mean of the way's nodes). ``out center`` keeps the
+    default ``body`` verbosity: ``out tags`` would drop the nodes' coordinates. The answer is JSON
     ``{"version", "generator", "osm3s": {"timestamp_osm_base", "copyright"}, "elements": [{"type":
-    "node", "id", "lat", "lon", "tags"}, {"type": "way", "id", "center": {"lat", "lon"}, "tags"}]}``
-    (wiki.openstreetmap.org/wiki/Overpass_API/Overpass_QL). A query that ran out of time or
+    "node", "id", "lat", "lon", "tags"}, {"type": "way", "id", "center": {"lat", "lon"}, "nodes",
+    "tags"}]}`` (wiki.openstreetmap.org/wiki/Overpass_API/Overpass_QL, "out" and its modifiers). A query that ran out of time or
     memory still answers 200, with a ``remark`` starting "runtime error": that body is refused,
     never cached. It is cached like any other answer, so a rebuild sends nothing.
 
@@ -146,7 +147,7 @@ class Overpass:
         left, bottom, right, top = self.bbox
         filters = "".join(f'{t}["name"]["{k}"];' for k in POI_KEYS for t in ("node", "way"))
         return (f"[out:json][timeout:{OVERPASS_TIMEOUT_S}][bbox:{bottom},{left},{top},{right}];"
-                f"({filters});out center tags;")
+                f"({filters});out center;")
 
     def _slot_wait_s(self) -> float:
         """Seconds until the instance has a free slot for us, from its ``/status`` text; 0 when unknown."""
