@@ -238,6 +238,20 @@ def test_request_budgets_come_from_geometry_alone(api, tmp_path):
     assert not Faulty.log  # nothing was sent
 
 
+def test_dry_run_prints_each_network_source_and_sends_nothing(api, tmp_path, capsys):
+    region, out = monaco(tmp_path, api, samples=5), tmp_path / "out"
+    capsys.readouterr()
+    assert cli.main(["build", "--region", str(region), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    host = api.split("//")[1]
+    samples = int(printed[0].split()[0])
+    geocoder = next(line for line in printed if line.strip().startswith("geocoder nominatim"))
+    assert geocoder.split()[2:4] == [host, str(samples)]  # one reverse request per planned sample
+    assert any(line.strip().startswith("poi overpass") for line in printed)
+    assert printed[-1].startswith(f"at least {samples} s (the politeness limit of {host}")  # 1 s apart
+    assert not Faulty.log and not out.exists()
+
+
 def test_overpass_refuses_a_large_bbox_and_names_the_fix():
     with pytest.raises(InputError, match="osm_pbf") as err:
         Overpass([0.0, 40.0, 1.0, 41.0])
