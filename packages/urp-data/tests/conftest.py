@@ -12,6 +12,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))  # the loopback servers (servers.py) shared by test files
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' helper modules (servers.py): not a package
 DATA = REPO / "data"
 
 
@@ -24,8 +25,8 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
     monkeypatch.setattr(http, "BACKOFF_MAX_S", 0.05)
+    Faulty.files = tmp_path / "www"
     with serve() as url:
-        Faulty.files = tmp_path / "www"
         yield url
 
 

@@ -358,26 +358,29 @@ def _one_flight(key: str) -> Iterator[None]:
 
 def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mapping[str, Any] | None = None,
         content_types: tuple[str, ...] | None = None, check: Callable[[bytes], object] | None = None,
-        deadline_s: float | None = None) -> bytes:
+        deadline_s: float | None = None, cache: bool = True) -> bytes:
     """The body of a GET on ``url`` (plus query ``params``), from the cache when present.
 
     ``content_types`` are accepted ``Content-Type`` prefixes (e.g. ``("image/",)``); ``check``
     raises on a body that does not decode. Only a body that passes both is cached. Waits
     ``min_interval_s`` per host between sends, shared by every process of the build.
+    ``cache=False`` is for answers that change from one call to the next (a server's status):
+    neither read from nor written to the cache, checked all the same.
     """
     key = canonical_url(url, params)
     shown = redact(key)
     path = cache_path(url, params)
-    if path.is_file():
+    if cache and path.is_file():
         logger.debug("cache hit %s", shown)
         return path.read_bytes()
     with _one_flight(key):
-        if path.is_file():  # another thread of this process fetched it meanwhile
+        if cache and path.is_file():  # another thread of this process fetched it meanwhile
             logger.debug("cache hit %s", shown)
             return path.read_bytes()
         body = _fetch(url, shown, min_interval_s, params, content_types, check,
                       time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s))
-        atomic_write_bytes(path, body)
+        if cache:
+            atomic_write_bytes(path, body)
         return body
 
 

@@ -260,6 +260,8 @@ class VectorIndicator:
             raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
                              f"area_weighted_mean or by_country, got {self.method!r}")
         column = spec.get("column")
+        if not isinstance(column, str):
+            raise InputError(f"indicator {self.name}: set column: to the attribute that holds its values in {path}")
         if self.method == "by_country":  # country level: no buffer separates it, only whole unseen countries;
             # the prompt's address names the country, so the label can be read off the prompt.
             # Only the attribute table is read, through the Arrow cache: no geopandas in chunk workers.

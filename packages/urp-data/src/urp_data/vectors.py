@@ -57,7 +57,8 @@ def _arrow_column(series: Any) -> pa.Array:
     try:
         return pa.array(series, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None or v != v else str(v) for v in series], pa.string())
+        return pa.array([None if gone else str(v) for v, gone in zip(series, series.isna(), strict=True)],
+                        pa.string())
 
 
 def read_table(path: str | Path, what: str, columns: list[str]) -> pa.Table:
