@@ -78,10 +78,10 @@ class Faulty(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
-        if Faulty.latency_s:
-            time.sleep(Faulty.latency_s)
         Faulty.log.append((time.time(), self.path))
         Faulty.agents.append(self.headers.get("User-Agent", ""))
+        if Faulty.latency_s:
+            time.sleep(Faulty.latency_s)
         path = self.path.split("?")[0]
         queue = Faulty.faults.get(path, [])
         fault = queue.pop(0) if queue else "ok"

@@ -225,3 +225,18 @@ def test_dry_run_lists_the_indicator_host_and_writes_nothing(host, write_region,
     assert base.split("//")[1] in line and "0.50s" in line
     assert not out.exists()
     assert len(_requests()) == 1  # opening the COG read its first chunk (the header); the budget sent nothing
+
+
+def test_threads_keep_the_host_limit(server, write_region, tmp_path):
+    interval = 0.05
+    Faulty.latency_s = 0.05  # as long as the pause: sequential reads could not keep the host busy
+    region = write_region("paced", area={"bbox": [-34.89, -8.015, -34.865, -7.99]}, chip={"size_px": 16},
+                          splits={"unseen_fraction": 0.0, "buffer_km": 0}, indicators=[],
+                          imagery=[{"type": "xyz", "url": server + "/{z}/{x}/{y}.png", "zoom": 16, "tile_size": 64,
+                                    "min_interval_s": interval, "max_in_flight": 4}])
+    build(BuildConfig(region=str(region), out=str(tmp_path / "out")))
+    times = sorted(t for t, _ in Faulty.log)
+    assert len(times) >= 8 and max(n for _, n in Faulty.in_flight) > 1  # several requests were in flight...
+    # ...yet they arrived no closer than the host's limit (margins for threads that wake late on a busy machine)
+    assert np.diff(times).min() >= interval * 0.5
+    assert times[-1] - times[0] >= (len(times) - 1) * interval * 0.95
