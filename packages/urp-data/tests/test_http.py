@@ -26,7 +26,8 @@ import requests
 from PIL import Image
 from urp_data import http
 from urp_data.errors import InputError
-from urp_data.imagery import RasterImagery, StacImagery, XYZImagery, _decode_image
+from urp_data.imagery import RasterImagery, XYZImagery, _decode_image
+from urp_data.imagery_stac import StacImagery
 
 
 def _png(path: str) -> bytes:
@@ -398,7 +399,7 @@ def test_a_stac_api_search_goes_through_the_polite_session(server, tmp_path, dat
                "links": [{"rel": "self", "href": server + "/api/index.json", "type": "application/json"},
                          {"rel": "root", "href": server + "/api/index.json", "type": "application/json"},
                          {"rel": "search", "href": server + "/api/search", "type": "application/geo+json",
-                          "method": "POST"}]}
+                          "method": "GET"}]}
     (www / "api" / "index.json").write_text(json.dumps(landing))
     (www / "api" / "search").write_text(json.dumps({"type": "FeatureCollection", "features": [item.to_dict()],
                                                     "links": []}))
