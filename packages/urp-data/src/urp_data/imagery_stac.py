@@ -67,12 +67,12 @@ def remote_href(href: str, catalog: str) -> str:
     return href
 
 
-def _reader(catalog: str) -> Any:
+def _reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> Any:
     """A pystac-client ``StacApiIO`` whose every read goes through :func:`urp_data.http.get`.
 
     One reader serves static catalogs (pystac) and APIs (pystac-client): JSON is fetched with
-    GET, paced, retried and cached only once it parses; a catalog read over http(s) may not
-    lead to a local file or a cloud URL. Built on first use: pystac takes a quarter of a second
+    GET, paced at ``min_interval_s`` per host, retried and cached only once it parses; a catalog
+    read over http(s) may not lead to a local file or a cloud URL. Built on first use: pystac takes a quarter of a second
     to import.
     """
     import pystac
@@ -92,7 +92,7 @@ def _reader(catalog: str) -> Any:
                 raise InputError(http.redact(f"STAC API {catalog} asks for a {method} request to {href}; urp "
                                              "searches with GET only (GET /search is required by the STAC API spec)"))
             if _scheme(href) in ("http", "https"):
-                body = http.get(href, min_interval_s=http.STAC_MIN_INTERVAL_S, params=params,
+                body = http.get(href, min_interval_s=min_interval_s, params=params,
                                 content_types=JSON_TYPES, check=json.loads)
                 return body.decode()
             if remote or "://" in href:
@@ -249,7 +249,7 @@ class StacApiImagery:
         self.name = cfg.name or self.path
         self._host = http.canonical_url(cfg.api).split("/")[2]
         try:
-            self._client = pystac_client.Client.open(cfg.api, stac_io=_reader(cfg.api))
+            self._client = pystac_client.Client.open(cfg.api, stac_io=_reader(cfg.api, cfg.min_interval_s))
             if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
                 raise InputError(f"{http.redact(cfg.api)} does not offer STAC item search; use catalog: for a "
                                  "static catalog")
@@ -269,9 +269,16 @@ class StacApiImagery:
         if not text:
             parts = []
             for cid in self.cfg.collections:
-                col = self._client.get_collection(cid)
-                links = [link.href for link in col.links if link.rel == "license"]
-                parts.append(f"{cid}: {col.license}" + (f" ({', '.join(links)})" if links else ""))
+                url = f"{self.cfg.api.rstrip('/')}/collections/{cid}"  # OGC API Features' collection path
+                try:
+                    col = json.loads(http.get(url, min_interval_s=self.cfg.min_interval_s, content_types=JSON_TYPES,
+                                              check=json.loads))
+                except InputError as exc:
+                    raise InputError(f"cannot read the licence of collection {cid}: {exc}; set licence: on this "
+                                     "source") from exc
+                links = [link.get("href") for link in col.get("links", []) if link.get("rel") == "license"]
+                parts.append(f"{cid}: {col.get('license', 'no licence stated')}"
+                             + (f" ({', '.join(links)})" if links else ""))
             text = "; ".join(parts)
         return f"{text}; attribution: {self.cfg.attribution}" if self.cfg.attribution else text
 
