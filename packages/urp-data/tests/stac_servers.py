@@ -10,7 +10,8 @@ POST (the same fields as JSON). Pages hold ``limit`` items and a ``next`` link: 
 query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {token}`` and
 ``merge: true``.
 
-The COG host serves files with HTTP range requests (206 and ``Content-Range``), as GDAL's
+Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources. The COG host
+serves files with HTTP range requests (206 and ``Content-Range``), as GDAL's
 ``/vsicurl/`` needs. Each server has its own request log (time, method, path, query) and fault queues
 (``faults[path]``, played in order before normal answers, whatever the query string): ``503``,
 ``429:<s>`` and ``429:date+<s>`` (Retry-After in seconds or as an HTTP date), ``html200`` (an
@@ -24,6 +25,7 @@ differ in that each instance here keeps its own state, so two hosts can run at o
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import re
 import threading
@@ -35,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+
+from PIL import Image
 
 CONFORMS = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
             "https://api.stacspec.org/v1.0.0/item-search#query", "https://api.stacspec.org/v1.0.0/item-search#sort",
@@ -156,7 +160,13 @@ class _Handler(BaseHTTPRequestHandler):
         if doc is not None:
             data, ctype = json.dumps(doc).encode(), "application/geo+json" if path == "/search" else "application/json"
         elif srv.files is not None and (srv.files / path.lstrip("/")).is_file():
-            data, ctype = (srv.files / path.lstrip("/")).read_bytes(), "image/tiff"
+            file = srv.files / path.lstrip("/")
+            data, ctype = file.read_bytes(), "application/json" if file.suffix == ".json" else "image/tiff"
+        elif path.endswith(".png"):  # an XYZ tile whose colour depends on its path
+            seed = sum(path.encode()) % 256
+            buf = io.BytesIO()
+            Image.new("RGB", (64, 64), (seed, 255 - seed, 7)).save(buf, format="PNG")
+            data, ctype = buf.getvalue(), "image/png"
         else:
             return self._send(404, b"not here", "text/plain")
         if fault == "ok":

@@ -8,6 +8,7 @@ only the western half, its COG with the bands reversed so its chips show), a clo
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -196,3 +197,74 @@ def test_each_failure_is_one_line_exit_1_and_writes_nothing(cogs, tmp_path, cach
     assert not (out / "s2").exists()
     assert not [p for p in out.rglob("*") if p.suffix in (".parquet", ".json") and p.name != "state.json"]
     assert not any(p.startswith("/etc") for _, _, p, _ in cog.log)
+
+
+def _served_catalog(folder: Path, href: str) -> None:
+    """A static catalog under ``folder`` whose one item's visual asset is ``href``."""
+    import pystac
+
+    fp = shapely.box(-34.9, -8.05, -34.8, -7.95)
+    cat = pystac.Catalog(id="remote", description="served from loopback")
+    item = pystac.Item(id="a", geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
+                       datetime=dt.datetime(2024, 6, 1, tzinfo=dt.UTC), properties={})
+    item.add_asset("visual", pystac.Asset(href=href, media_type=pystac.MediaType.COG))
+    cat.add_item(item)
+    cat.normalize_hrefs(str(folder / "stac"))
+    cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+
+
+@pytest.mark.parametrize("href", ["file:///etc/passwd", "s3://sentinel-cogs/a.tif", "gs://bucket/a.tif",
+                                  "az://container/a.tif", "abfs://container@account.dfs.core.windows.net/a.tif"])
+def test_a_remote_static_catalog_may_not_point_at_local_files_or_cloud_urls(tmp_path, cache, href):
+    # (a bare path such as /etc/passwd resolves against the catalog's URL: it stays on that server)
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path / "www", href)
+    with running(Host(files=tmp_path / "www")) as www:
+        with pytest.raises(InputError) as err:
+            StacImagery(www.url + "/stac/catalog.json")
+    msg = str(err.value)
+    assert "only http(s) hrefs are followed from a remote catalog" in msg and href in msg and "\n" not in msg
+
+
+def test_a_remote_static_catalog_may_not_link_to_a_local_file(tmp_path, cache):
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path / "www", "https://example.invalid/a.tif")
+    local = tmp_path / "local.json"
+    local.write_text('{"type": "Catalog"}')
+    cat = tmp_path / "www" / "stac" / "catalog.json"
+    doc = json.loads(cat.read_text())
+    doc["links"] = [link for link in doc["links"] if link["rel"] != "item"] + [{"rel": "child", "href": local.as_uri()}]
+    cat.write_text(json.dumps(doc))
+    with running(Host(files=tmp_path / "www")) as www:
+        with pytest.raises(InputError, match="only http"):
+            StacImagery(www.url + "/stac/catalog.json")
+        assert [p for _, _, p, _ in www.log] == ["/stac/catalog.json"]
+
+
+def test_xyz_subdomains_pick_one_host_per_tile_and_each_host_keeps_its_pace(cache):
+    from urp_data.imagery import XYZImagery
+
+    interval = 0.2
+    with running(Host()) as one, running(Host()) as two, running(Host()) as plain:
+        ports = [one.url.rsplit(":", 1)[1], two.url.rsplit(":", 1)[1]]
+        src = XYZImagery("http://127.0.0.1:{s}/{z}/{x}/{y}.png", zoom=16, tile_size=64, subdomains=ports,
+                         min_interval_s=interval)
+        lat, lon = np.array([-8.0]), np.array([-34.87])
+        budget = {b.host: b.requests for b in src.request_budget(lat, lon, 500, 32)}
+        chip = src.read_chip(-8.0, -34.87, 500, 32)
+        reference = XYZImagery(plain.url + "/{z}/{x}/{y}.png", zoom=16, tile_size=64, min_interval_s=0.0)
+        np.testing.assert_array_equal(chip.rgb, reference.read_chip(-8.0, -34.87, 500, 32).rgb)
+        for host, port in zip((one, two), ports, strict=True):
+            tiles = [tuple(int(v) for v in p.removesuffix(".png").split("/")[2:]) for _, _, p, _ in host.log]
+            assert tiles and all((x + y) % 2 == ports.index(port) for x, y in tiles)  # (x + y) mod 2 picks it
+            assert budget[f"127.0.0.1:{port}"] == len(tiles)
+            assert np.diff([t for t, *_ in host.log]).min() >= interval * 0.8
+        both = sorted(t for h in (one, two) for t, *_ in h.log)
+        assert np.diff(both).min() < interval * 0.8  # the two hosts are paced apart, not as one
+        sent = len(one.log) + len(two.log)
+        src.read_chip(-8.0, -34.87, 500, 32)
+        assert len(one.log) + len(two.log) == sent  # the same tile, the same URL: a cache hit

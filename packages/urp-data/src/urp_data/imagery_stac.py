@@ -67,6 +67,14 @@ def remote_href(href: str, catalog: str) -> str:
     return href
 
 
+def _refusal(exc: BaseException) -> InputError | None:
+    """The InputError (a refused href, a failed fetch) behind ``exc``, which pystac may have wrapped."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, InputError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
 def _reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> Any:
     """A pystac-client ``StacApiIO`` whose every read goes through :func:`urp_data.http.get`.
 
@@ -138,10 +146,8 @@ class StacImagery:
                          if bbox is None or shapely.intersects(shapely.box(*bbox), shapely.geometry.shape(i.geometry))]
             else:
                 items = [root]
-        except InputError:
-            raise
         except Exception as exc:  # pystac and pystac-client raise many types for unreadable catalogs
-            raise InputError(http.redact(f"cannot read STAC catalog {catalog}: {one_line(exc)}")) from exc
+            raise _refusal(exc) or InputError(http.redact(f"cannot read STAC catalog {catalog}: {one_line(exc)}")) from exc
         items = [i for i in items if asset in i.assets][:max_items]
         if not items:
             raise InputError(f"STAC catalog {self.path} has no item with asset {asset!r} in bbox {bbox}")
@@ -257,10 +263,8 @@ class StacApiImagery:
             self._filter = not self._query and self._client.conforms_to(ConformanceClasses.FILTER)
             self._sorted = self._client.conforms_to(ConformanceClasses.SORT)
             self.licence = self._licence()
-        except InputError:
-            raise
         except Exception as exc:  # pystac-client raises many types for an unreadable API
-            raise InputError(http.redact(f"cannot open STAC API {cfg.api}: {one_line(exc)}")) from exc
+            raise _refusal(exc) or InputError(http.redact(f"cannot open STAC API {cfg.api}: {one_line(exc)}")) from exc
         self._cogs: OrderedDict[str, RasterImagery] = OrderedDict()
 
     def _licence(self) -> str:
@@ -322,10 +326,8 @@ class StacApiImagery:
         box = square_lonlat(lat, lon, footprint_m)
         try:
             item = self.best_item(box)
-        except InputError:
-            raise
         except Exception as exc:  # pystac-client: a page that is JSON but not an item collection
-            raise InputError(http.redact(f"STAC API {self.cfg.api} sent an unusable search page: {one_line(exc)}")) from exc
+            raise _refusal(exc) or InputError(http.redact(f"STAC API {self.cfg.api} sent an unusable search page: {one_line(exc)}")) from exc
         if item is None:
             return None
         href = remote_href(str(item.assets[self.cfg.asset].get_absolute_href()), self.cfg.api)
