@@ -221,9 +221,8 @@ def test_a_remote_static_catalog_may_not_point_at_local_files_or_cloud_urls(tmp_
     from urp_data.imagery_stac import StacImagery
 
     _served_catalog(tmp_path / "www", href)
-    with running(Host(files=tmp_path / "www")) as www:
-        with pytest.raises(InputError) as err:
-            StacImagery(www.url + "/stac/catalog.json")
+    with running(Host(files=tmp_path / "www")) as www, pytest.raises(InputError) as err:
+        StacImagery(www.url + "/stac/catalog.json")
     msg = str(err.value)
     assert "only http(s) hrefs are followed from a remote catalog" in msg and href in msg and "\n" not in msg
 
