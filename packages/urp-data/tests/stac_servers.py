@@ -13,9 +13,11 @@ query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {t
 Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources. The COG host
 serves files with HTTP range requests (206 and ``Content-Range``), as GDAL's
 ``/vsicurl/`` needs. Each server has its own request log (time, method, path, query) and fault queues
-(``faults[path]``, played in order before normal answers, whatever the query string): ``503``,
+(``faults[path]``, played in order before normal answers, whatever the query string): ``ok``
+(a normal answer), ``503``,
 ``429:<s>`` and ``429:date+<s>`` (Retry-After in seconds or as an HTTP date), ``html200`` (an
-error page with status 200), ``truncated`` (Content-Length says more) and ``truncated-no-length``,
+error page with status 200), ``json-error200`` (a STAC API error object with status 200),
+``empty-page200`` (``{}`` with status 200), ``truncated`` (Content-Length says more) and ``truncated-no-length``,
 ``trickle`` (one byte per 50 ms, at most 100 bytes), ``redirect:<url>``.
 
 This overlaps the fault handler of test_http.py (moved to servers.py on another branch); they
@@ -178,6 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
             if wait.startswith("date+"):
                 wait = email.utils.formatdate(time.time() + float(wait[5:]), usegmt=True)
             return self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
+        if fault == "json-error200":  # an API error body (code, description) sent with status 200
+            return self._send(200, json.dumps({"code": "InternalServerError", "description": "try later"}).encode(),
+                              "application/json")
+        if fault == "empty-page200":  # valid JSON, but not an item collection
+            return self._send(200, b"{}", "application/geo+json")
         if fault == "html200":
             return self._send(200, b"<html><body>Service unavailable, try later</body></html>", "text/html")
         if fault.startswith("redirect:"):

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -67,6 +68,24 @@ def remote_href(href: str, catalog: str) -> str:
     return href
 
 
+def _stac_json(body: bytes) -> None:
+    """Raise unless ``body`` is a JSON object that is not an API error (``{"code", "description"}``).
+
+    An error sent with status 200 (a proxy, a gateway) must not be cached as a document.
+    """
+    doc = json.loads(body)
+    if not isinstance(doc, dict) or ("code" in doc and "description" in doc and "type" not in doc):
+        raise ValueError(f"not a STAC document: {str(doc)[:120]}")
+
+
+def _search_page(body: bytes) -> None:
+    """:func:`_stac_json`, and an item collection: a cached page without ``features`` would hide items for good."""
+    _stac_json(body)
+    doc = json.loads(body)
+    if doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
+        raise ValueError("a search page must be a FeatureCollection with a features list")
+
+
 def _refusal(exc: BaseException) -> InputError | None:
     """The InputError (a refused href, a failed fetch) behind ``exc``, which pystac may have wrapped."""
     seen: BaseException | None = exc
@@ -100,8 +119,9 @@ def _reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> A
                 raise InputError(http.redact(f"STAC API {catalog} asks for a {method} request to {href}; urp "
                                              "searches with GET only (GET /search is required by the STAC API spec)"))
             if _scheme(href) in ("http", "https"):
-                body = http.get(href, min_interval_s=min_interval_s, params=params,
-                                content_types=JSON_TYPES, check=json.loads)
+                search = urlsplit(href).path.rstrip("/").endswith("/search")
+                body = http.get(href, min_interval_s=min_interval_s, params=params, content_types=JSON_TYPES,
+                                check=_search_page if search else _stac_json)
                 return body.decode()
             if remote or "://" in href:
                 remote_href(href, catalog)
@@ -276,7 +296,7 @@ class StacApiImagery:
                 url = f"{self.cfg.api.rstrip('/')}/collections/{cid}"  # OGC API Features' collection path
                 try:
                     col = json.loads(http.get(url, min_interval_s=self.cfg.min_interval_s, content_types=JSON_TYPES,
-                                              check=json.loads))
+                                              check=_stac_json))
                 except InputError as exc:
                     raise InputError(f"cannot read the licence of collection {cid}: {exc}; set licence: on this "
                                      "source") from exc
