@@ -125,11 +125,24 @@ def test_request_budget_counts_pages_and_cog_reads_from_geometry(cogs, cache):
         search, reads = src.request_budget(lat, lon, footprint_m=1000, size_px=448)
         assert len(api.log) == sent  # from geometry alone
         assert (search.requests, search.host) == (3, api.url.split("//")[1])
-        # 1 km at 10 m = 100 px (< 2 x 448: full resolution) -> 1 tile of 512 px + 1 for straddling = 4 tiles
-        assert reads.requests == 3 * (1 + 4)
-        # 1 km at 2 m = 500 px, read from the overview of 125 px for 64 px chips: 2 + 1 tiles of 64 px a side
+        # 1 km at 10 m = 100 px (< 2 x 448: full resolution): (1 + 100/512)^2 = 1.43 tiles a chip,
+        # plus GDAL's HEAD and header GET: 3 x 2 + ceil(3 x 1.43)
+        assert reads.requests == 3 * 2 + 5
+        # 1 km at 2 m = 500 px, read from the overview of 125 px for 64 px chips: (1 + 125/64)^2 = 8.72
         fine = StacApiImagery(_config(api.url, gsd_m=2.0, block_px=64)).request_budget(lat, lon, 1000, 64)[1]
-        assert fine.requests == 3 * (1 + (2 + 1) ** 2)
+        assert fine.requests == 3 * 2 + 27
+
+
+def test_the_budget_covers_what_gdal_sends_for_a_lone_chip(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        src = StacApiImagery(_config(api.url, gsd_m=28.5, block_px=128))  # the Landsat COGs of this test
+        for footprint_m, size_px in ((300, 16), (3000, 64)):
+            src._cogs.clear()
+            sent = len(cog.log)
+            src.read_chip(*EAST, footprint_m, size_px)
+            budget = src.request_budget(np.array([EAST[0]]), np.array([EAST[1]]), footprint_m, size_px)[1]
+            assert 0 < len(cog.log) - sent <= budget.requests
 
 
 def _rows(out: Path) -> dict[str, list]:

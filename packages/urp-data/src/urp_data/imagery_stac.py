@@ -380,26 +380,29 @@ class StacApiImagery:
 
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float,
                        size_px: int) -> list[RequestBudget]:
-        """Search pages and COG range reads for chips at (lat, lon) degrees, from geometry alone.
+        """Search pages and COG reads for chips at (lat, lon) degrees, from geometry alone.
 
         Per chip: one search page when the API sorts by cloud cover (the first item that holds
-        the chip ends the search), else every page up to ``max_items``; then GDAL's header read
-        and one range read per COG tile under the chip, at the overview level GDAL picks for
-        ``size_px`` (tiles of ``block_px``, a window straddling one more tile a side). The COG
-        host is not known before a search, so its line names the API it comes from.
+        the chip ends the search), else every page up to ``max_items``; GDAL's opening of the COG
+        (a HEAD and the header's GET, counted for every chip: which chips share a scene is not
+        known before the search); and one range read per COG tile under the chip, at the
+        overview GDAL reads for ``size_px``: a window of ``w`` px on tiles of ``b`` px meets
+        ``1 + w / b`` tiles a side on average. The COG host is not known before a search either,
+        so its line names the API the hrefs come from.
         """
         c, n = self.cfg, len(lat)
         pages = 1 if self._sorted else math.ceil(c.max_items / min(c.limit, c.max_items))
         px = footprint_m / c.gsd_m
-        while px >= 2 * size_px:  # GDAL reads the coarsest overview still finer than the chip
+        while px >= 2 * size_px:  # GDAL reads the coarsest overview still at least as fine as the chip
             px /= 2
-        tiles = (math.ceil(px / c.block_px) + 1) ** 2
-        tile_bytes = int(c.block_px**2 * 3 * COG_COMPRESSION)
+        tiles = (1 + px / c.block_px) ** 2
+        reads = 2 * n + math.ceil(n * tiles)
         source = f"imagery {','.join(c.collections)}"
         return [RequestBudget(f"{source} search", self._host, n * pages, n * pages * c.limit * ITEM_JSON_BYTES,
                               c.min_interval_s),
-                RequestBudget(f"{source} COG reads", f"assets of {self._host}", n * (1 + tiles),
-                              n * (COG_HEADER_BYTES + tiles * tile_bytes), c.min_interval_s)]
+                RequestBudget(f"{source} COG reads", f"assets of {self._host}", reads,
+                              int(n * (COG_HEADER_BYTES + tiles * c.block_px**2 * 3 * COG_COMPRESSION)),
+                              c.min_interval_s)]
 
 
 def stac_from_config(spec: dict[str, Any], resolve: Any) -> StacImagery | StacApiImagery:
