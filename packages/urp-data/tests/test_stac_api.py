@@ -281,3 +281,18 @@ def test_xyz_subdomains_pick_one_host_per_tile_and_each_host_keeps_its_pace(cach
         sent = len(one.log) + len(two.log)
         src.read_chip(-8.0, -34.87, 500, 32)
         assert len(one.log) + len(two.log) == sent  # the same tile, the same URL: a cache hit
+
+
+def test_dry_run_prints_the_stac_budget_and_searches_nothing(cogs, tmp_path, cache, capsys):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        out = tmp_path / "out"
+        assert main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out), "--dry-run"]) == 0
+        assert not [p for _, _, p, _ in api.log if p == "/search"] and not cog.log
+    printed = capsys.readouterr().out
+    host = api.url.split("//")[1]
+    lines = [line for line in printed.splitlines() if "sentinel-2-l2a" in line]
+    assert printed.startswith("6 samples") and len(lines) == 2
+    assert host in lines[0] and "search" in lines[0] and lines[0].split()[4] == "6"  # one sorted page a chip
+    assert f"assets of {host}" in lines[1]
+    assert not out.exists()
