@@ -296,3 +296,18 @@ def test_dry_run_prints_the_stac_budget_and_searches_nothing(cogs, tmp_path, cac
     assert host in lines[0] and "search" in lines[0] and lines[0].split()[4] == "6"  # one sorted page a chip
     assert f"assets of {host}" in lines[1]
     assert not out.exists()
+
+
+def test_a_remote_static_catalog_budgets_its_cog_reads(cogs, tmp_path, cache):
+    from urp_data.imagery_stac import StacImagery
+
+    with running(Host(files=cogs)) as cog, running(Host(files=tmp_path / "www")) as www:
+        _served_catalog(tmp_path / "www", cog.url + "/a.tif")
+        src = StacImagery(www.url + "/stac/catalog.json", rescale=None)
+        lat, lon = np.array([EAST[0], -7.0]), np.array([EAST[1], -34.87])  # the second is outside the scene
+        (budget,) = src.request_budget(lat, lon, 3000, 64)
+        assert budget.host == cog.url.split("//")[1]
+        assert budget.requests == 2 + 4  # open; 3 km at 28.5 m = 105 px < 128 a tile: (1 + 105/128)^2 = 3.3 tiles
+        sent = len(cog.log)  # the catalog's opening of the COG (HEAD, header) is part of what was sent
+        src.read_chip(*EAST, 3000, 64)
+        assert 0 < len(cog.log) <= budget.requests and len(cog.log) > sent

@@ -55,6 +55,21 @@ OPEN_COGS = 8
 """COGs kept open per process: neighbouring chips (rows are in H3 order) share a scene."""
 
 
+def cog_reads(n: int, footprint_m: float, size_px: int, gsd_m: float, block_px: int) -> tuple[int, int]:
+    """(requests, bytes) GDAL sends for ``n`` chips from COGs of ``gsd_m`` metres and ``block_px`` tiles.
+
+    Per chip: the COG's opening (a HEAD and the header's GET, counted for every chip: which
+    chips share a scene is not known from geometry) and one range read per tile under the chip
+    at the overview GDAL reads for ``size_px`` (the coarsest still at least as fine as the chip);
+    a window of ``w`` px on tiles of ``b`` px meets ``1 + w / b`` tiles a side on average.
+    """
+    px = footprint_m / gsd_m
+    while px >= 2 * size_px:
+        px /= 2
+    tiles = (1 + px / block_px) ** 2
+    return 2 * n + math.ceil(n * tiles), int(n * (COG_HEADER_BYTES + tiles * block_px**2 * 3 * COG_COMPRESSION))
+
+
 def _scheme(href: str) -> str:
     return href.split("://", 1)[0].lower() if "://" in href else ""
 
@@ -192,12 +207,37 @@ class StacImagery:
         best = None
         for src in self.sources:
             if shapely.contains_xy(src.footprint(), lon, lat):
+                if _scheme(src.path) in ("http", "https"):  # GDAL's reads, one politeness slot a chip
+                    http.wait_turn(src.path, http.STAC_MIN_INTERVAL_S)
                 chip = src.read_chip(lat, lon, footprint_m, size_px)
                 if chip is not None and (best is None or chip.valid_fraction > best.valid_fraction):
                     best = chip
                     if chip.valid_fraction == 1.0:
                         break
         return best
+
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float,
+                       size_px: int) -> list[RequestBudget]:
+        """GDAL's reads of the remote COGs that serve chips at (lat, lon) degrees (:func:`cog_reads`).
+
+        The catalog itself was read when the source was opened. Each chip is counted once, for
+        the first item that covers its centre, with that COG's pixel size and tile width.
+        """
+        per_host: dict[str, list[int]] = {}
+        left = np.ones(len(lat), dtype=bool)
+        for src in self.sources:
+            covered = left & shapely.contains_xy(src.footprint(), lon, lat)
+            left &= ~covered
+            if not covered.any() or _scheme(src.path) not in ("http", "https"):
+                continue
+            ds = src.ds
+            gsd_m = abs(ds.res[0]) * (111_320.0 if ds.crs.is_geographic else float(ds.crs.linear_units_factor[1]))
+            reads = cog_reads(int(covered.sum()), footprint_m, size_px, gsd_m, ds.block_shapes[0][1])
+            row = per_host.setdefault(urlsplit(src.path).netloc, [0, 0])
+            row[0] += reads[0]
+            row[1] += reads[1]
+        return [RequestBudget(f"imagery stac {self.name} COG reads", host, n, b, http.STAC_MIN_INTERVAL_S)
+                for host, (n, b) in sorted(per_host.items())]
 
 
 @dataclass
@@ -383,26 +423,17 @@ class StacApiImagery:
         """Search pages and COG reads for chips at (lat, lon) degrees, from geometry alone.
 
         Per chip: one search page when the API sorts by cloud cover (the first item that holds
-        the chip ends the search), else every page up to ``max_items``; GDAL's opening of the COG
-        (a HEAD and the header's GET, counted for every chip: which chips share a scene is not
-        known before the search); and one range read per COG tile under the chip, at the
-        overview GDAL reads for ``size_px``: a window of ``w`` px on tiles of ``b`` px meets
-        ``1 + w / b`` tiles a side on average. The COG host is not known before a search either,
-        so its line names the API the hrefs come from.
+        the chip ends the search), else every page up to ``max_items``; then :func:`cog_reads`
+        with ``gsd_m`` and ``block_px``. The COG host is not known before a search, so its line
+        names the API the hrefs come from.
         """
         c, n = self.cfg, len(lat)
         pages = 1 if self._sorted else math.ceil(c.max_items / min(c.limit, c.max_items))
-        px = footprint_m / c.gsd_m
-        while px >= 2 * size_px:  # GDAL reads the coarsest overview still at least as fine as the chip
-            px /= 2
-        tiles = (1 + px / c.block_px) ** 2
-        reads = 2 * n + math.ceil(n * tiles)
+        reads, nbytes = cog_reads(n, footprint_m, size_px, c.gsd_m, c.block_px)
         source = f"imagery {','.join(c.collections)}"
         return [RequestBudget(f"{source} search", self._host, n * pages, n * pages * c.limit * ITEM_JSON_BYTES,
                               c.min_interval_s),
-                RequestBudget(f"{source} COG reads", f"assets of {self._host}", reads,
-                              int(n * (COG_HEADER_BYTES + tiles * c.block_px**2 * 3 * COG_COMPRESSION)),
-                              c.min_interval_s)]
+                RequestBudget(f"{source} COG reads", f"assets of {self._host}", reads, nbytes, c.min_interval_s)]
 
 
 def stac_from_config(spec: dict[str, Any], resolve: Any) -> StacImagery | StacApiImagery:
