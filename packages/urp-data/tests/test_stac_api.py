@@ -312,3 +312,18 @@ def test_a_remote_static_catalog_budgets_its_cog_reads(cogs, tmp_path, cache):
         sent = len(cog.log)  # the catalog's opening of the COG (HEAD, header) is part of what was sent
         src.read_chip(*EAST, 3000, 64)
         assert 0 < len(cog.log) <= budget.requests and len(cog.log) > sent
+
+
+def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path, str(cogs / "a.tif"))
+    cat = tmp_path / "stac" / "catalog.json"
+    doc = json.loads(cat.read_text())
+    for link in doc["links"]:
+        if link["rel"] == "item":
+            link["href"] = (cat.parent / link["href"]).resolve().as_uri()
+    cat.write_text(json.dumps(doc))
+    src = StacImagery(str(cat), rescale=None)
+    np.testing.assert_array_equal(src.read_chip(*EAST, 300, 16).rgb,
+                                  RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)

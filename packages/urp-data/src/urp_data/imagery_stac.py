@@ -118,6 +118,7 @@ def _reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> A
     to import.
     """
     import pystac
+    import pystac.stac_io
     from pystac_client.stac_api_io import StacApiIO
 
     remote = _scheme(catalog) in ("http", "https")
@@ -138,9 +139,9 @@ def _reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> A
                 body = http.get(href, min_interval_s=min_interval_s, params=params, content_types=JSON_TYPES,
                                 check=_search_page if search else _stac_json)
                 return body.decode()
-            if remote or "://" in href:
+            if remote:
                 remote_href(href, catalog)
-            return Path(href).read_text()
+            return str(pystac.stac_io.DefaultStacIO.read_text_from_href(self, href))  # a local catalog, as before
 
         def read_text_from_href(self, href: str) -> str:
             return self.read_text(href)
