@@ -327,3 +327,17 @@ def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
     src = StacImagery(str(cat), rescale=None)
     np.testing.assert_array_equal(src.read_chip(*EAST, 300, 16).rgb,
                                   RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+
+
+def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(tmp_path, cache):
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path / "www", "file:///etc/passwd")
+    with running(Host(files=tmp_path / "www")) as www:
+        local = tmp_path / "local.json"
+        local.write_text(json.dumps({"type": "Catalog", "id": "local", "stac_version": "1.0.0", "description": "mixed",
+                                     "links": [{"rel": "item", "href": www.url + "/stac/a/a.json"}]}))
+        with pytest.raises(InputError, match="only http"):
+            StacImagery(str(local))
+        assert [p for _, _, p, _ in www.log] == ["/stac/a/a.json"]

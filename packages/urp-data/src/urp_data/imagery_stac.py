@@ -187,9 +187,12 @@ class StacImagery:
         items = [i for i in items if asset in i.assets][:max_items]
         if not items:
             raise InputError(f"STAC catalog {self.path} has no item with asset {asset!r} in bbox {bbox}")
+        # An item read over http(s) (from a remote catalog, or a remote part of a local one) may
+        # only point at http(s) assets.
         hrefs = [str(i.assets[asset].get_absolute_href()) for i in items]
-        if remote:
-            hrefs = [remote_href(h, catalog) for h in hrefs]
+        hrefs = [remote_href(h, i.get_self_href() or catalog)
+                 if remote or _scheme(i.get_self_href() or "") in ("http", "https") else h
+                 for i, h in zip(items, hrefs, strict=True)]
         with rasterio.Env(**http.gdal_options()):  # remote COGs: GDAL's own HTTP reads
             self.sources = [RasterImagery(h, bands=bands, rescale=rescale, name=i.id, licence=licence)
                             for i, h in zip(items, hrefs, strict=True)]
