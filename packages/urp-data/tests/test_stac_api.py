@@ -341,3 +341,14 @@ def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(t
         with pytest.raises(InputError, match="only http"):
             StacImagery(str(local))
         assert [p for _, _, p, _ in www.log] == ["/stac/a/a.json"]
+
+
+def test_a_next_link_that_asks_for_post_is_refused_in_one_line(cache):
+    import pystac
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import _reader
+
+    link = pystac.Link(rel="next", target="http://127.0.0.1:9/search", extra_fields={"method": "POST", "body": {"t": 1}})
+    with pytest.raises(InputError) as err:
+        _reader("http://127.0.0.1:9/").read_text(link)
+    assert "GET only" in str(err.value) and "\n" not in str(err.value)
