@@ -352,3 +352,16 @@ def test_a_next_link_that_asks_for_post_is_refused_in_one_line(cache):
     with pytest.raises(InputError) as err:
         _reader("http://127.0.0.1:9/").read_text(link)
     assert "GET only" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
+    import pystac_client
+
+    with running(Host(items=[])) as api:
+        api.items = _items(cogs, "http://127.0.0.1:9")
+        search = pystac_client.Client.open(api.url).search(
+            method=method, collections=["sentinel-2-l2a"], datetime="2024-01-01/2024-12-31", limit=1,
+            query={"eo:cloud_cover": {"lte": 20}}, sortby="+properties.eo:cloud_cover")
+        assert [i.id for i in search.items()] == ["no-visual", "b", "a"]
+        assert [m for _, m, p, _ in api.log if p == "/search"] == [method] * 3  # one item a page, next links
