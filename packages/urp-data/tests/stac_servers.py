@@ -18,7 +18,7 @@ serves files with HTTP range requests (206 and ``Content-Range``), as GDAL's
 ``429:<s>`` and ``429:date+<s>`` (Retry-After in seconds or as an HTTP date), ``html200`` (an
 error page with status 200), ``json-error200`` (a STAC API error object with status 200),
 ``empty-page200`` (``{}`` with status 200), ``truncated`` (Content-Length says more) and ``truncated-no-length``,
-``trickle`` (one byte per 50 ms, at most 100 bytes), ``redirect:<url>``.
+``trickle`` (one byte per 20 ms, at most 100 bytes, then the connection closes), ``redirect:<url>``.
 
 This overlaps the fault handler of test_http.py (moved to servers.py on another branch); they
 differ in that each instance here keeps its own state, so two hosts can run at once.
@@ -197,10 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if fault == "trickle":
-            for i in range(min(len(data), 100)):  # bounded: at most 5 s
+            for i in range(min(len(data), 100)):  # bounded: at most 2 s
                 self.wfile.write(data[i:i + 1])
                 self.wfile.flush()
-                time.sleep(0.05)
+                time.sleep(0.02)
         else:  # truncated, truncated-no-length
             self.wfile.write(data[: len(data) // 2])
 
