@@ -261,7 +261,8 @@ class StacApiConfig:
         "help": "null (8-bit assets such as the TCI, used as they are), auto (2-98 % per COG) or [low, high]"})
     bbox: list[float] | None = field(default=None, metadata={
         "help": "[left, bottom, right, top] lon/lat the source is used in (default: the whole globe)"})
-    limit: int = field(default=20, metadata={"help": "items per search page"})
+    limit: int = field(default=10, metadata={
+        "help": "items per search page (sorted by cloud cover, the first page usually holds the answer)"})
     max_items: int = field(default=100, metadata={"help": "most items looked at per chip (bounds the paging)"})
     min_interval_s: float = field(default=http.STAC_MIN_INTERVAL_S, metadata={
         "help": "seconds between two requests to the API host, and between two chip reads from a COG host"})
