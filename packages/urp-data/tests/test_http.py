@@ -7,132 +7,22 @@ Content-Length, a trickle that would never end, and redirects that leave http(s)
 
 from __future__ import annotations
 
-import email.utils
-import io
 import json
 import logging
-import re
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import requests
-from PIL import Image
+from servers import Faulty as _Faulty
+from servers import png as _png
+from servers import serve
 from urp_data import http
 from urp_data.errors import InputError
 from urp_data.imagery import RasterImagery, XYZImagery, _decode_image
 from urp_data.imagery_stac import StacImagery
-
-
-def _png(path: str) -> bytes:
-    """A 64 x 64 PNG whose colour depends on the path, so a wrong tile shows."""
-    seed = sum(path.encode()) % 256
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (seed, 255 - seed, 7)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class _Faulty(BaseHTTPRequestHandler):
-    """Serves PNGs (``*.png``) and JSON (anything else); ``faults[path]`` lists faults to play first, in order."""
-
-    faults: ClassVar[dict[str, list[str]]] = {}
-    log: ClassVar[list[tuple[float, str]]] = []
-    agents: ClassVar[list[str]] = []
-    files: ClassVar[Path | None] = None  # also serves the files under this folder, with range requests (COGs)
-
-    def do_HEAD(self):
-        self._file(head=True)
-
-    def do_POST(self):  # a STAC API search: the request body is read and ignored (one result page)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.do_GET()
-
-    def do_GET(self):
-        _Faulty.log.append((time.time(), self.path))
-        _Faulty.agents.append(self.headers.get("User-Agent", ""))
-        path = self.path.split("?")[0]
-        queue = _Faulty.faults.get(path, [])
-        fault = queue.pop(0) if queue else "ok"
-        if fault == "ok" and self._file():
-            return
-        body = _png(path) if path.endswith(".png") else json.dumps({"path": path}).encode()
-        ctype = "image/png" if path.endswith(".png") else "application/json"
-        if fault == "ok":
-            self._send(200, body, ctype)
-        elif fault == "404":
-            self._send(404, b"not here", "text/plain")
-        elif fault == "503":
-            self._send(503, b"busy", "text/plain")
-        elif fault.startswith("429:"):  # 429:<seconds> or 429:date+<seconds>
-            wait = fault[4:]
-            if wait.startswith("date+"):
-                wait = email.utils.formatdate(time.time() + float(wait[5:]), usegmt=True)
-            self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
-        elif fault == "html200":
-            self._send(200, b"<html><body>Service unavailable, try later</body></html>", "text/html")
-        elif fault == "png-as-html":  # decodes, but a server that says text/html sent an error page
-            self._send(200, body, "text/html")
-        elif fault == "html200-as-png":
-            self._send(200, b"<html><body>Service unavailable</body></html>", "image/png")
-        elif fault in ("truncated", "truncated-no-length"):
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            if fault == "truncated":
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-        elif fault == "trickle":
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            for i in range(min(len(body), 100)):  # bounded: at most 5 s
-                self.wfile.write(body[i : i + 1])
-                self.wfile.flush()
-                time.sleep(0.05)
-        elif fault.startswith("redirect:"):
-            self.send_response(302)
-            self.send_header("Location", fault[len("redirect:"):])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    def _file(self, head=False) -> bool:
-        """Serve a file of ``files`` (a 206 for ``Range: bytes=a-b``); False when there is none."""
-        path = (_Faulty.files / self.path.split("?")[0].lstrip("/")) if _Faulty.files else None
-        if path is None or not path.is_file():
-            if head:
-                self._send(404, b"", "text/plain")
-            return False
-        data = path.read_bytes()
-        ctype = "application/json" if path.suffix == ".json" or path.name == "search" else "image/tiff"
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if match:
-            start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
-            self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
-                                                        "Accept-Ranges": "bytes"}, head)
-        else:
-            self._send(200, data, ctype, {"Accept-Ranges": "bytes"}, head)
-        return True
-
-    def _send(self, status, body, ctype, headers=None, head=False):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -141,12 +31,9 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
     monkeypatch.setattr(http, "BACKOFF_MAX_S", 0.05)
-    _Faulty.faults, _Faulty.log, _Faulty.agents, _Faulty.files = {}, [], [], tmp_path / "www"
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Faulty)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    _Faulty.files = tmp_path / "www"
+    with serve() as url:
+        yield url
 
 
 def _cached_files(tmp_path):

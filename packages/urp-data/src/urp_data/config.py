@@ -27,6 +27,8 @@ class BuildConfig:
     dry_run: bool = field(default=False, metadata={"help": "plan the samples and print, per network source, the "
                           "requests, expected bytes and the time its politeness limit implies; fetch and write "
                           "nothing"})
+    allow_bulk: bool = field(default=False, metadata={"help": "let an online geocoder send more than 500 requests to "
+                             "its public instance (sets geocoder.allow_bulk; ask the operators first, or self-host)"})
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:

@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -204,7 +203,7 @@ class CountryLookup:
         self._polygons = str(path) if path else None
 
     @cached_property
-    def gdf(self) -> gpd.GeoDataFrame | None:
+    def gdf(self) -> Any:
         """The polygons with an ``iso3`` column, read on first use: only the build's planner needs
         them, not its chunk workers (GDAL and the shapes cost each worker ~40 MB).
         """
@@ -223,6 +222,8 @@ class CountryLookup:
         if self.gdf is None:
             idx, _ = self.gazetteer.nearest(np.asarray(lat), np.asarray(lon))
             return [self.gazetteer.iso3(self.gazetteer.country_iso2[i]) for i in idx]
+        import geopandas as gpd
+
         pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
         joined = gpd.sjoin(pts, self.gdf, how="left", predicate="within")
         joined = joined[~joined.index.duplicated(keep="first")]

@@ -305,17 +305,19 @@ def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
 
 def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mapping[str, Any] | None = None,
         content_types: tuple[str, ...] | None = None, check: Callable[[bytes], object] | None = None,
-        deadline_s: float | None = None) -> bytes:
+        deadline_s: float | None = None, cache: bool = True) -> bytes:
     """The body of a GET on ``url`` (plus query ``params``), from the cache when present.
 
     ``content_types`` are accepted ``Content-Type`` prefixes (e.g. ``("image/",)``); ``check``
     raises on a body that does not decode. Only a body that passes both is cached. Waits
     ``min_interval_s`` per host between sends, shared by every process of the build.
+    ``cache=False`` is for answers that change from one call to the next (a server's status):
+    neither read from nor written to the cache, checked all the same.
     """
     key = canonical_url(url, params)
     shown = redact(key)
     path = cache_path(url, params)
-    if path.is_file():
+    if cache and path.is_file():
         logger.debug("cache hit %s", shown)
         return path.read_bytes()
     deadline = time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s)
@@ -354,7 +356,8 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
                 failure = str(exc)
                 logger.warning("%s; trying again", failure)
                 continue
-        atomic_write_bytes(path, body)
+        if cache:
+            atomic_write_bytes(path, body)
         return body
     raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
 

