@@ -10,37 +10,28 @@ POST (the same fields as JSON). Pages hold ``limit`` items and a ``next`` link: 
 query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {token}`` and
 ``merge: true``.
 
-Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources. The COG host
-serves files with HTTP range requests (206 and ``Content-Range``), as GDAL's
-``/vsicurl/`` needs. Each server has its own request log (time, method, path, query) and fault queues
-(``faults[path]``, played in order before normal answers, whatever the query string): ``ok``
-(a normal answer), ``503``,
-``429:<s>`` and ``429:date+<s>`` (Retry-After in seconds or as an HTTP date), ``html200`` (an
-error page with status 200), ``json-error200`` (a STAC API error object with status 200),
-``empty-page200`` (``{}`` with status 200), ``truncated`` (Content-Length says more) and ``truncated-no-length``,
-``trickle`` (one byte per 20 ms, at most 100 bytes, then the connection closes), ``redirect:<url>``.
-
-This overlaps the fault handler of test_http.py (moved to servers.py on another branch); they
-differ in that each instance here keeps its own state, so two hosts can run at once.
+Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources, and the files of
+its folder with HTTP range requests (206 and ``Content-Range``), as GDAL's ``/vsicurl/`` needs.
+Each host keeps its own request log (time, method, path, query) and fault queues (``faults[path]``,
+played in order before normal answers, whatever the query string; HEAD requests play none) with
+:meth:`servers.Faulty.play`, whose faults are listed in servers.py. Unlike ``servers.Faulty``
+(one state for its class), the state lives on each server, so an API and a COG host can run at once.
 """
 
 from __future__ import annotations
 
-import email.utils
-import io
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from PIL import Image
+from servers import Faulty, png
 
 CONFORMS = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
             "https://api.stacspec.org/v1.0.0/item-search#query", "https://api.stacspec.org/v1.0.0/item-search#sort",
@@ -138,9 +129,10 @@ class Host(ThreadingHTTPServer):
         return page
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Faulty):
+    """Answers for its :class:`Host` (state per server, not per class) and plays faults with :meth:`Faulty.play`."""
+
     server: Host
-    protocol_version = "HTTP/1.1"
 
     def do_HEAD(self):
         self._answer("HEAD")
@@ -159,71 +151,18 @@ class _Handler(BaseHTTPRequestHandler):
             queue = srv.faults.get(path, [])
             fault = queue.pop(0) if queue and method != "HEAD" else "ok"
         doc = srv.document(method, path, query, body)
+        file = srv.files / path.lstrip("/") if srv.files is not None else None
         if doc is not None:
             data, ctype = json.dumps(doc).encode(), "application/geo+json" if path == "/search" else "application/json"
-        elif srv.files is not None and (srv.files / path.lstrip("/")).is_file():
-            file = srv.files / path.lstrip("/")
+        elif file is not None and file.is_file():
             data, ctype = file.read_bytes(), "application/json" if file.suffix == ".json" else "image/tiff"
         elif path.endswith(".png"):  # an XYZ tile whose colour depends on its path
-            seed = sum(path.encode()) % 256
-            buf = io.BytesIO()
-            Image.new("RGB", (64, 64), (seed, 255 - seed, 7)).save(buf, format="PNG")
-            data, ctype = buf.getvalue(), "image/png"
+            data, ctype = png(path), "image/png"
         else:
             return self._send(404, b"not here", "text/plain")
         if fault == "ok":
-            return self._ok(data, ctype, method == "HEAD")
-        if fault == "503":
-            return self._send(503, b"busy", "text/plain")
-        if fault.startswith("429:"):
-            wait = fault[4:]
-            if wait.startswith("date+"):
-                wait = email.utils.formatdate(time.time() + float(wait[5:]), usegmt=True)
-            return self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
-        if fault == "json-error200":  # an API error body (code, description) sent with status 200
-            return self._send(200, json.dumps({"code": "InternalServerError", "description": "try later"}).encode(),
-                              "application/json")
-        if fault == "empty-page200":  # valid JSON, but not an item collection
-            return self._send(200, b"{}", "application/geo+json")
-        if fault == "html200":
-            return self._send(200, b"<html><body>Service unavailable, try later</body></html>", "text/html")
-        if fault.startswith("redirect:"):
-            return self._send(302, b"", "text/plain", {"Location": fault[len("redirect:"):]})
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Connection", "close")
-        self.close_connection = True
-        if fault in ("truncated", "trickle"):
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if fault == "trickle":
-            for i in range(min(len(data), 100)):  # bounded: at most 2 s
-                self.wfile.write(data[i:i + 1])
-                self.wfile.flush()
-                time.sleep(0.02)
-        else:  # truncated, truncated-no-length
-            self.wfile.write(data[: len(data) // 2])
-
-    def _ok(self, data: bytes, ctype: str, head: bool) -> None:
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if match and ctype == "image/tiff":
-            start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
-            return self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
-                                                               "Accept-Ranges": "bytes"}, head)
-        return self._send(200, data, ctype, {"Accept-Ranges": "bytes"}, head)
-
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None, head: bool = False) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            return self.ranged(data, ctype, head=method == "HEAD")
+        self.play(fault, data, ctype)
 
 
 @contextmanager
