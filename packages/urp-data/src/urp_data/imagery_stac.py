@@ -13,9 +13,10 @@ before it is cached), searches included: they are sent as GET (the STAC API spec
 ``GET /search``; POST is optional), so a search page is cached like any other response.
 
 A remote catalog (any document fetched over http(s)) may only point at http(s) hrefs: a link or
-an asset href to ``file://``, a local path, or a cloud URL (``s3://``, ``gs://``, ``az://`` ...)
+an asset href to ``file://`` or a cloud URL (``s3://``, ``gs://``, ``az://``, ``abfs://`` ...)
 is refused with one line, because a remote document must not make us read local files or use
-the credentials of this machine. A local catalog may point anywhere, as before.
+the credentials of this machine (a bare path resolves against the document's URL, so it stays
+on that server). A local catalog may point anywhere, as before.
 """
 
 from __future__ import annotations
