@@ -238,7 +238,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
                                      "chip.on_missing_imagery: skip")
             continue
         sid = f"{region.name}-{plan.cells[i]}"
-        images.append({"bytes": encode_image(got.rgb, chip.format, chip.quality),
+        images.append({"bytes": encode_image(got.image, chip.format, chip.quality),
                        "path": f"{sid}.{'jpg' if chip.format == 'jpeg' else 'png'}"})
         fps.append(got.footprint)
         keep.append(i)
