@@ -340,8 +340,8 @@ class XYZImagery:
                 tile = _decode_image(content).convert("RGB")
                 mosaic.paste(tile.resize((ts, ts)), ((tx - tx0) * ts, (ty - ty0) * ts))
         crop = (x0 - tx0 * ts, y0 - ty0 * ts, x1 - tx0 * ts, y1 - ty0 * ts)
-        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop), dtype=np.uint8)
-        return Chip(rgb, 1.0, shapely.box(*square_lonlat(lat, lon, footprint_m)))
+        chip = mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop)  # handed over as an image
+        return Chip(chip, 1.0, shapely.box(*square_lonlat(lat, lon, footprint_m)))
 
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float,
                        size_px: int) -> list[RequestBudget]:
