@@ -1,9 +1,11 @@
 """Loopback HTTP servers for the tests: a server that misbehaves on purpose, and emulations of the
 Nominatim, Photon and Overpass APIs built from the sample data in data/ (test_http.py, test_online_places.py).
 
-Faults (``Faulty.faults[path]``, played in order before normal answers): 429 with Retry-After in
-seconds or as an HTTP date, 503, 404, an HTML page sent with status 200, truncated bodies with and
-without Content-Length, a slow trickle (bounded at 5 s), redirects, and Overpass's runtime-error remark.
+Faults (``Faulty.faults[path]``, played in order before normal answers, ``ok`` being a normal one):
+429 with Retry-After in seconds or as an HTTP date, 503, 404, an HTML page sent with status 200,
+truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), redirects,
+Overpass's runtime-error remark, a STAC API error object and an empty object sent with status 200.
+:meth:`Faulty.play` plays them; the STAC emulation (stac_servers.py) reuses it.
 A fault on a served file (``Faulty.files``, with range requests, as a COG or download host) cuts or
 trickles that file. ``Faulty.latency_s`` delays every answer (a distant host's round trip) and
 ``Faulty.in_flight`` records how many requests the server was answering at once (benchmarks/online_build.py).
@@ -96,6 +98,10 @@ class Faulty(BaseHTTPRequestHandler):
         else:
             body = png(path) if path.endswith(".png") else json.dumps({"path": path}).encode()
             ctype = "image/png" if path.endswith(".png") else "application/json"
+        self.play(fault, body, ctype)
+
+    def play(self, fault: str, body: bytes, ctype: str) -> None:
+        """Answer with ``body`` and ``ctype`` (fault ``ok``), or play ``fault`` (see the module docstring) instead."""
         if fault == "ok":
             self._send(200, body, ctype)
         elif fault == "404":
@@ -138,6 +144,11 @@ class Faulty(BaseHTTPRequestHandler):
             self.send_header("Location", fault[len("redirect:"):])
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif fault == "json-error200":  # a STAC API error object sent with status 200
+            self._send(200, json.dumps({"code": "InternalServerError", "description": "try later"}).encode(),
+                       "application/json")
+        elif fault == "empty-page200":  # valid JSON, but not what was asked for
+            self._send(200, b"{}", "application/json")
 
     def _file(self, head=False) -> bool:
         """Serve a file of ``files`` (a 206 for ``Range: bytes=a-b``); False when there is none."""
@@ -148,6 +159,11 @@ class Faulty(BaseHTTPRequestHandler):
             return False
         data = path.read_bytes()
         ctype = "application/json" if path.suffix == ".json" or path.name == "search" else "image/tiff"
+        self.ranged(data, ctype, head)
+        return True
+
+    def ranged(self, data: bytes, ctype: str, head: bool = False) -> None:
+        """Send ``data``, or the part that ``Range: bytes=a-b`` asks for (206, as GDAL's range reads need)."""
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
             start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
@@ -155,7 +171,6 @@ class Faulty(BaseHTTPRequestHandler):
                                                         "Accept-Ranges": "bytes"}, head)
         else:
             self._send(200, data, ctype, {"Accept-Ranges": "bytes"}, head)
-        return True
 
     def _send(self, status, body, ctype, headers=None, head=False):
         self.send_response(status)

@@ -32,3 +32,22 @@ def test_dry_run_of_a_local_region_fetches_and_writes_nothing(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert printed.startswith("599 samples; every source is local")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_grid_too_large_to_list_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, dry_run):
+    """Grid sampling over the whole globe at resolution 8 (as a STAC API source without bbox would ask)."""
+    import yaml
+
+    data = Path(__file__).resolve().parents[3] / "data"
+    region = tmp_path / "whole-earth.yaml"
+    region.write_text(yaml.safe_dump({
+        "name": "whole-earth", "area": {"from_imagery": True}, "sampling": {"mode": "polyfill", "resolution": 8, "samples": 10},
+        "countries": "gazetteer",
+        "imagery": [{"type": "raster", "path": str(data / "global" / "bluemarble_2700x1350.jpg"),
+                     "crs": "EPSG:4326", "bounds": [-180, -90, 180, 90]}]}))
+    out = tmp_path / "out"
+    assert main(["build", "--region", str(region), "--out", str(out), *(["--dry-run"] if dry_run else [])]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "H3 cells at resolution 8, too many to list" in err, err
+    assert not out.exists() or not any(out.rglob("*.parquet"))

@@ -20,7 +20,8 @@ from servers import Faulty as _Faulty
 from servers import png as _png
 from urp_data import http
 from urp_data.errors import InputError
-from urp_data.imagery import RasterImagery, StacImagery, XYZImagery, _decode_image
+from urp_data.imagery import RasterImagery, XYZImagery, _decode_image
+from urp_data.imagery_stac import StacImagery
 
 
 def _cached_files(tmp_path):
@@ -273,7 +274,7 @@ def test_a_stac_api_search_goes_through_the_polite_session(server, tmp_path, dat
                "links": [{"rel": "self", "href": server + "/api/index.json", "type": "application/json"},
                          {"rel": "root", "href": server + "/api/index.json", "type": "application/json"},
                          {"rel": "search", "href": server + "/api/search", "type": "application/geo+json",
-                          "method": "POST"}]}
+                          "method": "GET"}]}
     (www / "api" / "index.json").write_text(json.dumps(landing))
     (www / "api" / "search").write_text(json.dumps({"type": "FeatureCollection", "features": [item.to_dict()],
                                                     "links": []}))

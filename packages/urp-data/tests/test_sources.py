@@ -208,7 +208,7 @@ def _static_catalog(tmp_path, data_dir):
 
 
 def test_stac_catalog_items_serve_chips(tmp_path, data_dir):
-    from urp_data.imagery import StacImagery
+    from urp_data.imagery_stac import StacImagery
 
     src = StacImagery(str(_static_catalog(tmp_path, data_dir)), asset="visual", bands=[3, 2, 1])
     assert len(src.sources) == 2
@@ -244,7 +244,7 @@ def test_region_with_stac_imagery_builds(tmp_path, data_dir, write_region):
 
 def test_unreadable_stac_catalog(tmp_path):
     from urp_data.errors import InputError
-    from urp_data.imagery import StacImagery
+    from urp_data.imagery_stac import StacImagery
 
     bad = tmp_path / "catalog.json"
     bad.write_text("{not json")

@@ -188,6 +188,15 @@ def _pace(host: str, min_interval_s: float) -> None:
         time.sleep(wait)
 
 
+def wait_turn(url: str, min_interval_s: float) -> None:
+    """Wait for a politeness slot of ``url``'s host for a read this module does not send itself.
+
+    GDAL's ``/vsicurl/`` range reads of a COG bypass :class:`PoliteSession`; a source calls this
+    once before each such read so the reads of all workers together keep the host's pace.
+    """
+    _pace(_host(url), min_interval_s)
+
+
 def _host(url: str) -> str:
     """``host:port`` of ``url`` (default port filled in): the unit of politeness."""
     parts = urlsplit(url)

@@ -2,7 +2,7 @@
 
 Three sources ship: local rasters read with rasterio (GeoTIFF/COG in any CRS, or a plain image
 given ``crs`` and ``bounds``), XYZ tile servers (network, cached and rate-limited), and the
-COG assets of a STAC catalog or API (each item read as a raster).
+COG assets of a STAC catalog or API (:mod:`urp_data.imagery_stac`).
 A chip is a square of ``footprint_m`` metres on the ground centred on the sample, resampled
 to ``size_px`` x ``size_px`` RGB uint8 pixels.
 """
@@ -10,13 +10,14 @@ to ``size_px`` x ``size_px`` RGB uint8 pixels.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -31,6 +32,7 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 
 from urp_data import http
+from urp_data.budget import RequestBudget
 from urp_data.errors import InputError
 from urp_data.fsutil import one_line
 
@@ -44,11 +46,25 @@ IN_MEMORY_MAX_VALUES = 400_000_000
 
 @dataclass
 class Chip:
-    """One cut chip: pixels (H, W, 3) uint8, the fraction of valid pixels, and its lon/lat footprint."""
+    """One cut chip: its RGB image, the fraction of valid pixels, and its lon/lat footprint.
 
-    rgb: np.ndarray
+    Sources may pass an (H, W, 3) uint8 array instead of an image. Those that assemble the chip in
+    PIL hand the image over as it is: turning it into an array only for the encoder to turn it
+    back cost ~10 % of a chip.
+    """
+
+    image: Image.Image | np.ndarray
     valid_fraction: float
     footprint: shapely.Geometry
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image, np.ndarray):
+            self.image = Image.fromarray(self.image)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The pixels as an (H, W, 3) uint8 array."""
+        return np.asarray(self.image)
 
 
 class ImagerySource(Protocol):
@@ -65,13 +81,14 @@ class ImagerySource(Protocol):
         ...
 
 
-def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode an (H, W, 3) uint8 array; JPEG by default since PNG costs 10-30x more time."""
+def encode_image(rgb: np.ndarray | Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode an (H, W, 3) uint8 array or an RGB image; JPEG by default since PNG costs 10-30x more time."""
     buf = io.BytesIO()
+    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
     if fmt == "jpeg":
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+        image.save(buf, format="JPEG", quality=quality)
     else:
-        Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+        image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -213,8 +230,8 @@ class RasterImagery:
             # The stretch as one table lookup per pixel, inside PIL: the same values as
             # _to_uint8 (the table is its float32 stretch of 0..255), without four float passes.
             lut = self._uint8_lookup()
-            rgb = np.asarray(Image.merge("RGB", [Image.fromarray(b).point(t) for b, t in zip(data, lut, strict=True)]))
-            return Chip(rgb, valid, poly)
+            return Chip(Image.merge("RGB", [Image.fromarray(b).point(t) for b, t in zip(data, lut, strict=True)]),
+                        valid, poly)
         bands = self._to_uint8(np.ma.getdata(data))
         if masked:
             mask = np.ma.getmaskarray(data).any(axis=0)
@@ -225,8 +242,7 @@ class RasterImagery:
                 mask |= (c < 0) | (r < 0) | (c >= ds.width) | (r >= ds.height)
             bands[:, mask] = 0
             valid = float(1.0 - mask.mean())
-        rgb = np.asarray(Image.merge("RGB", [Image.fromarray(b) for b in bands]))  # HWC without a numpy copy loop
-        return Chip(rgb, valid, poly)
+        return Chip(Image.merge("RGB", [Image.fromarray(b) for b in bands]), valid, poly)  # HWC, no numpy copy loop
 
     def _uint8_lookup(self) -> list[list[int]]:
         """Per band, the 256-entry table of :meth:`_to_uint8` for 8-bit input (computed once)."""
@@ -256,6 +272,9 @@ def _decode_image(content: bytes) -> Image.Image:
     return image
 
 
+TILE_BYTES = 20_000
+"""Rough size of one 256 px JPEG/PNG web-map tile, for request budgets."""
+
 DEFAULT_MAX_IN_FLIGHT = 4
 """Chips an XYZ source reads at once (``max_in_flight``), each one tile request at a time: enough to
 keep a host paced at ``min_interval_s`` = 0.1 s busy for round trips up to 0.4 s; the pacing, not
@@ -266,17 +285,24 @@ class XYZImagery:
     """Web-map tiles (``https://host/{z}/{x}/{y}.png``): fetched through ``urp_data.http``.
 
     Requests are cached on disk, rate-limited and carry a User-Agent, as tile usage policies
-    require. Up to ``max_in_flight`` chips are read at once by the build's threads
-    (:func:`urp_data.pipeline.read_chips`); a tile two of them need is fetched once. Tiles are Web Mercator (EPSG:3857); the chip is the mosaic of tiles covering the
-    footprint at ``zoom``, cropped and resampled with PIL.
+    require. Tiles are Web Mercator (EPSG:3857); the chip is the mosaic of tiles covering the
+    footprint at ``zoom``, cropped and resampled with PIL. A ``{s}`` in the URL is replaced by
+    one of ``subdomains`` chosen from the tile, as Leaflet does (``(x + y) mod n``): the same
+    tile always comes from the same host, so its cache key is stable, and each real host is
+    paced on its own. Up to ``max_in_flight`` chips are read at once by the build's threads
+    (:func:`urp_data.pipeline.read_chips`); a tile two of them need is fetched once.
     """
 
     def __init__(self, url: str, zoom: int = 16, tile_size: int = 256, name: str | None = None,
                  licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+                 subdomains: list[str] | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         if not all(k in url for k in ("{z}", "{x}", "{y}")):
             raise InputError(f"xyz url must contain {{z}}, {{x}} and {{y}}: {http.redact(url)}")
-        http.canonical_url(url.format(z=0, x=0, y=0))  # a bad scheme or host fails here, before the build starts
+        if subdomains is not None and ("{s}" not in url or not subdomains):
+            raise InputError(f"xyz url {http.redact(url)}: subdomains need a {{s}} in the url and at least one entry")
+        self.subdomains = [str(s) for s in subdomains or ["a", "b", "c"]] if "{s}" in url else []
+        for s in self.subdomains or [""]:  # a bad scheme or host fails here, before the build starts
+            http.canonical_url(url.format(z=0, x=0, y=0, s=s))
         self.url, self.zoom, self.tile_size = url, zoom, tile_size
         self.path = http.redact(url)  # the manifest shows no API key
         self.name = name or self.path
@@ -290,116 +316,53 @@ class XYZImagery:
     def footprint(self) -> shapely.Geometry:
         return shapely.box(*self._bounds)
 
+    def tile_url(self, x: int, y: int) -> str:
+        """The URL of tile (x, y) at this zoom, its subdomain fixed by (x + y)."""
+        sub = self.subdomains[(x + y) % len(self.subdomains)] if self.subdomains else ""
+        return self.url.format(z=self.zoom, x=x, y=y, s=sub)
+
     def _pixel(self, lat: float, lon: float) -> tuple[float, float]:
         """Global pixel (x, y) of (lat, lon) at this zoom (Web Mercator)."""
         n = self.tile_size * 2**self.zoom
         s = math.sin(math.radians(max(min(lat, 85.05112878), -85.05112878)))
         return (lon + 180.0) / 360.0 * n, (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * n
 
-    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
-        if not shapely.contains_xy(self.footprint(), lon, lat):
-            return None
+    def _tiles(self, lat: float, lon: float, footprint_m: float) -> tuple[tuple[float, float, float, float],
+                                                                          tuple[int, int, int, int]]:
+        """The chip's global pixel box (x0, y0, x1, y1) and its tile range (tx0, ty0, tx1, ty1), inclusive."""
         left, bottom, right, top = square_lonlat(lat, lon, footprint_m)
         x0, y0 = self._pixel(top, left)
         x1, y1 = self._pixel(bottom, right)
         ts = self.tile_size
-        tx0, ty0, tx1, ty1 = int(x0 // ts), int(y0 // ts), int(x1 // ts), int(y1 // ts)
+        return (x0, y0, x1, y1), (int(x0 // ts), int(y0 // ts), int(x1 // ts), int(y1 // ts))
+
+    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        if not shapely.contains_xy(self.footprint(), lon, lat):
+            return None
+        (x0, y0, x1, y1), (tx0, ty0, tx1, ty1) = self._tiles(lat, lon, footprint_m)
+        ts = self.tile_size
         mosaic = Image.new("RGB", ((tx1 - tx0 + 1) * ts, (ty1 - ty0 + 1) * ts))
         for tx in range(tx0, tx1 + 1):
             for ty in range(ty0, ty1 + 1):
-                url = self.url.format(z=self.zoom, x=tx % 2**self.zoom, y=ty)
-                content = http.get(url, min_interval_s=self.min_interval_s, content_types=TILE_TYPES,
-                                   check=_decode_image)
+                content = http.get(self.tile_url(tx % 2**self.zoom, ty), min_interval_s=self.min_interval_s,
+                                   content_types=TILE_TYPES, check=_decode_image)
                 tile = _decode_image(content).convert("RGB")
                 mosaic.paste(tile.resize((ts, ts)), ((tx - tx0) * ts, (ty - ty0) * ts))
         crop = (x0 - tx0 * ts, y0 - ty0 * ts, x1 - tx0 * ts, y1 - ty0 * ts)
-        rgb = np.asarray(mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop), dtype=np.uint8)
-        return Chip(rgb, 1.0, shapely.box(left, bottom, right, top))
+        chip = mosaic.resize((size_px, size_px), Image.Resampling.BILINEAR, box=crop)  # handed over as an image
+        return Chip(chip, 1.0, shapely.box(*square_lonlat(lat, lon, footprint_m)))
 
-
-def _stac_io() -> Any:
-    """pystac's reader with every http(s) read going through :func:`urp_data.http.get` (cached, checked).
-
-    Built on first use: pystac takes a quarter of a second to import.
-    """
-    import pystac.stac_io
-
-    class StacIO(pystac.stac_io.DefaultStacIO):
-        def read_text_from_href(self, href: str) -> str:
-            if href.split("://", 1)[0].lower() in ("http", "https"):
-                body = http.get(href, min_interval_s=http.STAC_MIN_INTERVAL_S,
-                                content_types=("application/json", "application/geo+json", "text/plain"),
-                                check=json.loads)
-                return body.decode()
-            return str(super().read_text_from_href(href))
-
-    return StacIO()
-
-
-class StacImagery:
-    """Rasters listed in a STAC catalog: a static catalog (path or URL) or a STAC API (searched).
-
-    Every item intersecting ``bbox`` (lon/lat) contributes its ``asset`` (a COG, read remotely
-    by GDAL when its href is a URL) as a ``RasterImagery``; a chip comes from the first item
-    whose footprint covers it, in catalog order (sort the search, e.g. by cloud cover, upstream).
-    """
-
-    def __init__(self, catalog: str, asset: str = "visual", bbox: list[float] | None = None,
-                 collections: list[str] | None = None, datetime: str | None = None, max_items: int = 50,
-                 bands: list[int] | None = None, rescale: Any = "auto", licence: str = "", name: str | None = None) -> None:
-        import pystac
-        import pystac_client
-        import pystac_client.stac_api_io
-
-        self.path = http.redact(catalog)  # the manifest shows no token
-        self.name = name or self.path
-        self.licence = licence
-        try:
-            items: list[Any]
-            stac_io = _stac_io()
-            kind: Any = {"Catalog": pystac.Catalog, "Collection": pystac.Collection}.get(
-                stac_io.read_json(catalog).get("type"), pystac.Item)
-            root = kind.from_file(catalog, stac_io=stac_io)  # children are read with the same StacIO
-            if isinstance(root, pystac.Catalog) and any(link.rel == "search" for link in root.links):
-                api_io = pystac_client.stac_api_io.StacApiIO()
-                api_io.session = http.PoliteSession(http.STAC_MIN_INTERVAL_S)  # paced, retried, redirects checked
-                search = pystac_client.Client.open(catalog, stac_io=api_io).search(
-                    bbox=bbox, collections=collections, datetime=datetime, max_items=max_items)
-                items = list(search.items())
-            elif isinstance(root, pystac.Catalog):
-                items = [i for i in root.get_items(recursive=True)
-                         if bbox is None or shapely.intersects(shapely.box(*bbox), shapely.geometry.shape(i.geometry))]
-            else:
-                items = [root]
-        except Exception as exc:  # pystac and pystac-client raise many types for unreadable catalogs
-            raise InputError(http.redact(f"cannot read STAC catalog {catalog}: {one_line(exc)}")) from exc
-        items = [i for i in items if asset in i.assets][:max_items]
-        if not items:
-            raise InputError(f"STAC catalog {self.path} has no item with asset {asset!r} in bbox {bbox}")
-        with rasterio.Env(**http.gdal_options()):  # remote COGs: GDAL's own HTTP reads
-            self.sources = [RasterImagery(str(i.assets[asset].get_absolute_href()), bands=bands, rescale=rescale,
-                                          name=i.id, licence=licence) for i in items]
-        # Every local file the build reads (item JSONs, assets): the resume key checksums each.
-        self.files = [h for i in items for h in (i.get_self_href(), i.assets[asset].get_absolute_href())
-                      if h and "://" not in h]
-
-    def footprint(self) -> shapely.Geometry:
-        return shapely.union_all([s.footprint() for s in self.sources])
-
-    def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
-        with rasterio.Env(**http.gdal_options()):
-            return self._best_chip(lat, lon, footprint_m, size_px)
-
-    def _best_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
-        best = None
-        for src in self.sources:
-            if shapely.contains_xy(src.footprint(), lon, lat):
-                chip = src.read_chip(lat, lon, footprint_m, size_px)
-                if chip is not None and (best is None or chip.valid_fraction > best.valid_fraction):
-                    best = chip
-                    if chip.valid_fraction == 1.0:
-                        break
-        return best
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float,
+                       size_px: int) -> list[RequestBudget]:
+        """Tiles the chips at (lat, lon) degrees need at this zoom, per real host (no tile shared)."""
+        per_host: Counter[str] = Counter()
+        for la, lo in zip(lat, lon, strict=True):
+            _, (tx0, ty0, tx1, ty1) = self._tiles(float(la), float(lo), footprint_m)
+            for tx in range(tx0, tx1 + 1):
+                for ty in range(ty0, ty1 + 1):
+                    per_host[urlsplit(self.tile_url(tx % 2**self.zoom, ty)).netloc.lower()] += 1
+        return [RequestBudget(f"imagery xyz z{self.zoom}", host, n, n * TILE_BYTES, self.min_interval_s)
+                for host, n in sorted(per_host.items())]
 
 
 def imagery_from_config(spec: dict[str, Any], resolve: Any) -> ImagerySource:
@@ -412,9 +375,9 @@ def imagery_from_config(spec: dict[str, Any], resolve: Any) -> ImagerySource:
         if kind == "xyz":
             return XYZImagery(**spec)
         if kind == "stac":
-            catalog = str(spec.pop("catalog"))
-            is_url = "://" in catalog
-            return StacImagery(catalog if is_url else str(resolve(catalog)), **spec)
+            from urp_data.imagery_stac import stac_from_config  # pystac is imported only for STAC sources
+
+            return stac_from_config(spec, resolve)
     except (TypeError, KeyError) as exc:
         raise InputError(f"imagery source of type {kind}: {exc}") from exc
     raise InputError(f"unknown imagery type {kind!r}; use raster, xyz or stac")

@@ -140,11 +140,37 @@ def plan_cells(region: RegionConfig, src: Sources) -> list[str]:
                                   s.resolution, s.seed, s.spread_km,
                                   keep=lambda la, lo: shapely.contains_xy(area, lo, la))
     else:
-        cells = subsample(polyfill(_area(region, src), s.resolution), s.samples, s.seed)
+        area = _area(region, src)
+        _check_polyfill_size(region, area)
+        cells = subsample(polyfill(area, s.resolution), s.samples, s.seed)
     if not cells:
         raise RegionError(f"region {region.name} has no H3 cells at resolution {s.resolution}; "
                           "check its area (is it smaller than one cell, or outside the imagery?)")
     return cells
+
+
+MAX_POLYFILL_CELLS = 20_000_000
+"""Grid sampling lists every cell of the area first; beyond this many (~2 GB of cell ids) it is refused."""
+
+
+def _check_polyfill_size(region: RegionConfig, area: shapely.Geometry) -> None:
+    """Refuse, in one line and before any work, an area whose H3 grid would not fit in memory.
+
+    A STAC API source without ``bbox`` covers the globe, so ``area`` taken from the imagery can be
+    the whole Earth: 690 million resolution-8 cells.
+    """
+    import h3
+    from pyproj import Transformer
+
+    # Planar area in an equal-area projection: lon/lat polygons have straight edges in degrees,
+    # which geodesic areas would read as great circles (a whole-Earth box has geodesic area 0).
+    to_equal_area = Transformer.from_crs("EPSG:4326", "EPSG:6933", always_xy=True)
+    km2 = shapely.transform(area, lambda xy: np.column_stack(to_equal_area.transform(xy[:, 0], xy[:, 1]))).area / 1e6
+    cells = km2 / h3.average_hexagon_area(region.sampling.resolution, "km^2")
+    if cells > MAX_POLYFILL_CELLS:
+        raise RegionError(f"region {region.name}: its area ({km2:,.0f} km2) holds ~{cells:,.0f} H3 cells at "
+                          f"resolution {region.sampling.resolution}, too many to list; give area: bbox or boundary "
+                          "(a STAC API source without bbox covers the globe), or use sampling mode settlement")
 
 
 def _area(region: RegionConfig, src: Sources) -> shapely.Geometry:
@@ -232,7 +258,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
                                      "chip.on_missing_imagery: skip")
             continue
         sid = f"{region.name}-{plan.cells[i]}"
-        images.append({"bytes": encode_image(got.rgb, chip.format, chip.quality),
+        images.append({"bytes": encode_image(got.image, chip.format, chip.quality),
                        "path": f"{sid}.{'jpg' if chip.format == 'jpeg' else 'png'}"})
         fps.append(got.footprint)
         keep.append(i)

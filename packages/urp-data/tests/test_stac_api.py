@@ -1,0 +1,367 @@
+"""A STAC API searched chip by chip (Sentinel-2-like), against loopback emulations that misbehave.
+
+The API and the COG host are two loopback servers (stac_servers.py); the COGs are cut from the
+demo's Landsat-7 scene of Olinda. Items: ``a`` (cloud 12 %, the whole scene), ``b`` (cloud 3 %,
+only the western half, its COG with the bands reversed so its chips show), a cloudier item
+(35 %), one without the asset, one outside the dates searched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+import shapely
+import shapely.geometry
+from stac_servers import Host, running
+from urp_data import http
+from urp_data.cli import main
+from urp_data.config import BuildConfig
+from urp_data.imagery import RasterImagery
+from urp_data.imagery_stac import StacApiConfig, StacApiImagery
+from urp_data.pipeline import build
+
+SPLITS = ("train", "val", "test_seen", "test_unseen")
+WEST, EAST = (-8.0, -34.885), (-8.0, -34.855)  # (lat, lon) either side of item b's edge at lon -34.87
+
+
+@pytest.fixture(scope="module")
+def cogs(tmp_path_factory, data_dir) -> Path:
+    """a.tif (bands 3, 2, 1 of the Olinda scene) and b.tif (1, 2, 3) as 8-bit COGs with 128 px tiles."""
+    folder = tmp_path_factory.mktemp("cogs")
+    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:
+        profile = {"driver": "COG", "dtype": "uint8", "count": 3, "width": ds.width, "height": ds.height,
+                   "crs": ds.crs, "transform": ds.transform, "nodata": 0, "blocksize": 128, "compress": "deflate"}
+        for name, bands in (("a.tif", [3, 2, 1]), ("b.tif", [1, 2, 3])):
+            with rasterio.open(folder / name, "w", **profile) as out:
+                out.write(ds.read(bands))
+    return folder
+
+
+def _items(cogs: Path, cog_url: str, href_a: str | None = None) -> list[dict]:
+    fp = RasterImagery(cogs / "a.tif").footprint()
+    west = fp.intersection(shapely.box(-180, -90, -34.87, 90))
+
+    def item(iid, geom, cloud, asset, when="2024-06-01T12:00:00+00:00"):
+        assets = {"thumbnail": {"href": cog_url + "/thumb.jpg", "type": "image/jpeg"}}
+        if asset:
+            assets["visual"] = {"href": asset, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+        return {"type": "Feature", "stac_version": "1.0.0", "id": iid, "collection": "sentinel-2-l2a",
+                "geometry": shapely.geometry.mapping(geom), "bbox": list(geom.bounds),
+                "properties": {"datetime": when, "eo:cloud_cover": cloud}, "assets": assets, "links": []}
+
+    return [item("a", fp, 12.0, href_a or cog_url + "/a.tif"), item("b", west, 3.0, cog_url + "/b.tif"),
+            item("cloudy", fp, 35.0, cog_url + "/b.tif"), item("no-visual", fp, 1.0, None),
+            item("old", fp, 0.5, cog_url + "/b.tif", when="2019-06-01T12:00:00+00:00")]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache root for this test (the HTTP and chip caches), tiny backoffs."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("URP_CACHE_DIR", str(root))
+    monkeypatch.setattr(http, "CACHE_DIR", root / "http")
+    monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
+    monkeypatch.setattr(http, "BACKOFF_MAX_S", 0.05)
+    return root
+
+
+def _config(api: str, **kw) -> StacApiConfig:
+    return StacApiConfig(api=api, collections=["sentinel-2-l2a"], datetime="2024-01-01/2024-12-31",
+                         limit=2, min_interval_s=0.0, **kw)
+
+
+def _region(tmp_path: Path, api: str, name: str = "s2", **imagery) -> Path:
+    import yaml
+
+    region = {"name": name, "area": {"bbox": [-34.89, -8.02, -34.85, -7.98]},
+              "sampling": {"resolution": 8, "seed": 0, "samples": 6}, "chip": {"size_px": 16, "footprint_m": 300},
+              "splits": {"buffer_km": 0, "unseen_fraction": 0.0}, "countries": "gazetteer", "indicators": [],
+              "imagery": [{"type": "stac", "api": api, "collections": ["sentinel-2-l2a"], "datetime": "2024-01-01/2024-12-31",
+                           "max_cloud_cover": 20, "limit": 2, "min_interval_s": 0.0,
+                           "attribution": "Contains modified Copernicus Sentinel data 2024", **imagery}]}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(region))
+    return path
+
+
+def test_the_least_cloudy_item_holding_the_whole_chip_serves_it(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        src = StacApiImagery(_config(api.url))
+        for (lat, lon), name in ((WEST, "b.tif"), (EAST, "a.tif")):
+            chip = src.read_chip(lat, lon, 300, 16)
+            expected = RasterImagery(cogs / name, rescale=None).read_chip(lat, lon, 300, 16)
+            np.testing.assert_array_equal(chip.rgb, expected.rgb)
+        pages = [p for _, _, p, _ in api.log if p == "/search"]
+        assert len(pages) == 2  # sorted by cloud cover: page 1 holds each answer; its next link is not followed
+        assert src.read_chip(-7.5, -34.87, 300, 16) is None  # outside every item
+        assert "proprietary (https://sentinel.example/legal-notice)" in src.licence  # from the collection
+
+
+def test_without_sort_and_query_every_page_is_read_and_filtered_here(cogs, cache):
+    core = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"]
+    with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=core)) as api:
+        a, b, cloudy, no_visual, old = _items(cogs, cog.url)
+        api.items = [a, cloudy, no_visual, b, old]  # unsorted: b, the least cloudy, comes on page 2
+        src = StacApiImagery(_config(api.url))
+        chip = src.read_chip(*WEST, 300, 16)
+        np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "b.tif", rescale=None).read_chip(*WEST, 300, 16).rgb)
+        assert sum(p == "/search" for _, _, p, _ in api.log) == 2  # 4 items in the dates, 2 a page
+        assert all("query=" not in q for _, _, _, q in api.log)  # the API offers no Query extension
+
+
+def test_request_budget_counts_pages_and_cog_reads_from_geometry(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        src = StacApiImagery(_config(api.url, gsd_m=10.0, block_px=512))
+        sent = len(api.log)
+        lat, lon = np.array([-8.0, -8.01, -8.02]), np.array([-34.87, -34.86, -34.85])
+        search, reads = src.request_budget(lat, lon, footprint_m=1000, size_px=448)
+        assert len(api.log) == sent  # from geometry alone
+        assert (search.requests, search.host) == (3, api.url.split("//")[1])
+        # 1 km at 10 m = 100 px (< 2 x 448: full resolution): (1 + 100/512)^2 = 1.43 tiles a chip,
+        # plus GDAL's HEAD and header GET: 3 x 2 + ceil(3 x 1.43)
+        assert reads.requests == 3 * 2 + 5
+        # 1 km at 2 m = 500 px, read from the overview of 125 px for 64 px chips: (1 + 125/64)^2 = 8.72
+        fine = StacApiImagery(_config(api.url, gsd_m=2.0, block_px=64)).request_budget(lat, lon, 1000, 64)[1]
+        assert fine.requests == 3 * 2 + 27
+
+
+def test_the_budget_covers_what_gdal_sends_for_a_lone_chip(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        src = StacApiImagery(_config(api.url, gsd_m=28.5, block_px=128))  # the Landsat COGs of this test
+        for footprint_m, size_px in ((300, 16), (3000, 64)):
+            src._cogs.clear()
+            sent = len(cog.log)
+            src.read_chip(*EAST, footprint_m, size_px)
+            budget = src.request_budget(np.array([EAST[0]]), np.array([EAST[1]]), footprint_m, size_px)[1]
+            assert 0 < len(cog.log) - sent <= budget.requests
+
+
+def _rows(out: Path) -> dict[str, list]:
+    return {s: pq.read_table(out / f"{s}.parquet").to_pylist() for s in SPLITS}
+
+
+def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothing(cogs, tmp_path, cache, monkeypatch):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        clean = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "clean")))
+    rows = _rows(clean)
+    assert sum(map(len, rows.values())) == 6
+    manifest = json.loads((clean / "manifest.json").read_text())
+    stac = next(i for i in manifest["inputs"] if i["role"] == "imagery")
+    assert "Copernicus Sentinel data 2024" in stac["licence"] and "legal-notice" in stac["licence"]
+
+    monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache2" / "http")
+    monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path / "cache2"))
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        api.faults = {"/": ["html200", "json-error200"], "/collections/sentinel-2-l2a": ["truncated", "trickle"],
+                      "/search": ["503", "503", "429:date+1", "html200", "429:0", "truncated-no-length", "ok",
+                                  "json-error200", "empty-page200"]}  # at most 2 bad bodies a request
+        cog.faults = {"/a.tif": ["503", "503"], "/b.tif": ["429:0", "ok", "truncated", "html200"]}  # GDAL's reads
+        region = _region(tmp_path, api.url)
+        faulty = build(BuildConfig(region=str(region), out=str(tmp_path / "faulty")))
+        assert _rows(faulty) == rows
+        assert not any(api.faults.values()) and not any(cog.faults.values())  # every fault was played
+        sent = (len(api.log), len(cog.log))
+        # In fresh worker processes, so that GDAL's in-process cache cannot stand in for the chip cache.
+        again = build(BuildConfig(region=str(region), out=str(tmp_path / "again"), workers=2, chunk_size=3))
+        assert (len(api.log), len(cog.log)) == sent  # all from the caches
+    assert _rows(again) == rows
+
+
+def test_two_workers_keep_the_api_host_pace(cogs, tmp_path, cache):
+    interval = 0.25
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        out = build(BuildConfig(region=str(_region(tmp_path, api.url, min_interval_s=interval)),
+                                out=str(tmp_path / "out"), workers=2, chunk_size=2))
+        times = sorted(t for t, _, p, _ in api.log if p == "/search")
+    assert sum(len(v) for v in _rows(out).values()) == 6
+    assert len(times) >= 6
+    gaps = np.diff(times)
+    assert gaps.min() >= interval * 0.8, gaps  # one pace for both processes, not one each
+    assert times[-1] - times[0] >= (len(times) - 1) * interval * 0.95
+
+
+@pytest.mark.parametrize("fault", ["redirect-to-file", "file-href", "s3-href", "503-burst", "html-always"])
+def test_each_failure_is_one_line_exit_1_and_writes_nothing(cogs, tmp_path, cache, capsys, fault):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        href = {"file-href": "file:///etc/passwd", "s3-href": "s3://sentinel-cogs/a.tif"}.get(fault)
+        api.items = _items(cogs, cog.url, href_a=href)
+        api.faults = {"redirect-to-file": {"/search": ["redirect:file:///etc/passwd"]},
+                      "503-burst": {"/search": ["503"] * (http.RETRIES + 1)},
+                      "html-always": {"/": ["html200"] * (1 + http.BODY_RETRIES)}}.get(fault, {})
+        out = tmp_path / "out"
+        code = main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("urp-data build: error: ") and "Traceback" not in "\n".join(err)
+    assert sum("error:" in line for line in err) == 1
+    expected = {"redirect-to-file": "redirects to a file:// URL", "file-href": "points at file:///etc/passwd",
+                "s3-href": "points at s3://", "503-burst": "answered HTTP 503", "html-always": "text/html"}[fault]
+    assert expected in err[-1], err[-1]
+    assert not (out / "s2").exists()
+    assert not [p for p in out.rglob("*") if p.suffix in (".parquet", ".json") and p.name != "state.json"]
+    assert not any(p.startswith("/etc") for _, _, p, _ in cog.log)
+
+
+def _served_catalog(folder: Path, href: str) -> None:
+    """A static catalog under ``folder`` whose one item's visual asset is ``href``."""
+    import pystac
+
+    fp = shapely.box(-34.9, -8.05, -34.8, -7.95)
+    cat = pystac.Catalog(id="remote", description="served from loopback")
+    item = pystac.Item(id="a", geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
+                       datetime=dt.datetime(2024, 6, 1, tzinfo=dt.UTC), properties={})
+    item.add_asset("visual", pystac.Asset(href=href, media_type=pystac.MediaType.COG))
+    cat.add_item(item)
+    cat.normalize_hrefs(str(folder / "stac"))
+    cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+
+
+@pytest.mark.parametrize("href", ["file:///etc/passwd", "s3://sentinel-cogs/a.tif", "gs://bucket/a.tif",
+                                  "az://container/a.tif", "abfs://container@account.dfs.core.windows.net/a.tif"])
+def test_a_remote_static_catalog_may_not_point_at_local_files_or_cloud_urls(tmp_path, cache, href):
+    # (a bare path such as /etc/passwd resolves against the catalog's URL: it stays on that server)
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path / "www", href)
+    with running(Host(files=tmp_path / "www")) as www, pytest.raises(InputError) as err:
+        StacImagery(www.url + "/stac/catalog.json")
+    msg = str(err.value)
+    assert "only http(s) hrefs are followed from a remote catalog" in msg and href in msg and "\n" not in msg
+
+
+def test_a_remote_static_catalog_may_not_link_to_a_local_file(tmp_path, cache):
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path / "www", "https://example.invalid/a.tif")
+    local = tmp_path / "local.json"
+    local.write_text('{"type": "Catalog"}')
+    cat = tmp_path / "www" / "stac" / "catalog.json"
+    doc = json.loads(cat.read_text())
+    doc["links"] = [link for link in doc["links"] if link["rel"] != "item"] + [{"rel": "child", "href": local.as_uri()}]
+    cat.write_text(json.dumps(doc))
+    with running(Host(files=tmp_path / "www")) as www:
+        with pytest.raises(InputError, match="only http"):
+            StacImagery(www.url + "/stac/catalog.json")
+        assert [p for _, _, p, _ in www.log] == ["/stac/catalog.json"]
+
+
+def test_xyz_subdomains_pick_one_host_per_tile_and_each_host_keeps_its_pace(cache):
+    from urp_data.imagery import XYZImagery
+
+    interval = 0.2
+    with running(Host()) as one, running(Host()) as two, running(Host()) as plain:
+        ports = [one.url.rsplit(":", 1)[1], two.url.rsplit(":", 1)[1]]
+        src = XYZImagery("http://127.0.0.1:{s}/{z}/{x}/{y}.png", zoom=16, tile_size=64, subdomains=ports,
+                         min_interval_s=interval)
+        lat, lon = np.array([-8.0]), np.array([-34.87])
+        budget = {b.host: b.requests for b in src.request_budget(lat, lon, 500, 32)}
+        chip = src.read_chip(-8.0, -34.87, 500, 32)
+        reference = XYZImagery(plain.url + "/{z}/{x}/{y}.png", zoom=16, tile_size=64, min_interval_s=0.0)
+        np.testing.assert_array_equal(chip.rgb, reference.read_chip(-8.0, -34.87, 500, 32).rgb)
+        for host, port in zip((one, two), ports, strict=True):
+            tiles = [tuple(int(v) for v in p.removesuffix(".png").split("/")[2:]) for _, _, p, _ in host.log]
+            assert tiles and all((x + y) % 2 == ports.index(port) for x, y in tiles)  # (x + y) mod 2 picks it
+            assert budget[f"127.0.0.1:{port}"] == len(tiles)
+            assert np.diff([t for t, *_ in host.log]).min() >= interval * 0.8
+        both = sorted(t for h in (one, two) for t, *_ in h.log)
+        assert np.diff(both).min() < interval * 0.8  # the two hosts are paced apart, not as one
+        sent = len(one.log) + len(two.log)
+        src.read_chip(-8.0, -34.87, 500, 32)
+        assert len(one.log) + len(two.log) == sent  # the same tile, the same URL: a cache hit
+
+
+def test_dry_run_prints_the_stac_budget_and_searches_nothing(cogs, tmp_path, cache, capsys):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        out = tmp_path / "out"
+        assert main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out), "--dry-run"]) == 0
+        assert not [p for _, _, p, _ in api.log if p == "/search"] and not cog.log
+    printed = capsys.readouterr().out
+    host = api.url.split("//")[1]
+    lines = [line for line in printed.splitlines() if "sentinel-2-l2a" in line]
+    assert printed.startswith("6 samples") and len(lines) == 2
+    assert host in lines[0] and "search" in lines[0] and lines[0].split()[4] == "6"  # one sorted page a chip
+    assert f"assets of {host}" in lines[1]
+    assert not out.exists()
+
+
+def test_a_remote_static_catalog_budgets_its_cog_reads(cogs, tmp_path, cache):
+    from urp_data.imagery_stac import StacImagery
+
+    with running(Host(files=cogs)) as cog, running(Host(files=tmp_path / "www")) as www:
+        _served_catalog(tmp_path / "www", cog.url + "/a.tif")
+        src = StacImagery(www.url + "/stac/catalog.json", rescale=None)
+        lat, lon = np.array([EAST[0], -7.0]), np.array([EAST[1], -34.87])  # the second is outside the scene
+        (budget,) = src.request_budget(lat, lon, 3000, 64)
+        assert budget.host == cog.url.split("//")[1]
+        assert budget.requests == 2 + 4  # open; 3 km at 28.5 m = 105 px < 128 a tile: (1 + 105/128)^2 = 3.3 tiles
+        sent = len(cog.log)  # the catalog's opening of the COG (HEAD, header) is part of what was sent
+        src.read_chip(*EAST, 3000, 64)
+        assert 0 < len(cog.log) <= budget.requests and len(cog.log) > sent
+
+
+def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path, str(cogs / "a.tif"))
+    cat = tmp_path / "stac" / "catalog.json"
+    doc = json.loads(cat.read_text())
+    for link in doc["links"]:
+        if link["rel"] == "item":
+            link["href"] = (cat.parent / link["href"]).resolve().as_uri()
+    cat.write_text(json.dumps(doc))
+    src = StacImagery(str(cat), rescale=None)
+    np.testing.assert_array_equal(src.read_chip(*EAST, 300, 16).rgb,
+                                  RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+
+
+def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(tmp_path, cache):
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import StacImagery
+
+    _served_catalog(tmp_path / "www", "file:///etc/passwd")
+    with running(Host(files=tmp_path / "www")) as www:
+        local = tmp_path / "local.json"
+        local.write_text(json.dumps({"type": "Catalog", "id": "local", "stac_version": "1.0.0", "description": "mixed",
+                                     "links": [{"rel": "item", "href": www.url + "/stac/a/a.json"}]}))
+        with pytest.raises(InputError, match="only http"):
+            StacImagery(str(local))
+        assert [p for _, _, p, _ in www.log] == ["/stac/a/a.json"]
+
+
+def test_a_next_link_that_asks_for_post_is_refused_in_one_line(cache):
+    import pystac
+    from urp_data.errors import InputError
+    from urp_data.imagery_stac import _reader
+
+    link = pystac.Link(rel="next", target="http://127.0.0.1:9/search", extra_fields={"method": "POST", "body": {"t": 1}})
+    with pytest.raises(InputError) as err:
+        _reader("http://127.0.0.1:9/").read_text(link)
+    assert "GET only" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
+    import pystac_client
+
+    with running(Host(items=[])) as api:
+        api.items = _items(cogs, "http://127.0.0.1:9")
+        search = pystac_client.Client.open(api.url).search(
+            method=method, collections=["sentinel-2-l2a"], datetime="2024-01-01/2024-12-31", limit=1,
+            query={"eo:cloud_cover": {"lte": 20}}, sortby="+properties.eo:cloud_cover")
+        assert [i.id for i in search.items()] == ["no-visual", "b", "a"]
+        assert [m for _, m, p, _ in api.log if p == "/search"] == [method] * 3  # one item a page, next links
