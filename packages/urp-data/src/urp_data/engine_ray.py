@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,7 +92,9 @@ class ChunkWorker:
     def __init__(self, region: RegionConfig, plan: list[Any], schema: pa.Schema, pacer: Any) -> None:
         import ray
 
-        http.set_pacer(lambda host, min_interval_s: ray.get(pacer.reserve.remote(host, min_interval_s)))
+        # The actor hands out send times; the wait is counted here, after the round trip.
+        http.set_pacer(lambda host, min_interval_s: ray.get(pacer.reserve_at.remote(host, min_interval_s))
+                       - time.time())
         # The plan comes as [ObjectRef] (one copy in the object store, held by the driver) rather
         # than as a constructor argument, which a restarted actor could not be rebuilt from.
         self.region, self.plan, self.schema = region, ray.get(plan[0]), schema

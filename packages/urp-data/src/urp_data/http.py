@@ -100,13 +100,21 @@ class Pacer:
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
 
+    def reserve_at(self, host: str, min_interval_s: float) -> float:
+        """Reserve the next free slot for ``host``; returns its send time (wall-clock seconds).
+
+        A time, not a wait: a worker that asks a Ray actor gets the answer after a round trip of
+        varying length, and a wait counted from the actor's clock would shift each send by that
+        round trip (two sends could fall closer than ``min_interval_s``).
+        """
+        with self._lock:
+            slot = max(time.time(), self._next.get(host, 0.0))
+            self._next[host] = slot + min_interval_s
+            return slot
+
     def reserve(self, host: str, min_interval_s: float) -> float:
         """Reserve the next free slot for ``host``; returns the seconds to wait before sending."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next.get(host, 0.0))
-            self._next[host] = slot + min_interval_s
-            return slot - now
+        return self.reserve_at(host, min_interval_s) - time.time()
 
 
 def file_reserve(host: str, min_interval_s: float) -> float:
