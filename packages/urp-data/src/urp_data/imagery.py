@@ -69,8 +69,12 @@ class Chip:
 
 class ImagerySource(Protocol):
     name: str
-    licence: str
     path: str
+
+    @property
+    def licence(self) -> str:
+        """What the manifest records (a STAC API reads it from the API on first use)."""
+        ...
 
     def footprint(self) -> shapely.Geometry:
         """Area covered, as a lon/lat (EPSG:4326) polygon."""

@@ -313,25 +313,45 @@ class StacApiImagery:
     """
 
     def __init__(self, cfg: StacApiConfig) -> None:
-        import pystac_client
-        from pystac_client.conformance import ConformanceClasses
-
         self.cfg = cfg
         self.path = http.redact(cfg.api) + " " + ",".join(cfg.collections)
         self.name = cfg.name or self.path
         self._host = http.canonical_url(cfg.api).split("/")[2]
+        self._client: Any = None
+        self._licence_text: str | None = None
+        self._cogs: OrderedDict[str, RasterImagery] = OrderedDict()
+
+    def connect(self) -> None:
+        """Open the API: its landing page, conformance classes and licence (once).
+
+        Not done on construction, so that ``--dry-run`` sends nothing; a build calls it in its own
+        process before any chunk (:func:`urp_data.pipeline.before_network`), so an API that cannot
+        be used fails there, in one line, and searches run on the first chip otherwise.
+        """
+        if self._client is not None:
+            return
+        import pystac_client
+        from pystac_client.conformance import ConformanceClasses
+
+        cfg = self.cfg
         try:
-            self._client = pystac_client.Client.open(cfg.api, stac_io=_reader(cfg.api, cfg.min_interval_s))
-            if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+            client = pystac_client.Client.open(cfg.api, stac_io=_reader(cfg.api, cfg.min_interval_s))
+            if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
                 raise InputError(f"{http.redact(cfg.api)} does not offer STAC item search; use catalog: for a "
                                  "static catalog")
-            self._query = self._client.conforms_to(ConformanceClasses.QUERY)
-            self._filter = not self._query and self._client.conforms_to(ConformanceClasses.FILTER)
-            self._sorted = self._client.conforms_to(ConformanceClasses.SORT)
-            self.licence = self._licence()
+            self._query = client.conforms_to(ConformanceClasses.QUERY)
+            self._filter = not self._query and client.conforms_to(ConformanceClasses.FILTER)
+            self._sorted = client.conforms_to(ConformanceClasses.SORT)
+            self._licence_text = self._licence()
         except Exception as exc:  # pystac-client raises many types for an unreadable API
             raise _refusal(exc) or InputError(http.redact(f"cannot open STAC API {cfg.api}: {one_line(exc)}")) from exc
-        self._cogs: OrderedDict[str, RasterImagery] = OrderedDict()
+        self._client = client
+
+    @property
+    def licence(self) -> str:
+        """The configured licence, else the collections' (read from the API on first use)."""
+        self.connect()
+        return self._licence_text or ""
 
     def _licence(self) -> str:
         """The configured licence, else each collection's ``license`` and licence link; plus the attribution."""
@@ -369,6 +389,7 @@ class StacApiImagery:
 
     def best_item(self, box: tuple[float, float, float, float]) -> Any | None:
         """The least-cloudy item with the asset whose footprint holds ``box`` (lon/lat), or None."""
+        self.connect()
         c, chip = self.cfg, shapely.box(*box)
         best, best_cloud = None, math.inf
         for item in self._client.search(**self._search_params(box)).items():
@@ -431,10 +452,12 @@ class StacApiImagery:
         Per chip: one search page when the API sorts by cloud cover (the first item that holds
         the chip ends the search), else every page up to ``max_items``; then :func:`cog_reads`
         with ``gsd_m`` and ``block_px``. The COG host is not known before a search, so its line
-        names the API the hrefs come from.
+        names the API the hrefs come from. Before the API is opened (a dry run sends nothing),
+        one page a chip is counted, as for an API that sorts (Earth Search does).
         """
         c, n = self.cfg, len(lat)
-        pages = 1 if self._sorted else math.ceil(c.max_items / min(c.limit, c.max_items))
+        sorted_search = self._client is None or self._sorted
+        pages = 1 if sorted_search else math.ceil(c.max_items / min(c.limit, c.max_items))
         reads, nbytes = cog_reads(n, footprint_m, size_px, c.gsd_m, c.block_px)
         source = f"imagery {','.join(c.collections)}"
         return [RequestBudget(f"{source} search", self._host, n * pages, n * pages * c.limit * ITEM_JSON_BYTES,

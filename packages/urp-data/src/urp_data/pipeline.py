@@ -113,7 +113,7 @@ def _geocoder(region: RegionConfig, gaz: Gazetteer) -> Gazetteer | OnlineGeocode
 
 
 def before_network(src: Sources, plan: Plan) -> None:
-    """Refuse a bulk job on a public geocoder, then fetch network POIs once, before any chunk starts.
+    """Refuse a bulk job on a public geocoder, open STAC APIs, then fetch network POIs once, before any chunk.
 
     Both happen in the build's own process: the refusal before anything is fetched or written,
     and the POI download before workers start, so that they read it from the cache rather than
@@ -121,6 +121,9 @@ def before_network(src: Sources, plan: Plan) -> None:
     """
     if isinstance(src.geocoder, OnlineGeocoder):
         src.geocoder.refuse_bulk(len(plan.cells))
+    for s in src.imagery:
+        if hasattr(s, "connect"):  # a STAC API: its landing page and licence, so that a bad API fails here
+            s.connect()
     for p in src.pois:
         p.load()
 
