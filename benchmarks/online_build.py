@@ -37,27 +37,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "packages" / "urp-data" / "tests"))
-from servers import Faulty, serve  # the tests' loopback server
+from servers import Faulty, indicator_raster, serve  # the tests' loopback server and indicator file
 
 BBOX = [-34.93, -8.06, -34.83, -7.94]  # lon/lat (left, bottom, right, top): the Olinda scene
-
-
-def indicator_tif(out: Path) -> Path:
-    """Band 4 of the Olinda scene as a tiled float32 GeoTIFF (128-pixel blocks, 0 = nodata)."""
-    with rasterio.open(REPO / "data" / "demo" / "olinda_l7_etm.tif") as ds:
-        band = ds.read(4).astype(np.float32)
-        profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": ds.width, "height": ds.height,
-                   "crs": ds.crs, "transform": ds.transform, "nodata": 0.0, "tiled": True, "blockxsize": 128,
-                   "blockysize": 128, "compress": "deflate"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(band, 1)
-    return out
 
 
 def region_yaml(folder: Path, base: str, samples: int, interval: float, in_flight: int) -> Path:
@@ -109,7 +95,7 @@ def main() -> None:
     root = Path(args.out)
     shutil.rmtree(root, ignore_errors=True)
     www = root / "www"
-    indicator_tif(www / "nir.tif")
+    indicator_raster(www / "nir.tif", block_px=128)
     latency = args.latency_ms / 1000
     print(f"{platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; latency {args.latency_ms:g} ms, "
           f"min_interval_s {args.min_interval_s:g} s per host ({1 / args.min_interval_s:g} requests/s); "

@@ -37,6 +37,25 @@ from PIL import Image
 Route = Callable[[dict[str, list[str]]], tuple[bytes, str]]
 
 
+DATA = Path(__file__).resolve().parents[3] / "data"
+
+
+def indicator_raster(out: Path, block_px: int) -> Path:
+    """Band 4 of the Olinda Landsat scene (data/demo) as a tiled float32 GeoTIFF in UTM, ``block_px``-pixel
+    blocks as a COG's, 0 as nodata: the indicator file the online tests and the benchmark serve."""
+    import rasterio
+
+    with rasterio.open(DATA / "demo" / "olinda_l7_etm.tif") as ds:
+        band = ds.read(4).astype(np.float32)
+        profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": ds.width, "height": ds.height,
+                   "crs": ds.crs, "transform": ds.transform, "nodata": 0.0, "tiled": True, "blockxsize": block_px,
+                   "blockysize": block_px, "compress": "deflate"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(band, 1)
+    return out
+
+
 def png(path: str) -> bytes:
     """A 64 x 64 PNG whose colour depends on the path, so a wrong tile shows."""
     seed = sum(path.encode()) % 256

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import rasterio
-from servers import Faulty
+from servers import Faulty, indicator_raster
 from urp_data import http, indicators, ranges
 from urp_data.cli import main
 from urp_data.config import BuildConfig
@@ -29,23 +28,10 @@ NIR = "nir"  # the online indicator's column
 REF = "nir_local"  # the same raster read from disk
 
 
-def _make_cog(data_dir: Path, out: Path) -> Path:
-    """Band 4 of the Olinda scene as a tiled float32 GeoTIFF (64-pixel blocks, as a COG's; 0 as nodata), in UTM."""
-    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:
-        band = ds.read(4).astype(np.float32)
-        profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": ds.width, "height": ds.height,
-                   "crs": ds.crs, "transform": ds.transform, "nodata": 0.0, "tiled": True, "blockxsize": 64,
-                   "blockysize": 64, "compress": "deflate"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(band, 1)
-    return out
-
-
 @pytest.fixture
-def host(server, tmp_path, data_dir):
+def host(server, tmp_path):
     """(base URL, local path, sha256) of the indicator COG served by the fault server."""
-    cog = _make_cog(data_dir, tmp_path / "www" / "nir.tif")
+    cog = indicator_raster(tmp_path / "www" / "nir.tif", block_px=64)
     return server, cog, hashlib.sha256(cog.read_bytes()).hexdigest()
 
 
