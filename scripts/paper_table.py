@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from urp_data.fsutil import atomic_write_text
 
 METHODS = {  # report folder prefix -> row label, in the paper's order
     "knn": "kNN (GeoLLM baseline)",
@@ -91,12 +92,6 @@ def html_page(found: dict, indicators: list[str]) -> str:
     return f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>{css}</style></head><body>{''.join(body)}</body></html>"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path, help="folder holding <method>-<seen|unseen>/ report folders")
@@ -107,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paper_table: error: no <method>-<seen|unseen>/summary.json under {args.reports}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    _write(args.out / "table.md", markdown(found, indicators))
-    _write(args.out / "table.html", html_page(found, indicators))
+    atomic_write_text(args.out / "table.md", markdown(found, indicators))
+    atomic_write_text(args.out / "table.html", html_page(found, indicators))
     print(args.out / "table.md")
     return 0
 

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from urp_data.fsutil import one_line
+
 
 def steps(run: Path) -> list[dict]:
     """The per-step training logs of a run (entries that carry a reward)."""
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         logs = steps(args.run)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"plot_rewards: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"plot_rewards: error: {one_line(exc)}", file=sys.stderr)
         return 1
     if not logs:
         print(f"plot_rewards: error: {args.run} logged no rewards (set logging_steps: 1)", file=sys.stderr)

@@ -205,6 +205,47 @@ class Faulty(BaseHTTPRequestHandler):
         pass
 
 
+class Tiles(BaseHTTPRequestHandler):
+    """XYZ tiles (``/z/x/y.png``) whose colour encodes (x, y, z), so a wrong tile shows in a chip.
+
+    ``log`` gets (monotonic time, path, User-Agent) per request; a path in ``fail`` is answered
+    404 that many times first.
+    """
+
+    log: ClassVar[list[tuple[float, str, str]]] = []
+    fail: ClassVar[dict[str, int]] = {}
+
+    def do_GET(self):
+        Tiles.log.append((time.monotonic(), self.path, self.headers.get("User-Agent", "")))
+        if Tiles.fail.get(self.path, 0) > 0:
+            Tiles.fail[self.path] -= 1
+            self.send_response(404)
+            self.end_headers()
+            return
+        z, x, y = (int(v) for v in self.path.strip("/").split(".")[0].split("/"))
+        buf = io.BytesIO()
+        Image.new("RGB", (256, 256), (x % 256, y % 256, z)).save(buf, format="PNG")
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        self.wfile.write(buf.getvalue())
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def serve_tiles() -> Iterator[str]:
+    """Run :class:`Tiles` on 127.0.0.1 (a free port) with an empty log; yields its base URL, then stops it."""
+    Tiles.log, Tiles.fail = [], {}
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+
+
 @contextmanager
 def serve() -> Iterator[str]:
     """Run :class:`Faulty` on 127.0.0.1 (a free port) with empty faults and logs; yields its base URL, then stops it."""

@@ -3,7 +3,6 @@ and a build through a real two-node Ray cluster on loopback."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 import os
@@ -14,16 +13,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import h3
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from servers import Tiles, serve_tiles
 from urp_data import http
 from urp_data.config import BuildConfig
 from urp_data.errors import ChunkError, RegionError
@@ -58,38 +54,10 @@ def test_local_engine_does_not_import_ray(mini_local_build):
 # --------------------------------------------------------------------------- network source
 
 
-class _Tiles(BaseHTTPRequestHandler):
-    """Tiles whose colour encodes (x, y); paths in ``fail`` answer 404 that many times first."""
-
-    log: ClassVar[list[tuple[float, str]]] = []
-    fail: ClassVar[dict[str, int]] = {}
-
-    def do_GET(self):
-        _Tiles.log.append((time.monotonic(), self.path))
-        if _Tiles.fail.get(self.path, 0) > 0:
-            _Tiles.fail[self.path] -= 1
-            self.send_response(404)
-            self.end_headers()
-            return
-        z, x, y = (int(v) for v in self.path.strip("/").split(".")[0].split("/"))
-        buf = io.BytesIO()
-        Image.new("RGB", (256, 256), (x % 256, y % 256, z)).save(buf, format="PNG")
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.end_headers()
-        self.wfile.write(buf.getvalue())
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def tile_server():
-    _Tiles.log, _Tiles.fail = [], {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tiles)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_tiles() as url:
+        yield url
 
 
 def _tile_path(lat: float, lon: float, zoom: int) -> str:
@@ -116,7 +84,7 @@ def test_ray_build_retries_a_chunk_resumes_and_is_polite_cluster_wide(local_ray,
     bad = _tile_path(last_lat, last_lon, zoom)  # a tile of the last chunk
 
     # 1. The tile is unavailable: the chunk is tried 1 + CHUNK_RETRIES times, then the build stops.
-    _Tiles.fail[bad] = 10**6
+    Tiles.fail[bad] = 10**6
     out = tmp_path / "out"
     with pytest.raises(ChunkError) as err:
         _run(region, out, chunk_size=2, engine="ray")
@@ -126,21 +94,21 @@ def test_ray_build_retries_a_chunk_resumes_and_is_polite_cluster_wide(local_ray,
     chunks = out / ".mini.partial" / "chunks"
     finished = {p.name: pq.read_metadata(p).num_rows for p in chunks.glob("chunk-*.parquet")}
     assert finished and failed not in finished
-    attempts = sum(path == bad for _, path in _Tiles.log)
+    attempts = sum(path == bad for _, path, _ in Tiles.log)
     assert 3 <= attempts <= 3 * math.ceil(len(cells) / 2)  # retried, and bounded (3 tries per chunk at most)
     assert not (out / "mini").exists()
 
     # 2. The tile fails once more: Ray's retry succeeds; the finished chunks are reused, not redone.
-    _Tiles.fail[bad] = 1
+    Tiles.fail[bad] = 1
     reported: list[int] = []
     on_ray = build(BuildConfig(region=str(region), out=str(out), chunk_size=2, engine="ray"),
                    progress=lambda done, total: reported.append(done))
     assert reported[0] == sum(finished.values())
-    assert sum(path == bad for _, path in _Tiles.log) == attempts + 2
+    assert sum(path == bad for _, path, _ in Tiles.log) == attempts + 2
 
     # Politeness held across both workers: no two requests to the host closer than the interval
     # (minus scheduling jitter); with a limiter per worker, pairs arrive together.
-    times = sorted(t for t, _ in _Tiles.log)
+    times = sorted(t for t, _, _ in Tiles.log)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) > 8 and min(gaps) > 0.6 * interval
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import numpy as np
 import osmium
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from servers import Tiles, serve_tiles
 from urp_data import http
 from urp_data.config import BuildConfig
 from urp_data.geocode import Gazetteer, haversine_km
@@ -134,46 +132,29 @@ def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
     assert (chip.rgb[:, :20] == 0).all()  # the outside half is black, not invented
 
 
-class _Tiles(BaseHTTPRequestHandler):
-    agents: ClassVar[list[str]] = []
-
-    def do_GET(self):
-        z, x, y = (int(v) for v in self.path.strip("/").split(".")[0].split("/"))
-        _Tiles.agents.append(self.headers.get("User-Agent", ""))
-        buf = io.BytesIO()
-        Image.new("RGB", (256, 256), (x % 256, y % 256, z)).save(buf, format="PNG")
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.end_headers()
-        self.wfile.write(buf.getvalue())
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def tile_server(tmp_path, monkeypatch):
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
-    _Tiles.agents = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tiles)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_tiles() as url:
+        yield url
+
+
+def _agents() -> list[str]:
+    return [agent for _, _, agent in Tiles.log]
 
 
 def test_xyz_tiles_are_mosaicked_cached_and_polite(tile_server):
     src = XYZImagery(tile_server + "/{z}/{x}/{y}.png", zoom=16, min_interval_s=0.0)
     chip = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=64)
     assert chip.rgb.shape == (64, 64, 3)
-    n = len(_Tiles.agents)
+    n = len(_agents())
     assert n >= 4  # 1 km at zoom 16 (~2.4 m/px) spans several 256 px tiles
-    assert all(a.startswith("urp-data/") for a in _Tiles.agents)
+    assert all(a.startswith("urp-data/") for a in _agents())
     # tile colours encode (x, y): the chip's top-left pixel comes from the top-left tile
     x_tile = int((-34.87 - 0.0045 + 180) / 360 * 2**16)
     assert abs(int(chip.rgb[0, 0, 0]) - x_tile % 256) <= 1
     again = src.read_chip(-8.0, -34.87, footprint_m=1000, size_px=64)
-    assert len(_Tiles.agents) == n  # served from the cache
+    assert len(_agents()) == n  # served from the cache
     np.testing.assert_array_equal(again.rgb, chip.rgb)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -34,11 +34,6 @@ class RequestBudget:
     def seconds(self) -> float:
         """The least time these requests take under their pacing, on their own."""
         return self.requests * self.min_interval_s
-
-
-class NetworkSource(Protocol):
-    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float,
-                       size_px: int) -> list[RequestBudget]: ...
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ Light on imports (no GDAL, no torch): the bias report uses it too.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -137,3 +138,15 @@ def atomic_write_table(table: pa.Table, path: str | Path, metadata: dict[str, st
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sidecars(path: str | Path) -> list[Path]:
+    """Local files that GDAL/OGR read together with ``path``: same folder, same stem.
+
+    A shapefile's .shx/.dbf/.prj/.cpg, a raster's .aux.xml/.ovr/world file: editing one
+    changes what is read, so caches and resume keys cover each.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    return sorted(q for q in p.parent.glob(glob.escape(p.stem) + ".*") if q.is_file() and q != p)

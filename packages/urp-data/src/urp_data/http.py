@@ -91,9 +91,9 @@ SECRET_PARAMS = frozenset({"key", "apikey", "api_key", "token", "access_token", 
 class Pacer:
     """Per-host politeness: hands out send times at least ``min_interval_s`` apart for each host.
 
-    One instance paces the threads of one process; under the Ray engine one named actor of
-    this class paces every worker of the cluster (:func:`set_pacer`, :mod:`urp_data.engine_ray`),
-    so a host's limit holds for the whole build, not per worker.
+    Under the Ray engine one named actor of this class paces every worker of the cluster
+    (:func:`set_pacer`, :mod:`urp_data.engine_ray`), so a host's limit holds for the whole build,
+    not per worker; processes on one machine share :func:`file_reserve` instead.
     """
 
     def __init__(self) -> None:
@@ -112,13 +112,10 @@ class Pacer:
             self._next[host] = slot + min_interval_s
             return slot
 
-    def reserve(self, host: str, min_interval_s: float) -> float:
-        """Reserve the next free slot for ``host``; returns the seconds to wait before sending."""
-        return self.reserve_at(host, min_interval_s) - time.time()
-
 
 def file_reserve(host: str, min_interval_s: float) -> float:
-    """Like :meth:`Pacer.reserve`, shared by every process that uses the same cache folder.
+    """The seconds to wait for ``host``'s next slot (like :meth:`Pacer.reserve_at`), shared by every
+    process that uses the same cache folder.
 
     The next free send time of ``host`` (wall-clock seconds, since processes share no monotonic
     clock) lives in ``CACHE_DIR/.pace/<hash of host>``, read and advanced under a file lock.

@@ -10,15 +10,14 @@ are the split files and the manifest written to a fresh folder that atomically r
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -36,7 +35,7 @@ from urp_data.basemap import DEFAULT_COUNTRIES, repo_path
 from urp_data.card import write_card
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
-from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, remove_tree, replace_dir
+from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, remove_tree, replace_dir, sidecars
 from urp_data.geocode import GEONAMES_LICENCE, CountryLookup, Gazetteer, group_labels
 from urp_data.geocoders import OnlineGeocoder
 from urp_data.imagery import ImagerySource, encode_image, imagery_from_config
@@ -296,7 +295,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     return pa.table(cols, schema=schema), len(rows) - len(idx)
 
 
-def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, chip: Any) -> list[Any]:
+def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, chip: Any) -> Iterator[Any]:
     """Per sample (lat/lon degrees), the chip of the first imagery source that covers it well enough, or None.
 
     Chips are read by up to ``max(max_in_flight)`` threads, so a network source keeps that many
@@ -305,7 +304,8 @@ def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, c
     entered by at most its own ``max_in_flight`` threads at once (1, i.e. one at a time, for a
     source without the attribute: a GDAL handle is not thread-safe). Results come back in
     sample order and each sample tries the sources in the same order, so the chips equal those
-    of a sequential read.
+    of a sequential read. They are yielded as they come, at most a few per thread ahead of the
+    caller, so a chunk never holds all its decoded chips at once.
     """
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -323,10 +323,17 @@ def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, c
 
     threads = max(sizes, default=1)
     if threads == 1 or len(lat) < 2:
-        return [first(k) for k in range(len(lat))]
+        yield from (first(k) for k in range(len(lat)))
+        return
     pool = ThreadPoolExecutor(min(threads, len(lat)), thread_name_prefix="urp-chips")
+    ahead: deque[Any] = deque()
     try:
-        return list(pool.map(first, range(len(lat))))
+        for k in range(len(lat)):
+            ahead.append(pool.submit(first, k))
+            if len(ahead) >= 2 * threads:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed sample cancels the chips not yet started
 
@@ -577,24 +584,12 @@ def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
 
 def _input(role: str, path: str, licence: str, extra: Sequence[str] = ()) -> dict[str, Any]:
     """A manifest input: its checksum, and those of every other file read with it (sidecars, STAC items)."""
-    read: list[str | Path] = [*_sidecars(path), *extra]
+    read: list[str | Path] = [*sidecars(path), *extra]
     files = {str(f): _sha256(f) for f in read if str(f) != str(path)}
     item: dict[str, Any] = {"role": role, "path": path, "sha256": _sha256(path), "licence": licence}
     if files:
         item["files"] = files
     return item
-
-
-def _sidecars(path: str | Path) -> list[Path]:
-    """Local files that GDAL/OGR read together with ``path``: same folder, same stem.
-
-    A shapefile's .shx/.dbf/.prj/.cpg, a raster's .aux.xml/.ovr/world file: editing one
-    changes what the build reads, so each is checksummed.
-    """
-    p = Path(path)
-    if not p.is_file():
-        return []
-    return sorted(q for q in p.parent.glob(glob.escape(p.stem) + ".*") if q.is_file() and q != p)
 
 
 def _inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:

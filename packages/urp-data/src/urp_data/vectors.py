@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from urp_data.errors import InputError
-from urp_data.fsutil import atomic_write_bytes, cache_dir, one_line
+from urp_data.fsutil import atomic_write_bytes, cache_dir, one_line, sidecars
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -46,7 +46,7 @@ def read_vector(path: str | Path, what: str, *, spatial: bool = True) -> gpd.Geo
 def _table_key(path: Path) -> str:
     """The file's identity for the cache: resolved path, size and modification time of it and its sidecars."""
     parts = [TABLE_CACHE_VERSION, str(path.resolve())]
-    for f in sorted(path.parent.glob(path.stem + ".*")) if path.suffix.lower() == ".shp" else [path]:
+    for f in [path, *sidecars(path)]:
         st = f.stat()
         parts += [f.name, st.st_size, st.st_mtime_ns]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
