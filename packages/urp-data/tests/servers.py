@@ -235,29 +235,32 @@ class Tiles(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve_tiles() -> Iterator[str]:
-    """Run :class:`Tiles` on 127.0.0.1 (a free port) with an empty log; yields its base URL, then stops it."""
-    Tiles.log, Tiles.fail = [], {}
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-
-
-@contextmanager
-def serve() -> Iterator[str]:
-    """Run :class:`Faulty` on 127.0.0.1 (a free port) with empty faults and logs; yields its base URL, then stops it."""
-    Faulty.faults, Faulty.log, Faulty.agents, Faulty.routes = {}, [], [], {}
-    Faulty.in_flight, Faulty.latency_s = [], 0.0
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Faulty)
+def _running(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run ``handler`` on 127.0.0.1 (a free port); yields its base URL, then stops it."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}"
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@contextmanager
+def serve_tiles() -> Iterator[str]:
+    """:class:`Tiles` with an empty log; yields its base URL."""
+    Tiles.log, Tiles.fail = [], {}
+    with _running(Tiles) as url:
+        yield url
+
+
+@contextmanager
+def serve() -> Iterator[str]:
+    """:class:`Faulty` with empty faults and logs; yields its base URL."""
+    Faulty.faults, Faulty.log, Faulty.agents, Faulty.routes = {}, [], [], {}
+    Faulty.in_flight, Faulty.latency_s = [], 0.0
+    with _running(Faulty) as url:
+        yield url
 
 
 # --------------------------------------------------------------------------- emulated APIs
