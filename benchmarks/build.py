@@ -17,9 +17,16 @@ with the build's format and quality. Nothing else: no stretch, masks, geocoding,
 writing. `of limit` is the build's samples/s divided by that limit: the figure to compare
 between machines (targets: >= 0.7 with 1 worker; 2 workers >= 1.8x one worker from 10k up).
 
+A second limit, `window/s`, cuts the same chips the way the build does: a windowed read of the
+in-memory raster resampled by GDAL (bilinear, fractional window) straight to the chip size, then
+the same encoding; `of window` divides by it. The crop limit is the cheaper chip (whole source
+pixels, PIL's resize), so it is the stricter yardstick; the window limit says how far the build
+is from cutting its own, byte-identical chips with nothing else.
+
 Memory is each process's own peak RSS (VmHWM from /proc, polled every 0.2 s): the build's
-process, its chunk workers (the largest one, and how many there were) and, with Ray, Ray's own
-processes (GCS, raylet, agents, idle workers; the sum of their peaks).
+process (with `local:N` it plans, cuts chunks too and writes the splits), the N - 1 other chunk
+workers (the largest one, and how many there were) and, with Ray, Ray's own processes (GCS,
+raylet, agents, idle workers; the sum of their peaks).
 """
 
 from __future__ import annotations
@@ -115,13 +122,22 @@ def _open_rasters(region_name: str) -> None:
                 arr = ds.read(spec.get("bands") or [1, 2, 3])
                 transform = from_bounds(*spec["bounds"], ds.width, ds.height) if spec.get("bounds") else ds.transform
                 crs = CRS.from_user_input(spec.get("crs") or ds.crs)
-        rasters.append((arr, transform, Transformer.from_crs("EPSG:4326", crs, always_xy=True), crs.is_geographic))
+        mem = rasterio.open("", "w+", driver="MEM", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                            dtype=arr.dtype, crs=crs, transform=transform)
+        mem.write(arr)
+        rasters.append((arr, transform, Transformer.from_crs("EPSG:4326", crs, always_xy=True), crs.is_geographic,
+                        mem))
     _limit_state.update(chip=region.chip, rasters=rasters)
 
 
-def _minimal_chips(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, int]:
-    """Cut, resize and encode the chips of these centres; (start, end) on the shared monotonic clock, and the count."""
+def _minimal_chips(lat: np.ndarray, lon: np.ndarray, how: str) -> tuple[float, float, int]:
+    """Cut, resize and encode the chips of these centres; (start, end) on the shared monotonic clock, and the count.
+
+    ``how``: ``crop`` (whole pixels from the array, PIL resize) or ``window`` (GDAL's resampled windowed read).
+    """
     from PIL import Image
+    from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
     from urp_data.imagery import square_lonlat
 
     chip, rasters = _limit_state["chip"], _limit_state["rasters"]
@@ -129,7 +145,7 @@ def _minimal_chips(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, int]
     fmt, opts = ("JPEG", {"quality": chip.quality}) if chip.format == "jpeg" else ("PNG", {"compress_level": 1})
     t0 = time.monotonic()
     for la, lo in zip(lat, lon, strict=True):
-        for arr, transform, to_src, geographic in rasters:
+        for arr, transform, to_src, geographic, mem in rasters:
             x, y = to_src.transform(lo, la)
             if geographic:
                 left, bottom, right, top = square_lonlat(la, lo, chip.footprint_m)
@@ -137,6 +153,16 @@ def _minimal_chips(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, int]
             else:
                 half = chip.footprint_m / 2
                 left, bottom, right, top = x - half, y - half, x + half, y + half
+            if how == "window":
+                win = from_bounds(left, bottom, right, top, transform)
+                if win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > arr.shape[2] \
+                        or win.row_off + win.height > arr.shape[1]:
+                    continue
+                data = mem.read(window=win, out_shape=(arr.shape[0], *size), resampling=Resampling.bilinear)
+                buf = io.BytesIO()
+                Image.merge("RGB", [Image.fromarray(b.astype(np.uint8, copy=False)) for b in data]).save(buf, format=fmt, **opts)
+                done += 1
+                break
             c0, r0 = ~transform * (left, top)
             c1, r1 = ~transform * (right, bottom)
             c0, r0 = math.floor(c0), math.floor(r0)
@@ -151,16 +177,19 @@ def _minimal_chips(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, int]
     return t0, time.monotonic(), done
 
 
-def chip_limit(region_name: str, lat: np.ndarray, lon: np.ndarray, processes: int) -> float:
-    """Chips per second of the minimal chip loop over these centres, split over ``processes`` processes."""
+def chip_limit(region_name: str, lat: np.ndarray, lon: np.ndarray, processes: int) -> tuple[float, float]:
+    """Chips per second of the minimal chip loops (crop, window) over these centres, split over ``processes``."""
     import multiprocessing
 
     parts = np.array_split(np.arange(len(lat)), processes)
     ctx = multiprocessing.get_context("spawn")
+    rates = []
     with ctx.Pool(processes, initializer=_open_rasters, initargs=(region_name,)) as pool:
         pool.map(time.sleep, [0.5] * processes)  # every process has loaded its rasters before the clock starts
-        res = pool.starmap(_minimal_chips, [(lat[p], lon[p]) for p in parts])
-    return sum(r[2] for r in res) / (max(r[1] for r in res) - min(r[0] for r in res))
+        for how in ("crop", "window"):
+            res = pool.starmap(_minimal_chips, [(lat[p], lon[p], how) for p in parts])
+            rates.append(sum(r[2] for r in res) / (max(r[1] for r in res) - min(r[0] for r in res)))
+    return rates[0], rates[1]
 
 
 def main() -> None:
@@ -177,7 +206,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {_cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'region':>7} {'samples':>8} {'engine':>8} {'rows':>8} {'seconds':>8} {'samples/s':>10} {'limit/s':>8} "
-          f"{'of limit':>8} {'driver MB':>9} {'worker MB':>9} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
+          f"{'of limit':>8} {'window/s':>8} {'of window':>9} {'driver MB':>9} {'worker MB':>9} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     for region, n, engine in [(r, n, e) for r in args.regions for n in args.sizes for e in args.engines]:
         out = Path(args.out) / str(n)
@@ -190,11 +219,11 @@ def main() -> None:
         r = json.loads(res.stdout.strip().splitlines()[-1])
         centres = pa.concat_tables(pq.read_table(f, columns=["lat", "lon"]) for f in sorted((out / region).glob("*.parquet")))
         processes = int(engine.split(":")[1]) if engine.startswith("local:") else os.cpu_count() or 1
-        limit = chip_limit(region, centres["lat"].to_numpy(), centres["lon"].to_numpy(), processes)
+        limit, window = chip_limit(region, centres["lat"].to_numpy(), centres["lon"].to_numpy(), processes)
         rate = r["rows"] / r["seconds"]
         disk = sum(p.stat().st_size for p in (out / region).glob("*")) / 1e6
         print(f"{region:>7} {n:>8} {engine:>8} {r['rows']:>8} {r['seconds']:>8.1f} {rate:>10.0f} {limit:>8.0f} "
-              f"{rate / limit:>8.2f} {r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['n_workers']:>7} "
+              f"{rate / limit:>8.2f} {window:>8.0f} {rate / window:>9.2f} {r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['n_workers']:>7} "
               f"{r['other_mb']:>7.0f} {disk:>10.1f}", flush=True)
         shutil.rmtree(out, ignore_errors=True)
 

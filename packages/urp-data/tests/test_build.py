@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
+from urp_data import pipeline
 from urp_data.cli import main
 from urp_data.config import BuildConfig
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
@@ -59,11 +60,30 @@ def test_rebuild_is_deterministic(write_region, tmp_path):
         assert [r["image"]["bytes"] for r in a[s]] == [r["image"]["bytes"] for r in b[s]]
 
 
-def test_parallel_workers_write_the_same_build(write_region, tmp_path):
+def test_parallel_workers_write_the_same_build(write_region, tmp_path, monkeypatch):
     region = write_region()
     one = _read_all(_run(region, tmp_path / "one", chunk_size=8))
+    # The build's own process cuts chunks from the end of the queue while the other one starts;
+    # the other process (spawned, so not patched here) gets at least the chunks queued to it first.
+    mine = []
+    write_chunk = pipeline._write_chunk
+    monkeypatch.setattr(pipeline, "_write_chunk", lambda *a: mine.append(a[4].name) or write_chunk(*a))
     two = _read_all(_run(region, tmp_path / "two", chunk_size=8, workers=2))
     assert two == one
+    chunks = -(-sum(len(v) for v in one.values()) // 8)
+    assert chunks >= 4 and 1 <= len(mine) <= chunks - 1
+    assert mine == sorted(mine, reverse=True)  # from the end of the queue
+
+
+def test_a_worker_is_sent_only_its_rows_of_the_plan():
+    cells = [f"88{k:013x}" for k in range(10)]
+    plan = pipeline.Plan(cells, np.arange(10.0), -np.arange(10.0), ["BRA"] * 5 + ["ARG"] * 5,
+                         [f"g{k}" for k in range(10)], np.array(["train"] * 10), {"g9"}, ["x"], {"buffer_km": 1})
+    part = plan.take(range(3, 6))
+    assert part.cells == cells[3:6] and part.group == ["g3", "g4", "g5"]
+    assert part.lat.tolist() == [3.0, 4.0, 5.0] and part.lon.tolist() == [-3.0, -4.0, -5.0]
+    assert part.country == ["BRA", "BRA", "ARG"] and part.split.tolist() == ["train"] * 3
+    assert not part.unseen_groups and not part.buffer_cells and not part.splits
 
 
 def test_admin_area_groups_hold_out_whole_admin_areas(tmp_path):

@@ -50,6 +50,16 @@ def test_nearby_pois_are_sorted_within_radius(data_dir):
     np.testing.assert_allclose(d, true, atol=0.2)  # names may repeat; distances are those of real POIs
 
 
+def test_nearby_for_a_chunk_equals_nearby_for_each_point(data_dir):
+    table = pois_from_pbf(data_dir / "osm/helsinki.osm.pbf")
+    lat = np.array([60.1699, 61.5, 60.1756, 60.1699])  # the second point is 150 km from any POI
+    lon = np.array([24.9384, 24.0, 24.9250, 24.9384])
+    many = table.nearby_many(lat, lon, 10, 0.3)
+    assert many == [table.nearby(la, lo, 10, 0.3) for la, lo in zip(lat, lon, strict=True)]
+    assert many[1] == [] and many[0] == many[3] and many[0] != many[2] and len(many[0]) > 1
+    assert table.nearby_many(lat, lon, 1, 0.3) == [m[:1] for m in many]  # k = 1: the tree returns 1-d arrays
+
+
 def test_gazetteer_addresses_and_nearby_places():
     g = Gazetteer(1000)
     lat, lon = np.array([-8.0089]), np.array([-34.8553])  # Olinda

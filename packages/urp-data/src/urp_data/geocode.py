@@ -77,20 +77,26 @@ class PlaceTable:
 
     def nearby(self, lat: float, lon: float, k: int, radius_km: float) -> list[dict[str, Any]]:
         """Up to k places within radius_km of (lat, lon), nearest first, in the contract's place layout."""
-        if self.tree is None or k <= 0:
-            return []
+        return self.nearby_many(np.array([lat], np.float64), np.array([lon], np.float64), k, radius_km)[0]
+
+    def nearby_many(self, lat: np.ndarray, lon: np.ndarray, k: int, radius_km: float) -> list[list[dict[str, Any]]]:
+        """:meth:`nearby` for each of many points (lat/lon degrees): one tree query and one pass of
+        distances and bearings for a whole chunk, not a dozen small numpy calls per sample."""
+        lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        out: list[list[dict[str, Any]]] = [[] for _ in range(len(lat))]
+        if self.tree is None or k <= 0 or len(lat) == 0:
+            return out
         kk = min(k, len(self))
-        d, idx = self.tree.query(unit_vectors(np.array([lat]), np.array([lon]))[0], k=kk, distance_upper_bound=chord_for_km(radius_km))
-        idx = np.atleast_1d(idx)[np.isfinite(np.atleast_1d(d))]
-        if idx.size == 0:
-            return []
-        dist = haversine_km(lat, lon, self.lat[idx], self.lon[idx])
-        bear = bearing_deg(lat, lon, self.lat[idx], self.lon[idx])
-        return [
-            {"name": str(self.name[i]), "kind": str(self.kind[i]), "distance_km": round(float(dk), 2),
-             "direction": compass_direction(float(b))}
-            for i, dk, b in zip(idx, dist, bear, strict=True)
-        ]
+        d, idx = self.tree.query(unit_vectors(lat, lon), k=kk, distance_upper_bound=chord_for_km(radius_km))
+        d, idx = d.reshape(len(lat), kk), idx.reshape(len(lat), kk)
+        rows, cols = np.nonzero(np.isfinite(d))  # row by row, each nearest first
+        near = idx[rows, cols]
+        dist = haversine_km(lat[rows], lon[rows], self.lat[near], self.lon[near])
+        bear = bearing_deg(lat[rows], lon[rows], self.lat[near], self.lon[near])
+        for r, i, dk, b in zip(rows.tolist(), near.tolist(), dist.tolist(), bear.tolist(), strict=True):
+            out[r].append({"name": str(self.name[i]), "kind": str(self.kind[i]), "distance_km": round(dk, 2),
+                           "direction": compass_direction(b)})
+        return out
 
 
 class Gazetteer:

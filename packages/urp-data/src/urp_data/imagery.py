@@ -29,7 +29,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 from rasterio.transform import from_bounds as transform_from_bounds
 from rasterio.warp import transform_geom
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from urp_data import http
 from urp_data.budget import RequestBudget
@@ -42,6 +42,8 @@ M_PER_DEG_LAT = 110_574.0
 M_PER_DEG_LON_EQUATOR = 111_320.0
 IN_MEMORY_MAX_VALUES = 400_000_000
 """Untiled rasters (JPEG, strip GeoTIFFs) up to this many values are decoded once into memory."""
+STRIP_ROWS = 256
+"""Rows decoded at a time when a raster is read into memory (no second full copy of the image)."""
 
 
 @dataclass
@@ -151,22 +153,30 @@ class RasterImagery:
             transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)), precision=-1)
         ) if not self._geographic else shapely.box(*ds.bounds)
         self._scale = self._fit_rescale(rescale)
-        self._lut: list[list[int]] | None = None
+        self._lut: list[int] | None = None
+        self._inverse = np.array(~ds.transform, np.float64).reshape(3, 3)
 
     def _into_memory(self, ds: Any, crs: str | None, bounds: list[float] | None) -> Any:
-        """Decode an untiled raster once; per-chip reads of JPEG/strip files would decode it again and again."""
-        try:
-            arr = ds.read()
-        except RasterioError as exc:
-            raise InputError(f"raster {self.path} is corrupt or truncated: {one_line(exc)}") from exc
+        """Decode an untiled raster once; per-chip reads of JPEG/strip files would decode it again and again.
+
+        Into a tiled GeoTIFF in memory (``/vsimem``: boundless reads at the edges need a dataset
+        GDAL can open by name, which a MEM dataset is not), strip by strip, so the process never
+        holds a second full copy of the decoded image.
+        """
         profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count,
-                   "dtype": arr.dtype, "crs": crs or ds.crs, "nodata": self.nodata, "tiled": True,
+                   "dtype": ds.dtypes[0], "crs": crs or ds.crs, "nodata": self.nodata, "tiled": True,
                    "blockxsize": 256, "blockysize": 256,
                    "transform": transform_from_bounds(*bounds, ds.width, ds.height) if bounds else ds.transform}
-        ds.close()
         self._memfile = MemoryFile()
         mem = self._memfile.open(**profile)
-        mem.write(arr)
+        try:
+            for r0 in range(0, ds.height, STRIP_ROWS):
+                strip = Window(0, r0, ds.width, min(STRIP_ROWS, ds.height - r0))
+                mem.write(ds.read(window=strip), window=strip)
+        except RasterioError as exc:
+            raise InputError(f"raster {self.path} is corrupt or truncated: {one_line(exc)}") from exc
+        finally:
+            ds.close()
         return mem
 
     def _fit_rescale(self, rescale: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -205,7 +215,7 @@ class RasterImagery:
             half = footprint_m / 2 / self._unit
             left, bottom, right, top = x - half, y - half, x + half, y + half
         ds = self.ds
-        win = from_bounds(left, bottom, right, top, ds.transform)
+        win = self._window(left, bottom, right, top)
         full = Window(0, 0, ds.width, ds.height)
         inside = (win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= ds.width
                   and win.row_off + win.height <= ds.height)
@@ -233,9 +243,8 @@ class RasterImagery:
         if not masked and self._scale is not None and data.dtype == np.uint8:
             # The stretch as one table lookup per pixel, inside PIL: the same values as
             # _to_uint8 (the table is its float32 stretch of 0..255), without four float passes.
-            lut = self._uint8_lookup()
-            return Chip(Image.merge("RGB", [Image.fromarray(b).point(t) for b, t in zip(data, lut, strict=True)]),
-                        valid, poly)
+            rgb = Image.merge("RGB", [Image.fromarray(b) for b in data])
+            return Chip(rgb.point(self._uint8_lookup()), valid, poly)  # one table per band, in one call
         bands = self._to_uint8(np.ma.getdata(data))
         if masked:
             mask = np.ma.getmaskarray(data).any(axis=0)
@@ -248,12 +257,24 @@ class RasterImagery:
             valid = float(1.0 - mask.mean())
         return Chip(Image.merge("RGB", [Image.fromarray(b) for b in bands]), valid, poly)  # HWC, no numpy copy loop
 
-    def _uint8_lookup(self) -> list[list[int]]:
-        """Per band, the 256-entry table of :meth:`_to_uint8` for 8-bit input (computed once)."""
+    def _uint8_lookup(self) -> list[int]:
+        """The 768-entry table (256 per band, R, G, B) of :meth:`_to_uint8` for 8-bit input (computed once)."""
         if self._lut is None:
             values = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(self.bands), 1, 256))
-            self._lut = self._to_uint8(values)[:, 0].tolist()
+            self._lut = self._to_uint8(values)[:, 0].ravel().tolist()
         return self._lut
+
+    def _window(self, left: float, bottom: float, right: float, top: float) -> Window:
+        """``rasterio.windows.from_bounds`` for this raster without its per-call set-up (~0.1 ms a chip).
+
+        The same arithmetic, so the same floats and the same chips: the corners go through the
+        inverse transform as one numpy dot of a 3x3 and a 3x4 matrix, as rasterio's
+        ``AffineTransformer`` does.
+        """
+        corners = np.array([[left, right, right, left], [top, top, bottom, bottom], [1.0, 1.0, 1.0, 1.0]])
+        cols, rows, _ = self._inverse.dot(corners)
+        c0, r0 = float(cols.min()), float(rows.min())
+        return Window(c0, r0, max(float(cols.max()) - c0, 0.0), max(float(rows.max()) - r0, 0.0))
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
         if self._scale is None:

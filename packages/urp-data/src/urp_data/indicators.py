@@ -132,7 +132,7 @@ class RasterIndicator:
                 self.arr: np.ndarray | None = None
                 self.ds: Any = ds
                 if self.mode != "cog" and ds.width * ds.height <= IN_MEMORY_MAX_VALUES:
-                    self.arr = self._values(ds.read(self.band))
+                    self.arr = ds.read(self.band)  # raw: 1/8 of float64 for 8-bit data; _block converts
                     ds.close()
                     self.ds = None
                 else:  # closed before the interpreter tears down the Python file GDAL reads through
@@ -181,7 +181,7 @@ class RasterIndicator:
     def _block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Pixels [r0:r1, c0:c1] (already clipped to the raster), from memory or a windowed read."""
         if self.arr is not None:
-            return self.arr[r0:r1, c0:c1]
+            return self._values(self.arr[r0:r1, c0:c1])
         with rasterio.Env(**http.gdal_options()):
             try:
                 raw = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0))

@@ -202,6 +202,13 @@ class Plan:
     buffer_cells: list[str]
     splits: dict[str, Any]  # the buffer and holdout rule actually used, for the manifest
 
+    def take(self, rows: range) -> Plan:
+        """The rows a chunk needs, numbered from 0: what a worker process is sent, so that its
+        memory does not grow with the size of the build."""
+        sl = slice(rows.start, rows.stop)
+        return Plan(self.cells[sl], self.lat[sl], self.lon[sl], self.country[sl], self.group[sl],
+                    self.split[sl], set(), [], {})
+
 
 def make_plan(region: RegionConfig, src: Sources) -> Plan:
     cells = plan_cells(region, src)
@@ -268,12 +275,11 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     lat, lon = plan.lat[idx], plan.lon[idx]
     countries = [plan.country[i] for i in idx]
     g = region.geocoder
-    places = []
-    for la, lo in zip(lat, lon, strict=True):
-        near = src.gazetteer.places.nearby(float(la), float(lo), g.nearby, g.radius_km)
-        for p in src.pois:
-            near += p.nearby(float(la), float(lo))
-        places.append(sorted(near, key=lambda p: p["distance_km"]))
+    near = src.gazetteer.places.nearby_many(lat, lon, g.nearby, g.radius_km)
+    for p in src.pois:
+        for mine, more in zip(near, p.nearby(lat, lon), strict=True):
+            mine += more
+    places = [sorted(n, key=lambda p: p["distance_km"]) for n in near]
     batch = CellBatch(lat, lon, footprint_array(fps), countries)
     cols: dict[str, Any] = {
         "sample_id": [f"{region.name}-{plan.cells[i]}" for i in idx],
@@ -349,28 +355,44 @@ def _write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Sche
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(region: RegionConfig, plan: Plan, schema: pa.Schema) -> None:
+def _init_worker(region: RegionConfig, schema: pa.Schema) -> None:
     # Each worker opens its own sources: GDAL handles must not be shared across processes.
-    _worker_state.update(region=region, plan=plan, schema=schema, src=open_sources(region))
+    _worker_state.update(region=region, schema=schema, src=open_sources(region))
 
 
-def _worker_chunk(path: Path, rows: range) -> int:
+def _worker_chunk(path: Path, plan: Plan) -> int:
     st = _worker_state
-    return _write_chunk(st["region"], st["src"], st["plan"], st["schema"], path, rows)
+    return _write_chunk(st["region"], st["src"], plan, st["schema"], path, range(len(plan.cells)))
 
 
-def _run_chunks_in_workers(workers: int, region: RegionConfig, plan: Plan, schema: pa.Schema,
-                           todo: list[tuple[Path, range]]) -> Any:
-    """Yield each chunk's cell count as worker processes finish it (any order: files are named by index)."""
+def _run_chunks_in_workers(workers: int, region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema,
+                           todo: list[tuple[Path, range]]) -> Iterator[int]:
+    """Yield each chunk's cell count as it is written, by ``workers`` processes: this one and ``workers - 1`` more.
+
+    Every chunk is queued for the other processes, first to last, each with only its rows of the
+    plan. This process has its sources open already, so rather than idle while they start (spawn,
+    imports and sources take a few seconds, a large share of a 10k build) it takes chunks from the
+    end of the queue, each one it can still cancel there, until it meets a chunk they have begun.
+    Chunk files are named by index, so the order they finish in does not matter.
+    """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(region, plan, schema)) as pool:
-        futures = [pool.submit(_worker_chunk, path, rows) for path, rows in todo]
+    with ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
+                             initargs=(region, schema)) as pool:
+        futures = [pool.submit(_worker_chunk, path, plan.take(rows)) for path, rows in todo]
         try:
-            for fut in as_completed(futures):
+            theirs = len(futures)
+            reported = 0
+            while theirs and futures[theirs - 1].cancel():
+                theirs -= 1
+                path, rows = todo[theirs]
+                yield _write_chunk(region, src, plan, schema, path, rows)
+                while reported < theirs and futures[reported].done():  # progress, in queue order
+                    reported += 1
+                    yield futures[reported - 1].result()
+            for fut in futures[reported:theirs]:
                 yield fut.result()
         except BaseException:
             for fut in futures:
@@ -492,7 +514,7 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
 
         finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
     elif cfg.workers > 1 and len(todo) > 1:
-        finished = _run_chunks_in_workers(cfg.workers, region, plan, schema, todo)
+        finished = _run_chunks_in_workers(cfg.workers, region, src, plan, schema, todo)
     else:
         finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
     for count in finished:

@@ -227,8 +227,9 @@ class OsmPOIs:
         """Read (or download) the POIs now rather than at the first sample."""
         _ = self.table
 
-    def nearby(self, lat: float, lon: float) -> list[dict[str, Any]]:
-        return self.table.nearby(lat, lon, self.max_places, self.radius_km)
+    def nearby(self, lat: np.ndarray, lon: np.ndarray) -> list[list[dict[str, Any]]]:
+        """Per point (lat/lon degrees), up to ``max_places`` POIs within ``radius_km``, nearest first."""
+        return self.table.nearby_many(lat, lon, self.max_places, self.radius_km)
 
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float = 0.0,
                        size_px: int = 0) -> list[RequestBudget]:
