@@ -155,6 +155,14 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
     assert roles["poi"]["path"].startswith(f"overpass {api}/api/interpreter")
 
 
+def test_two_workers_use_the_one_overpass_fetch_and_geocode_each_sample_once(api, tmp_path):
+    # The other worker reads the POIs the build fetched into the cache before any chunk.
+    region = monaco(tmp_path, api, min_interval_s=0.05)
+    two = build_region(str(region), out=tmp_path / "two", chunk_size=1, workers=2)
+    assert len(requests_to("/api/interpreter")) == 1 and len(requests_to("/nominatim/reverse")) == 5
+    assert rows(two) == rows(build_region(str(region), out=tmp_path / "one", chunk_size=1))
+
+
 def test_two_workers_keep_the_default_one_request_per_second(api, tmp_path, capsys):
     region = monaco(tmp_path, api, samples=4, poi=False)  # min_interval_s left at its default
     assert GeocoderConfig().min_interval_s == 1.0

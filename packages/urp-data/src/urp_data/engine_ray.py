@@ -4,9 +4,9 @@ Why Ray core actors and not Ray Data: the local engine's chunk is already the un
 resume and of output (a Parquet file the worker writes atomically to the partial folder), so
 there is no dataset to stream between stages. What a worker needs is its sources opened once
 (GDAL handles, the gazetteer's trees, OSM indexes take seconds to load) and reused for every
-chunk it cuts: that is an actor. The driver plans exactly as the local engine does, ships the
-plan to the object store once, and hands each actor one chunk at a time (plus one queued, so
-no actor idles between chunks); finished chunks on disk are skipped before any of this, so a
+chunk it cuts: that is an actor. The driver plans exactly as the local engine does and hands
+each actor one chunk at a time (plus one queued, so no actor idles between chunks), each with
+only its rows of the plan, so an actor's memory does not grow with the build; finished chunks on disk are skipped before any of this, so a
 killed Ray build resumes like a local one, and the split files are written by the driver from
 the same chunk files: the output is the local engine's, byte for byte.
 
@@ -89,20 +89,19 @@ def urp_env() -> dict[str, str]:
 class ChunkWorker:
     """One worker of a build: opens the region's sources once, then cuts chunk after chunk."""
 
-    def __init__(self, region: RegionConfig, plan: list[Any], schema: pa.Schema, pacer: Any) -> None:
+    def __init__(self, region: RegionConfig, schema: pa.Schema, pacer: Any) -> None:
         import ray
 
         # The actor hands out send times; the wait is counted here, after the round trip.
         http.set_pacer(lambda host, min_interval_s: ray.get(pacer.reserve_at.remote(host, min_interval_s))
                        - time.time())
-        # The plan comes as [ObjectRef] (one copy in the object store, held by the driver) rather
-        # than as a constructor argument, which a restarted actor could not be rebuilt from.
-        self.region, self.plan, self.schema = region, ray.get(plan[0]), schema
+        self.region, self.schema = region, schema
         self.src = open_sources(region)
 
-    def write(self, path: str, rows: range) -> int:
-        """Cut the plan's ``rows`` into the chunk file ``path`` (atomically); returns its cell count."""
-        return _write_chunk(self.region, self.src, self.plan, self.schema, Path(path), rows)
+    def write(self, path: str, plan: Plan) -> int:
+        """Cut a chunk's rows of the plan (:meth:`Plan.take`) into the chunk file ``path`` (atomically);
+        returns its cell count."""
+        return _write_chunk(self.region, self.src, plan, self.schema, Path(path), range(len(plan.cells)))
 
 
 def run_chunks_on_ray(address: str | None, region: RegionConfig, plan: Plan, schema: pa.Schema,
@@ -117,9 +116,8 @@ def run_chunks_on_ray(address: str | None, region: RegionConfig, plan: Plan, sch
         worker_cls = ray.remote(num_cpus=1, max_restarts=CHUNK_RETRIES, max_task_retries=CHUNK_RETRIES)(ChunkWorker)
         nodes = sum(1 for node in ray.nodes() if node["Alive"])
         logger.info("cutting %d chunks with %d Ray workers on %d nodes", len(todo), n_actors, nodes)
-        plan_ref = ray.put(plan)
         env = {"env_vars": urp_env()}
-        actors = [worker_cls.options(runtime_env=env).remote(region, [plan_ref], schema, pacer)
+        actors = [worker_cls.options(runtime_env=env).remote(region, schema, pacer)
                   for _ in range(n_actors)]
         queue = list(reversed(todo))
         pending: dict[Any, tuple[Any, Path, range]] = {}
@@ -128,7 +126,7 @@ def run_chunks_on_ray(address: str | None, region: RegionConfig, plan: Plan, sch
             if queue:
                 path, rows = queue.pop()
                 # Absolute: a worker's working folder is not the driver's (region paths already are).
-                ref = actor.write.options(retry_exceptions=True).remote(str(path.resolve()), rows)
+                ref = actor.write.options(retry_exceptions=True).remote(str(path.resolve()), plan.take(rows))
                 pending[ref] = (actor, path, rows)
 
         try:

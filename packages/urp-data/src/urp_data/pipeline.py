@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -355,49 +356,59 @@ def _write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Sche
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(region: RegionConfig, schema: pa.Schema) -> None:
-    # Each worker opens its own sources: GDAL handles must not be shared across processes.
-    _worker_state.update(region=region, schema=schema, src=open_sources(region))
+def _init_worker(region: RegionConfig) -> None:
+    _worker_state.update(region=region)
 
 
-def _worker_chunk(path: Path, plan: Plan) -> int:
+def _worker_chunk(path: Path, plan: Plan, schema: pa.Schema) -> int:
     st = _worker_state
-    return _write_chunk(st["region"], st["src"], plan, st["schema"], path, range(len(plan.cells)))
+    if "src" not in st:
+        # Opened on the first chunk, not at start-up: workers start while the build plans, and must
+        # not reach a network source before :func:`before_network` has run. Each worker opens its
+        # own sources: GDAL handles must not be shared across processes.
+        st["src"] = open_sources(st["region"])
+    return _write_chunk(st["region"], st["src"], plan, schema, path, range(len(plan.cells)))
 
 
-def _run_chunks_in_workers(workers: int, region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema,
-                           todo: list[tuple[Path, range]]) -> Iterator[int]:
-    """Yield each chunk's cell count as it is written, by ``workers`` processes: this one and ``workers - 1`` more.
-
-    Every chunk is queued for the other processes, first to last, each with only its rows of the
-    plan. This process has its sources open already, so rather than idle while they start (spawn,
-    imports and sources take a few seconds, a large share of a 10k build) it takes chunks from the
-    end of the queue, each one it can still cancel there, until it meets a chunk they have begun.
-    Chunk files are named by index, so the order they finish in does not matter.
-    """
+@contextmanager
+def _worker_pool(workers: int, region: RegionConfig) -> Iterator[Any]:
+    """``workers`` spawned chunk workers, started now so that their imports (~1 s each) overlap the planning."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
-                             initargs=(region, schema)) as pool:
-        futures = [pool.submit(_worker_chunk, path, plan.take(rows)) for path, rows in todo]
-        try:
-            theirs = len(futures)
-            reported = 0
-            while theirs and futures[theirs - 1].cancel():
-                theirs -= 1
-                path, rows = todo[theirs]
-                yield _write_chunk(region, src, plan, schema, path, rows)
-                while reported < theirs and futures[reported].done():  # progress, in queue order
-                    reported += 1
-                    yield futures[reported - 1].result()
-            for fut in futures[reported:theirs]:
-                yield fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(region,)) as pool:
+        for _ in range(workers):
+            pool.submit(int)  # processes start on demand: one no-op task each starts them now
+        yield pool
+
+
+def _run_chunks_in_workers(pool: Any, region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema,
+                           todo: list[tuple[Path, range]]) -> Iterator[int]:
+    """Yield each chunk's cell count as it is written, by this process and the ``pool``'s.
+
+    Every chunk is queued for the pool, first to last, each with only its rows of the plan. This
+    process has its sources open already, so rather than idle while the pool opens theirs it takes
+    chunks from the end of the queue, each one it can still cancel there, until it meets a chunk
+    the pool has begun. Chunk files are named by index, so the order they finish in does not matter.
+    """
+    futures = [pool.submit(_worker_chunk, path, plan.take(rows), schema) for path, rows in todo]
+    try:
+        theirs = len(futures)
+        reported = 0
+        while theirs and futures[theirs - 1].cancel():
+            theirs -= 1
+            path, rows = todo[theirs]
+            yield _write_chunk(region, src, plan, schema, path, rows)
+            while reported < theirs and futures[reported].done():  # progress, in queue order
+                reported += 1
+                yield futures[reported - 1].result()
+        for fut in futures[reported:theirs]:
+            yield fut.result()
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
 
 
 # --------------------------------------------------------------------------- build
@@ -482,6 +493,15 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
     region = apply_overrides(load_region(cfg.region), cfg)
     out = Path(cfg.out)
     _check_writable(out)
+    if cfg.engine != "local" or cfg.workers == 1:
+        return _build(cfg, region, out, None, progress, t0)
+    with _worker_pool(cfg.workers - 1, region) as pool:
+        return _build(cfg, region, out, pool, progress, t0)
+
+
+def _build(cfg: BuildConfig, region: RegionConfig, out: Path, pool: Any,
+           progress: Callable[[int, int], None] | None, t0: float) -> Path:
+    """:func:`build` from its sources on, with a pool of the other chunk workers or None."""
     src = open_sources(region)
     plan = make_plan(region, src)
     before_network(src, plan)
@@ -513,8 +533,8 @@ def build(cfg: BuildConfig, progress: Callable[[int, int], None] | None = None) 
         from urp_data.engine_ray import run_chunks_on_ray  # an optional extra: imported only when chosen
 
         finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
-    elif cfg.workers > 1 and len(todo) > 1:
-        finished = _run_chunks_in_workers(cfg.workers, region, src, plan, schema, todo)
+    elif pool is not None and len(todo) > 1:
+        finished = _run_chunks_in_workers(pool, region, src, plan, schema, todo)
     else:
         finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
     for count in finished:
