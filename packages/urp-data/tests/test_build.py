@@ -265,19 +265,50 @@ def test_cli_help_and_regions(capsys):
     assert "demo" in listed and "global" in listed
 
 
-def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, tmp_path):
+def _alive_children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` and that have not exited (zombies count as gone)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0] != "Z":
+                return False
+        except OSError:
+            pass
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, tmp_path, workers):
     region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]})
     reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "urp_data.cli", "build", "--region", str(region), "--out", str(out),
-           "--chunk-size", "8"]
+           "--chunk-size", "8", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = out / ".mini.partial" / "chunks"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(chunks.glob("chunk-*.parquet"))) < 3:
         time.sleep(0.05)
+    children = _alive_children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    if workers > 1:  # the other worker leaves with the build instead of idling forever
+        assert children
+        deadline = time.time() + 20
+        while time.time() < deadline and not _gone(children):
+            time.sleep(0.1)
+        assert _gone(children)
     done_before = len(list(chunks.glob("chunk-*.parquet")))
     assert done_before >= 3, "the build finished or stalled before it could be killed"
     assert not (out / "mini").exists()

@@ -354,10 +354,25 @@ def _write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Sche
 
 
 _worker_state: dict[str, Any] = {}
+PARENT_POLL_S = 0.5
+"""How often a chunk worker checks that the build that started it is still alive."""
 
 
 def _init_worker(region: RegionConfig) -> None:
     _worker_state.update(region=region)
+    # A worker blocks on its task queue, whose write end it holds too, so it would outlive a build
+    # killed with SIGKILL, idle and holding its sources. It leaves when its parent is gone; a chunk
+    # it was writing is a temporary file that never becomes a chunk.
+    import threading
+
+    parent = os.getppid()
+
+    def leave_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=leave_with_parent, name="urp-parent-watch", daemon=True).start()
 
 
 def _worker_chunk(path: Path, plan: Plan, schema: pa.Schema) -> int:
