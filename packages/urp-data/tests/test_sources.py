@@ -145,7 +145,7 @@ def test_chips_away_from_nodata_skip_the_mask_and_equal_masked_reads(data_dir, t
         out.write(pixels)
     fast = RasterImagery(path, bands=[3, 2, 1])
     masked = RasterImagery(path, bands=[3, 2, 1])
-    masked._nodata_only = False  # every chip through the masked read, as before the shortcut
+    masked._internal_mask = True  # every chip through the masked read, as before the shortcut
     ds = fast.ds
     # Chips centred on pixel (175, col); 1 km is ~35 pixels of 28.5 m. At col 219 the window starts
     # 1.5 pixels after the block: within the 2-pixel margin, so it takes the masked read anyway.

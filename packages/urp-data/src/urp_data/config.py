@@ -19,7 +19,8 @@ class BuildConfig:
     samples: int | None = field(default=None, metadata={"help": "number of samples (overrides the region's)"})
     seed: int | None = field(default=None, metadata={"help": "seed (overrides the region's)"})
     chunk_size: int = field(default=256, metadata={"help": "samples per chunk (the unit of resume and of memory)"})
-    workers: int = field(default=1, metadata={"help": "processes cutting chunks in parallel: this one and N-1 more, each with its own sources"})
+    workers: int = field(default=1, metadata={"help": "processes cutting chunks in parallel: this one and N-1 "
+                         "more, each with its own sources"})
     engine: str = field(default="local", metadata={"help": "local: this machine (--workers processes); ray: Ray "
                         "actors on a cluster, one per CPU (install urp-data[ray]); same output"})
     ray_address: str | None = field(default=None, metadata={"help": "with --engine ray: the cluster to join "

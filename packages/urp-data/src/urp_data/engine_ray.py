@@ -6,9 +6,10 @@ there is no dataset to stream between stages. What a worker needs is its sources
 (GDAL handles, the gazetteer's trees, OSM indexes take seconds to load) and reused for every
 chunk it cuts: that is an actor. The driver plans exactly as the local engine does and hands
 each actor one chunk at a time (plus one queued, so no actor idles between chunks), each with
-only its rows of the plan, so an actor's memory does not grow with the build; finished chunks on disk are skipped before any of this, so a
-killed Ray build resumes like a local one, and the split files are written by the driver from
-the same chunk files: the output is the local engine's, byte for byte.
+only its rows of the plan, so an actor's memory does not grow with the build. Finished chunks
+on disk are skipped before any of this, so a killed Ray build resumes like a local one, and the
+split files are written by the driver from the same chunk files: the output is the local
+engine's, byte for byte.
 
 A chunk whose task raises or whose actor dies is retried by Ray (``CHUNK_RETRIES`` more
 times, on a restarted actor if it died); then the build stops with one line naming the chunk.

@@ -146,12 +146,10 @@ class RasterImagery:
         self._unit = 1.0 if self._geographic else float(ds.crs.linear_units_factor[1])
         self._to_src = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
         self._to_wgs = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
-        # Only rasters with nodata or an internal mask pay for masked reads; with nodata alone, only
-        # chips near a nodata pixel (see _near_nodata).
-        internal = any(rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f
-                       for f in ds.mask_flag_enums)
-        self._masked = self.nodata is not None or internal
-        self._nodata_only = self.nodata is not None and not internal
+        # Rasters with an internal mask pay for masked reads; those with nodata only for chips near
+        # a nodata pixel (see _near_nodata).
+        self._internal_mask = any(rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f
+                                  for f in ds.mask_flag_enums)
         self._footprint = shapely.geometry.shape(
             transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)), precision=-1)
         ) if not self._geographic else shapely.box(*ds.bounds)
@@ -229,7 +227,7 @@ class RasterImagery:
                 return None
             if overlap.width * overlap.height <= 0:
                 return None
-        masked = not inside or (self._masked and not (self._nodata_only and not self._near_nodata(win)))
+        masked = not inside or self._internal_mask or (self.nodata is not None and self._near_nodata(win))
         try:
             # A fill value makes rasterio read the mask (twice the time), so it is given only with one.
             data = ds.read(self.bands, window=win, out_shape=(len(self.bands), size_px, size_px),

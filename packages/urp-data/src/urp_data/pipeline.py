@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -278,7 +279,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     g = region.geocoder
     near = src.gazetteer.places.nearby_many(lat, lon, g.nearby, g.radius_km)
     for p in src.pois:
-        for mine, more in zip(near, p.nearby(lat, lon), strict=True):
+        for mine, more in zip(near, p.nearby_many(lat, lon), strict=True):
             mine += more
     places = [sorted(n, key=lambda p: p["distance_km"]) for n in near]
     batch = CellBatch(lat, lon, footprint_array(fps), countries)
@@ -314,7 +315,6 @@ def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, c
     of a sequential read. They are yielded as they come, at most a few per thread ahead of the
     caller, so a chunk never holds all its decoded chips at once.
     """
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     sizes = [max(1, int(getattr(s, "max_in_flight", 1))) for s in imagery]
@@ -363,8 +363,6 @@ def _init_worker(region: RegionConfig) -> None:
     # A worker blocks on its task queue, whose write end it holds too, so it would outlive a build
     # killed with SIGKILL, idle and holding its sources. It leaves when its parent is gone; a chunk
     # it was writing is a temporary file that never becomes a chunk.
-    import threading
-
     parent = os.getppid()
 
     def leave_with_parent() -> None:

@@ -227,7 +227,7 @@ class OsmPOIs:
         """Read (or download) the POIs now rather than at the first sample."""
         _ = self.table
 
-    def nearby(self, lat: np.ndarray, lon: np.ndarray) -> list[list[dict[str, Any]]]:
+    def nearby_many(self, lat: np.ndarray, lon: np.ndarray) -> list[list[dict[str, Any]]]:
         """Per point (lat/lon degrees), up to ``max_places`` POIs within ``radius_km``, nearest first."""
         return self.table.nearby_many(lat, lon, self.max_places, self.radius_km)
 
