@@ -265,27 +265,23 @@ def test_cli_help_and_regions(capsys):
     assert "demo" in listed and "global" in listed
 
 
+def _stat(pid: int | str) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
 def _alive_children(pid: int) -> list[int]:
     """Processes whose parent is ``pid`` and that have not exited (zombies count as gone)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if (st := _stat(p.name)) and st[1] == pid
+            and st[0] != "Z"]
 
 
 def _gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0] != "Z":
-                return False
-        except OSError:
-            pass
-    return True
+    return all((st := _stat(pid)) is None or st[0] == "Z" for pid in pids)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
