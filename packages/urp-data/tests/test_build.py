@@ -317,6 +317,31 @@ def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, t
     assert not (out / ".mini.partial").exists()
 
 
+def test_interrupted_build_with_workers_says_so_in_one_line_and_resumes(write_region, tmp_path):
+    region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]})
+    reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "urp_data.cli", "build", "--region", str(region), "--out", str(out),
+           "--chunk-size", "8", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    chunks = out / ".mini.partial" / "chunks"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(chunks.glob("chunk-*.parquet"))) < 3:
+        time.sleep(0.05)
+    children = _alive_children(proc.pid)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    err = proc.communicate(timeout=60)[1].replace("\r", "\n").strip().splitlines()
+    assert proc.returncode == 130
+    assert err[-1] == "urp-data build: interrupted; run the same command again to resume"
+    assert not any("Traceback" in line for line in err)
+    deadline = time.time() + 20
+    while time.time() < deadline and not _gone(children):
+        time.sleep(0.1)
+    assert children and _gone(children)  # the other worker stopped with it
+    assert len(list(chunks.glob("chunk-*.parquet"))) >= 3 and not (out / "mini").exists()
+    assert _read_all(_run(region, out, chunk_size=8, workers=2)) == reference
+
+
 def test_partial_build_with_another_config_is_discarded(write_region, tmp_path):
     region = write_region()
     out = tmp_path / "out"
