@@ -75,6 +75,41 @@ def test_parallel_workers_write_the_same_build(write_region, tmp_path, monkeypat
     assert mine == sorted(mine, reverse=True)  # from the end of the queue
 
 
+def test_a_busy_pool_worker_holds_no_item_this_process_could_take():
+    # One spawned worker that needs 1 s per item, and this process at 10 ms: the worker gets the
+    # front item, and this process does every other one, from the back. Submitting every item
+    # up front would leave the next one in the pool's call queue, out of this process's reach.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    mine: list[int] = []
+
+    def here(k: int) -> int:
+        time.sleep(0.01)
+        mine.append(k)
+        return k
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(int).result()  # started
+        got = list(pipeline._share_queue(pool, 1, list(range(12)),
+                                         lambda k: pool.submit(_after_sleep, 1.0, k), here))
+    assert sorted(got) == list(range(12))
+    assert mine == list(range(11, 0, -1))
+
+
+def test_an_error_in_the_pool_stops_the_shared_queue():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    mine: list[int] = []
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            pytest.raises(ZeroDivisionError):
+        for _ in pipeline._share_queue(pool, 1, list(range(200)), lambda k: pool.submit(divmod, k, 0),
+                                       lambda k: mine.append(k) or time.sleep(0.01) or k):
+            pass
+    assert 0 < len(mine) < 199  # this process stopped at the error, long before the queue was empty
+
+
 def test_a_worker_is_sent_only_its_rows_of_the_plan():
     cells = [f"88{k:013x}" for k in range(10)]
     plan = pipeline.Plan(cells, np.arange(10.0), -np.arange(10.0), ["BRA"] * 5 + ["ARG"] * 5,
@@ -263,6 +298,12 @@ def test_cli_help_and_regions(capsys):
     assert main(["regions"]) == 0
     listed = capsys.readouterr().out
     assert "demo" in listed and "global" in listed
+
+
+def _after_sleep(seconds: float, value: int) -> int:
+    """``value`` after ``seconds``: a slow task for a spawned pool (importable by name, unlike a lambda)."""
+    time.sleep(seconds)
+    return value
 
 
 def _stat(pid: int | str) -> tuple[str, int] | None:

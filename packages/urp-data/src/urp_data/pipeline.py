@@ -19,11 +19,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -89,10 +91,11 @@ class Sources:
     geocoder: Gazetteer | OnlineGeocoder  # writes the address column: the gazetteer, or a Nominatim/Photon service
 
 
-def open_sources(region: RegionConfig) -> Sources:
+def open_sources(region: RegionConfig, gazetteer: Gazetteer | None = None) -> Sources:
+    """The region's sources, opened in this process; ``gazetteer`` when this process has loaded it already."""
     if not region.imagery:
         raise RegionError(f"region {region.name} names no imagery source; add one under imagery:")
-    gaz = Gazetteer(region.geocoder.min_population)
+    gaz = gazetteer or Gazetteer(region.geocoder.min_population)
     if region.countries == "gazetteer":
         countries_path = None
     else:
@@ -371,6 +374,11 @@ def _init_worker(region: RegionConfig) -> None:
         os._exit(1)
 
     threading.Thread(target=leave_with_parent, name="urp-parent-watch", daemon=True).start()
+    # The gazetteer is local (a memory-mapped cache), so it loads now, while the build plans:
+    # with it come the imports of its first use (~0.9 s, pandas through pyarrow) that would
+    # otherwise delay this worker's first chunk. Any error is raised again by that chunk.
+    with suppress(Exception):  # the first chunk's open_sources loads it again and reports the error
+        _worker_state["gazetteer"] = Gazetteer(region.geocoder.min_population)
 
 
 def _worker_chunk(path: Path, plan: Plan, schema: pa.Schema) -> int:
@@ -379,7 +387,7 @@ def _worker_chunk(path: Path, plan: Plan, schema: pa.Schema) -> int:
         # Opened on the first chunk, not at start-up: workers start while the build plans, and must
         # not reach a network source before :func:`before_network` has run. Each worker opens its
         # own sources: GDAL handles must not be shared across processes.
-        st["src"] = open_sources(st["region"])
+        st["src"] = open_sources(st["region"], st.pop("gazetteer", None))
     return _write_chunk(st["region"], st["src"], plan, schema, path, range(len(plan.cells)))
 
 
@@ -396,32 +404,71 @@ def _worker_pool(workers: int, region: RegionConfig) -> Iterator[Any]:
         yield pool
 
 
-def _run_chunks_in_workers(pool: Any, region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema,
-                           todo: list[tuple[Path, range]]) -> Iterator[int]:
-    """Yield each chunk's cell count as it is written, by this process and the ``pool``'s.
+def _run_chunks_in_workers(pool: Any, workers: int, region: RegionConfig, src: Sources, plan: Plan,
+                           schema: pa.Schema, todo: list[tuple[Path, range]]) -> Iterator[int]:
+    """Yield each chunk's cell count as it is written, by this process and the ``pool``'s ``workers``.
 
-    Every chunk is queued for the pool, first to last, each with only its rows of the plan. This
-    process has its sources open already, so rather than idle while the pool opens theirs it takes
-    chunks from the end of the queue, each one it can still cancel there, until it meets a chunk
-    the pool has begun. Chunk files are named by index, so the order they finish in does not matter.
+    This process has its sources open already, so it cuts chunks too rather than idle while the
+    pool opens theirs (see :func:`_share_queue`); each chunk sent to the pool carries only its
+    rows of the plan. Chunk files are named by index, so the order they finish in does not matter.
     """
-    futures = [pool.submit(_worker_chunk, path, plan.take(rows), schema) for path, rows in todo]
+    return _share_queue(pool, workers, todo,
+                        lambda c: pool.submit(_worker_chunk, c[0], plan.take(c[1]), schema),
+                        lambda c: _write_chunk(region, src, plan, schema, *c))
+
+
+def _share_queue(pool: Any, workers: int, items: list[Any], remote: Callable[[Any], Future[int]],
+                 local: Callable[[Any], int]) -> Iterator[int]:
+    """Yield the results of ``items``, each run once: by ``remote`` in the pool or ``local`` here.
+
+    The pool takes items from the front of one queue, one per worker at a time (the next is sent
+    as one finishes); this process takes from the back. Both work until the queue is empty, so
+    neither waits on items reserved for the other, as it would if every item were submitted at
+    once: a process pool moves one task more than it has workers into its call queue, where it
+    can no longer be cancelled. Results come as they finish, not in order; an error stops both.
+    """
+    queue = deque(items)
+    lock = threading.Lock()
+    finished: SimpleQueue[Future[int]] = SimpleQueue()
+    sent = 0
+
+    def send(done: Future[int] | None = None) -> None:
+        """Send the pool the item at the front of the queue; called again as each of its items finishes."""
+        nonlocal sent
+        if done is not None and (done.cancelled() or done.exception() is not None):
+            return  # a failed item sends no more: the build stops at it
+        with lock:
+            if not queue:
+                return
+            item = queue.popleft()
+            sent += 1
+        try:
+            fut = remote(item)
+        except RuntimeError as exc:  # the pool is broken or shutting down: the caller gets the error
+            fut = Future()
+            fut.set_exception(exc)
+        fut.add_done_callback(finished.put)
+        fut.add_done_callback(send)
+
+    received = 0
     try:
-        theirs = len(futures)
-        reported = 0
-        while theirs and futures[theirs - 1].cancel():
-            theirs -= 1
-            path, rows = todo[theirs]
-            yield _write_chunk(region, src, plan, schema, path, rows)
-            while reported < theirs and futures[reported].done():  # progress, in queue order
-                reported += 1
-                yield futures[reported - 1].result()
-        for fut in futures[reported:theirs]:
-            yield fut.result()
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        raise
+        for _ in range(workers):
+            send()
+        while True:
+            with lock:
+                item = queue.pop() if queue else None
+            if item is None:
+                break
+            yield local(item)
+            while not finished.empty():
+                received += 1
+                yield finished.get().result()
+        while received < sent:  # the queue is empty: what remains is the pool's last items
+            received += 1
+            yield finished.get().result()
+    finally:
+        with lock:
+            queue.clear()
 
 
 # --------------------------------------------------------------------------- build
@@ -547,7 +594,7 @@ def _build(cfg: BuildConfig, region: RegionConfig, out: Path, pool: Any,
 
         finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
     elif pool is not None and len(todo) > 1:
-        finished = _run_chunks_in_workers(pool, region, src, plan, schema, todo)
+        finished = _run_chunks_in_workers(pool, cfg.workers - 1, region, src, plan, schema, todo)
     else:
         finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
     for count in finished:
