@@ -26,7 +26,10 @@ is from cutting its own, byte-identical chips with nothing else.
 Memory is each process's own peak RSS (VmHWM from /proc, polled every 0.2 s): the build's
 process (with `local:N` it plans, cuts chunks too and writes the splits), the N - 1 other chunk
 workers (the largest one, and how many there were) and, with Ray, Ray's own processes (GCS,
-raylet, agents, idle workers; the sum of their peaks).
+raylet, agents, idle workers; the sum of their peaks). RSS counts the pages a worker shares with
+the build's process and the other workers (libraries, the memory-mapped GeoNames cache) in full;
+`own MB` is the largest peak of a worker's private pages (Private_Clean + Private_Dirty from
+/proc/PID/smaps_rollup, same polling): what each extra worker adds to the machine.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from pathlib import Path
 from urp_data.pipeline import build_region
 from urp_data.schema import load_manifest
 
-peaks, cmds = {}, {}
+peaks, own, cmds = {}, {}, {}
 
 def descendants():
     children = {}
@@ -75,10 +78,13 @@ def poll(stop):
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
                 hwm = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) / 1024
+                uss = sum(int(l.split()[1]) for l in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                          if l.startswith("Private_")) / 1024
                 cmds[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\\0", b" ").decode()[:200]
             except (OSError, StopIteration):
                 continue
             peaks[pid] = max(peaks.get(pid, 0.0), hwm)
+            own[pid] = max(own.get(pid, 0.0), uss)
         stop.wait(0.2)
 
 stop = threading.Event()
@@ -94,7 +100,8 @@ worker = [p for p, c in cmds.items() if p != me and ("ChunkWorker" in c or "spaw
 other = [p for p in cmds if p != me and p not in worker]
 m = load_manifest(out)
 print(json.dumps({"seconds": dt, "rows": sum(m.counts["per_split"].values()), "driver_mb": peaks.get(me, 0),
-                  "worker_mb": max((peaks[p] for p in worker), default=0), "n_workers": len(worker),
+                  "worker_mb": max((peaks[p] for p in worker), default=0),
+                  "worker_own_mb": max((own[p] for p in worker), default=0), "n_workers": len(worker),
                   "other_mb": sum(peaks[p] for p in other)}))
 """
 
@@ -206,7 +213,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {_cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'region':>7} {'samples':>8} {'engine':>8} {'rows':>8} {'seconds':>8} {'samples/s':>10} {'limit/s':>8} "
-          f"{'of limit':>8} {'window/s':>8} {'of window':>9} {'driver MB':>9} {'worker MB':>9} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
+          f"{'of limit':>8} {'window/s':>8} {'of window':>9} {'driver MB':>9} {'worker MB':>9} {'own MB':>6} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     for region, n, engine in [(r, n, e) for r in args.regions for n in args.sizes for e in args.engines]:
         out = Path(args.out) / str(n)
@@ -223,7 +230,7 @@ def main() -> None:
         rate = r["rows"] / r["seconds"]
         disk = sum(p.stat().st_size for p in (out / region).glob("*")) / 1e6
         print(f"{region:>7} {n:>8} {engine:>8} {r['rows']:>8} {r['seconds']:>8.1f} {rate:>10.0f} {limit:>8.0f} "
-              f"{rate / limit:>8.2f} {window:>8.0f} {rate / window:>9.2f} {r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['n_workers']:>7} "
+              f"{rate / limit:>8.2f} {window:>8.0f} {rate / window:>9.2f} {r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['worker_own_mb']:>6.0f} {r['n_workers']:>7} "
               f"{r['other_mb']:>7.0f} {disk:>10.1f}", flush=True)
         shutil.rmtree(out, ignore_errors=True)
 

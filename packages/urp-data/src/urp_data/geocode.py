@@ -111,9 +111,11 @@ class Gazetteer:
         self.continents = {c["continentCode"]: c["name"] for c in gc.get_continents().values()}
         # Memory-mapped columns, not a dict per place: see urp_data.geonames.
         cities = geonames.cities(min_population)
+        kind = np.empty(cities.num_rows, dtype=object)
+        kind.fill("city")  # one str shared by every row; np.full would make a str per row (~10 MB)
         self.places = PlaceTable(
             name=cities.column("name").chunk(0),
-            kind=np.full(cities.num_rows, "city", dtype=object),
+            kind=kind,
             lat=geonames.column(cities, "lat"),
             lon=geonames.column(cities, "lon"),
         )
