@@ -63,8 +63,8 @@ def test_rebuild_is_deterministic(write_region, tmp_path):
 def test_parallel_workers_write_the_same_build(write_region, tmp_path, monkeypatch):
     region = write_region()
     one = _read_all(_run(region, tmp_path / "one", chunk_size=8))
-    # The build's own process cuts chunks from the end of the queue while the other one starts;
-    # the other process (spawned, so not patched here) gets at least the chunks queued to it first.
+    # The build's own process cuts chunks while the other one starts, taking them in order; the
+    # other process (spawned, so not patched here) gets at least the first chunk, sent to it first.
     mine = []
     write_chunk = pipeline._write_chunk
     monkeypatch.setattr(pipeline, "_write_chunk", lambda *a: mine.append(a[4].name) or write_chunk(*a))
@@ -72,13 +72,13 @@ def test_parallel_workers_write_the_same_build(write_region, tmp_path, monkeypat
     assert two == one
     chunks = -(-sum(len(v) for v in one.values()) // 8)
     assert chunks >= 4 and 1 <= len(mine) <= chunks - 1
-    assert mine == sorted(mine, reverse=True)  # from the end of the queue
+    assert mine == sorted(mine) and "chunk-000000.parquet" not in mine
 
 
 def test_a_busy_pool_worker_holds_no_item_this_process_could_take():
     # One spawned worker that needs 1 s per item, and this process at 10 ms: the worker gets the
-    # front item, and this process does every other one, from the back. Submitting every item
-    # up front would leave the next one in the pool's call queue, out of this process's reach.
+    # first item, and this process does every other one, in order. Submitting every item up
+    # front would leave the next one in the pool's call queue, out of this process's reach.
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -94,7 +94,7 @@ def test_a_busy_pool_worker_holds_no_item_this_process_could_take():
         got = list(pipeline._share_queue(pool, 1, list(range(12)),
                                          lambda k: pool.submit(_after_sleep, 1.0, k), here))
     assert sorted(got) == list(range(12))
-    assert mine == list(range(11, 0, -1))
+    assert mine == list(range(1, 12))
 
 
 def test_an_error_in_the_pool_stops_the_shared_queue():

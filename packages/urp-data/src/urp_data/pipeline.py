@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
@@ -56,13 +56,12 @@ from urp_data.regions import (
 )
 from urp_data.schema import (
     MANIFEST_NAME,
-    SPLITS,
     Manifest,
     ScoreScale,
     arrow_schema,
     check_indicator_names,
-    split_path,
 )
+from urp_data.splitfiles import SplitFiles
 from urp_data.splits import (
     BUFFER,
     assign_splits,
@@ -421,11 +420,12 @@ def _share_queue(pool: Any, workers: int, items: list[Any], remote: Callable[[An
                  local: Callable[[Any], int]) -> Iterator[int]:
     """Yield the results of ``items``, each run once: by ``remote`` in the pool or ``local`` here.
 
-    The pool takes items from the front of one queue, one per worker at a time (the next is sent
-    as one finishes); this process takes from the back. Both work until the queue is empty, so
-    neither waits on items reserved for the other, as it would if every item were submitted at
-    once: a process pool moves one task more than it has workers into its call queue, where it
-    can no longer be cancelled. Results come as they finish, not in order; an error stops both.
+    One queue, taken in order by both sides: the pool one item per worker at a time (the next is
+    sent as one finishes), this process the next whenever it is free. In order, so that items
+    finish roughly in order (the build appends chunks to the split files in order as they come);
+    one at a time, so that neither side waits on items reserved for the other, as it would if
+    every item were submitted at once: a process pool moves one task more than it has workers
+    into its call queue, out of reach. Results come as they finish; an error stops both sides.
     """
     queue = deque(items)
     lock = threading.Lock()
@@ -456,7 +456,7 @@ def _share_queue(pool: Any, workers: int, items: list[Any], remote: Callable[[An
             send()
         while True:
             with lock:
-                item = queue.pop() if queue else None
+                item = queue.popleft() if queue else None
             if item is None:
                 break
             yield local(item)
@@ -583,29 +583,31 @@ def _build(cfg: BuildConfig, region: RegionConfig, out: Path, pool: Any,
     atomic_write_text(state, json.dumps({"key": key, "cells": len(plan.cells)}))
 
     n = len(plan.cells)
-    todo = [(chunks_dir / f"chunk-{k:06d}.parquet", range(start, min(start + cfg.chunk_size, n)))
-            for k, start in enumerate(range(0, n, cfg.chunk_size))]
-    done = sum(len(rows) for path, rows in todo if path.is_file())
-    todo = [(path, rows) for path, rows in todo if not path.is_file()]
+    chunks = [(chunks_dir / f"chunk-{k:06d}.parquet", range(start, min(start + cfg.chunk_size, n)))
+              for k, start in enumerate(range(0, n, cfg.chunk_size))]
+    done = sum(len(rows) for path, rows in chunks if path.is_file())
+    todo = [(path, rows) for path, rows in chunks if not path.is_file()]
     if progress is not None:
         progress(done, n)
-    if cfg.engine == "ray":
-        from urp_data.engine_ray import run_chunks_on_ray  # an optional extra: imported only when chosen
-
-        finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
-    elif pool is not None and len(todo) > 1:
-        finished = _run_chunks_in_workers(pool, cfg.workers - 1, region, src, plan, schema, todo)
-    else:
-        finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
-    for count in finished:
-        done += count
-        if progress is not None:
-            progress(done, n)
-
     final = partial / "final"
     remove_tree(out, final)
     final.mkdir()
-    counts = _write_splits(sorted(chunks_dir.glob("chunk-*.parquet")), final, schema)
+    with SplitFiles(final, schema, [path for path, _ in chunks]) as splits:
+        splits.chunk_done()  # those of an earlier run
+        if cfg.engine == "ray":
+            from urp_data.engine_ray import run_chunks_on_ray  # an optional extra: imported only when chosen
+
+            finished = run_chunks_on_ray(cfg.ray_address, region, plan, schema, todo)
+        elif pool is not None and len(todo) > 1:
+            finished = _run_chunks_in_workers(pool, cfg.workers - 1, region, src, plan, schema, todo)
+        else:
+            finished = (_write_chunk(region, src, plan, schema, path, rows) for path, rows in todo)
+        for count in finished:
+            splits.chunk_done()
+            done += count
+            if progress is not None:
+                progress(done, n)
+        counts = splits.counts()
     if sum(counts["per_split"].values()) == 0:
         raise NoImageryError(f"no sample of region {region.name} has imagery (all {n} skipped); "
                              "check that the imagery covers the area")
@@ -639,36 +641,6 @@ def _build(cfg: BuildConfig, region: RegionConfig, out: Path, pool: Any,
     remove_tree(out, partial)
     logger.info("built %s: %s", target, counts["per_split"])
     return target
-
-
-def _write_splits(chunks: list[Path], final: Path, schema: pa.Schema) -> dict[str, Any]:
-    """Stream the chunks into one file per split; returns the counts for the manifest."""
-    writers = {s: pq.ParquetWriter(split_path(final, s), schema) for s in SPLITS}
-    per_split: Counter[str] = Counter()
-    per_group: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
-    nulls: Counter[str] = Counter()
-    skipped = 0
-    try:
-        for path in chunks:
-            pf = pq.ParquetFile(path)
-            skipped += int((pf.schema_arrow.metadata or {}).get(b"urp_skipped_no_imagery", b"0"))
-            table = pf.read().cast(schema)
-            split_col = table.column("split").to_numpy(zero_copy_only=False)
-            for s in SPLITS:
-                part = table.filter(pa.array(split_col == s))
-                if part.num_rows:
-                    writers[s].write_table(part)
-                    per_split[s] += part.num_rows
-                    per_group[s].update(part.column("group").to_pylist())
-            for name in schema.names:
-                if pa.types.is_floating(schema.field(name).type) and name not in ("lat", "lon"):
-                    nulls[name] += table.column(name).null_count
-    finally:
-        for w in writers.values():
-            w.close()
-    return {"per_split": {s: per_split[s] for s in SPLITS},
-            "per_group": {s: dict(sorted(per_group[s].items())) for s in SPLITS},
-            "indicator_nulls": dict(nulls), "skipped_no_imagery": skipped}
 
 
 def _fit_scales(train: Path, indicators: list[str]) -> dict[str, ScoreScale]:
