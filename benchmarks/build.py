@@ -1,10 +1,11 @@
 """Samples per second and peak memory per process of `urp-data build` (offline sources), against the chip limit.
 
 Usage: uv run python benchmarks/build.py [--regions global demo] [--sizes 10000 100000]
-       [--engines local:1 local:2 ray] [--out /tmp/urp-bench]
+       [--engines local:1 local:2 ray] [--repeat 3] [--out /tmp/urp-bench]
 
 Each (region, size, engine) runs in a fresh process, from a cold output folder, with the shipped
-region and its offline sources. `local:N` is `--engine local --workers N`; `ray` is
+region and its offline sources; with `--repeat N` it runs N times and the row shows the median
+run, with the range of seconds (on a shared 2-core VM single runs vary by about ±4 %). `local:N` is `--engine local --workers N`; `ray` is
 `--engine ray` on a local Ray started by the build and sized to the machine (one worker per CPU).
 Throughput counts the whole build: loading sources, starting workers (and Ray), sampling,
 chips, geocoding, indicators, splits, manifest. A region smaller than a size builds all its cells.
@@ -206,30 +207,37 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["local:1", "local:2", "ray"],
                     help="local:N (--engine local --workers N) or ray (a local Ray sized to the machine)")
     ap.add_argument("--out", default="/tmp/urp-bench-build")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="builds per row, each fresh; the row shows the median one and the range of seconds")
     args = ap.parse_args()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     print(f"machine: {platform.machine()}, {_cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    print(f"{'region':>7} {'samples':>8} {'engine':>8} {'rows':>8} {'seconds':>8} {'samples/s':>10} {'limit/s':>8} "
+    print(f"{'region':>7} {'samples':>8} {'engine':>8} {'rows':>8} {'seconds':>8} {'range':>11} {'samples/s':>10} {'limit/s':>8} "
           f"{'of limit':>8} {'window/s':>8} {'of window':>9} {'driver MB':>9} {'worker MB':>9} {'own MB':>6} {'workers':>7} {'Ray MB':>7} {'MB on disk':>10}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     for region, n, engine in [(r, n, e) for r in args.regions for n in args.sizes for e in args.engines]:
         out = Path(args.out) / str(n)
-        shutil.rmtree(out, ignore_errors=True)
-        res = subprocess.run([sys.executable, "-c", CHILD, str(out), str(n), engine, region], capture_output=True,
-                             text=True, env=env, check=False)
-        if res.returncode != 0:
-            print(res.stderr, file=sys.stderr)
-            sys.exit(res.returncode)
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        runs = []
+        for _ in range(args.repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            res = subprocess.run([sys.executable, "-c", CHILD, str(out), str(n), engine, region], capture_output=True,
+                                 text=True, env=env, check=False)
+            if res.returncode != 0:
+                print(res.stderr, file=sys.stderr)
+                sys.exit(res.returncode)
+            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        runs.sort(key=lambda run: run["seconds"])
+        r = runs[len(runs) // 2]  # the median run (the upper one of an even count)
+        spread = f"{runs[0]['seconds']:.1f}-{runs[-1]['seconds']:.1f}"
         centres = pa.concat_tables(pq.read_table(f, columns=["lat", "lon"]) for f in sorted((out / region).glob("*.parquet")))
         processes = int(engine.split(":")[1]) if engine.startswith("local:") else os.cpu_count() or 1
         limit, window = chip_limit(region, centres["lat"].to_numpy(), centres["lon"].to_numpy(), processes)
         rate = r["rows"] / r["seconds"]
         disk = sum(p.stat().st_size for p in (out / region).glob("*")) / 1e6
-        print(f"{region:>7} {n:>8} {engine:>8} {r['rows']:>8} {r['seconds']:>8.1f} {rate:>10.0f} {limit:>8.0f} "
+        print(f"{region:>7} {n:>8} {engine:>8} {r['rows']:>8} {r['seconds']:>8.1f} {spread:>11} {rate:>10.0f} {limit:>8.0f} "
               f"{rate / limit:>8.2f} {window:>8.0f} {rate / window:>9.2f} {r['driver_mb']:>9.0f} {r['worker_mb']:>9.0f} {r['worker_own_mb']:>6.0f} {r['n_workers']:>7} "
               f"{r['other_mb']:>7.0f} {disk:>10.1f}", flush=True)
         shutil.rmtree(out, ignore_errors=True)
