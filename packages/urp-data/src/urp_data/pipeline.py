@@ -3,9 +3,10 @@
 A build streams: the plan (cells, countries, groups, splits) is small; samples are processed
 in chunks that are written to ``<out>/.<region>.partial/chunks/`` as they finish, so memory
 does not grow with N and a killed build resumes where it stopped (same config: same plan,
-same chunks; a chunk is either complete on disk or absent). Only when every chunk is done
-are the split files and the manifest written to a fresh folder that atomically replaces
-``<out>/<region>``; a failed build never leaves partial split files behind.
+same chunks; a chunk is either complete on disk or absent). The split files fill, in chunk
+order, in a folder of the unfinished build as chunks finish (:mod:`urp_data.splitfiles`); when
+every chunk is done the manifest joins them and the folder atomically replaces
+``<out>/<region>``, so a failed build never leaves partial split files behind.
 """
 
 from __future__ import annotations
