@@ -81,6 +81,7 @@ def test_an_unreadable_chunk_stops_the_build_at_its_next_chunk(tmp_path: Path):
         with pytest.raises(pa.ArrowInvalid):
             files.counts()
     assert files.appended == 0
+    assert not any(split_path(tmp_path, s).exists() for s in SPLITS)  # no rows, no split file
 
 
 def test_a_failed_build_stops_the_appending_at_once(tmp_path: Path):

@@ -37,7 +37,9 @@ class SplitFiles:
         self.schema = schema
         self._chunks = chunks
         self._next = 0
-        self._writers = {s: pq.ParquetWriter(split_path(folder, s), schema) for s in SPLITS}
+        self._folder = folder
+        self._writers: dict[str, pq.ParquetWriter] = {}  # opened on a split's first rows: a build that
+        # fails before its first chunk leaves no split file, even in its unfinished folder
         self._per_split: Counter[str] = Counter()
         self._per_group: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
         self._nulls: Counter[str] = Counter()
@@ -76,6 +78,9 @@ class SplitFiles:
             raise self._error
         if self._next < len(self._chunks):
             raise RuntimeError(f"split files: chunk {self._chunks[self._next].name} is missing")
+        for s in SPLITS:  # a split without rows is an empty file with the schema
+            if s not in self._writers:
+                pq.ParquetWriter(split_path(self._folder, s), self.schema).close()
         return {"per_split": {s: self._per_split[s] for s in SPLITS},
                 "per_group": {s: dict(sorted(self._per_group[s].items())) for s in SPLITS},
                 "indicator_nulls": dict(self._nulls), "skipped_no_imagery": self._skipped}
@@ -108,6 +113,8 @@ class SplitFiles:
         for s in SPLITS:
             part = table.filter(pa.array(split_col == s))
             if part.num_rows:
+                if s not in self._writers:
+                    self._writers[s] = pq.ParquetWriter(split_path(self._folder, s), self.schema)
                 self._writers[s].write_table(part)
                 self._per_split[s] += part.num_rows
                 self._per_group[s].update(part.column("group").to_pylist())
