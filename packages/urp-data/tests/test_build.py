@@ -322,7 +322,9 @@ def _gone(pids: list[int]) -> bool:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, tmp_path, workers):
-    region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]})
+    # ~38 chunks at H3 resolution 9: the signal comes after 3, ~2 s before the end, so a busy
+    # machine cannot finish the build before it lands
+    region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]}, sampling={"resolution": 9})
     reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "urp_data.cli", "build", "--region", str(region), "--out", str(out),
@@ -354,7 +356,7 @@ def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, t
 
 
 def test_interrupted_build_with_workers_says_so_in_one_line_and_resumes(write_region, tmp_path):
-    region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]})
+    region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]}, sampling={"resolution": 9})
     reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "urp_data.cli", "build", "--region", str(region), "--out", str(out),
