@@ -359,7 +359,12 @@ def test_interrupted_build_with_workers_says_so_in_one_line_and_resumes(write_re
     region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]}, sampling={"resolution": 9})
     reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "urp_data.cli", "build", "--region", str(region), "--out", str(out),
+    # `python -m urp_data.cli` with Python's own SIGINT handler: a shell without job control (a
+    # CI script running in the background) starts its commands with SIGINT ignored, and Python
+    # then leaves it ignored; Ctrl-C in a terminal reaches a build that has the handler.
+    with_handler = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "runpy.run_module('urp_data.cli', run_name='__main__')")
+    cmd = [sys.executable, "-c", with_handler, "build", "--region", str(region), "--out", str(out),
            "--chunk-size", "8", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     chunks = out / ".mini.partial" / "chunks"
