@@ -38,8 +38,9 @@ class SplitFiles:
         self._chunks = chunks
         self._next = 0
         self._folder = folder
-        self._writers: dict[str, pq.ParquetWriter] = {}  # opened on a split's first rows: a build that
-        # fails before its first chunk leaves no split file, even in its unfinished folder
+        # Each opened on its split's first rows: a build that fails before its first chunk leaves
+        # no split file, even in its unfinished folder.
+        self._writers: dict[str, pq.ParquetWriter] = {}
         self._per_split: Counter[str] = Counter()
         self._per_group: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
         self._nulls: Counter[str] = Counter()
