@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.cuda,
 
 
 def test_transformers_prediction_runs_in_bf16_on_the_gpu(build: Path, tmp_path: Path) -> None:
-    from urp_eval.predict import PredictConfig, TransformersGenerator, predict, read_settings
+    from urp_eval.generators import TransformersGenerator
+    from urp_eval.predict import PredictConfig, predict, read_settings
 
     models = pytest.importorskip("urp_train.models")
     model_dir = models.build_tiny_model(tmp_path / "tiny-qwen2.5-vl")

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.neighbors import BallTree
 from urp_data.schema import load_manifest, split_path
+from urp_eval import generators as G
 from urp_eval import predict as P
+from urp_eval.baselines import knn_mean
 from urp_eval.cli import main
 from urp_eval.predict import PREDICTION_SCHEMA, PredictConfig, predict
 
@@ -23,9 +25,9 @@ def test_knn_matches_sklearn_haversine_balltree() -> None:
     qlon[:5] = 179.9  # neighbours across the antimeridian
     tree = BallTree(np.radians(np.column_stack([tlat, tlon])), metric="haversine")  # (lat, lon) order
     _, idx = tree.query(np.radians(np.column_stack([qlat, qlon])), k=7)
-    np.testing.assert_allclose(P.knn_mean(tlat, tlon, values, qlat, qlon, 7), values[idx].mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(knn_mean(tlat, tlon, values, qlat, qlon, 7), values[idx].mean(axis=1), rtol=1e-12)
     # k above the number of training points: the mean of all of them
-    np.testing.assert_allclose(P.knn_mean(tlat[:3], tlon[:3], values[:3], qlat, qlon, 7), values[:3].mean())
+    np.testing.assert_allclose(knn_mean(tlat[:3], tlon[:3], values[:3], qlat, qlon, 7), values[:3].mean())
 
 
 @pytest.mark.parametrize("backend", ["knn", "mean"])
@@ -69,7 +71,7 @@ class FakeGenerator:
 
 def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
+    monkeypatch.setattr(G, "TransformersGenerator", FakeGenerator)
     out = tmp_path / "p.parquet"
     cfg = {"data": str(build), "out": str(out), "model": "fake-model", "max_samples": 6, "batch_size": 4,
            "save_every": 4, "samples_per_prompt": 2, "temperature": 1.0}
@@ -120,18 +122,18 @@ class DyingGenerator(FakeGenerator):
 def test_interrupted_run_resumes_from_its_parts(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = {"data": str(build), "model": "fake-model", "max_samples": 10, "batch_size": 2, "save_every": 2}
     FakeGenerator.calls = []
-    monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
+    monkeypatch.setattr(G, "TransformersGenerator", FakeGenerator)
     ref = predict(PredictConfig(**cfg, out=str(tmp_path / "ref.parquet")))
     out = tmp_path / "p.parquet"
     FakeGenerator.calls = []
-    monkeypatch.setattr(P, "TransformersGenerator", DyingGenerator)
+    monkeypatch.setattr(G, "TransformersGenerator", DyingGenerator)
     with pytest.raises(KeyboardInterrupt):
         predict(PredictConfig(**cfg, out=str(out)))
     parts = sorted((tmp_path / ".p.parquet.parts").glob("part-*.parquet"))
     assert len(parts) == 2 and not out.exists()  # two finished batches kept, nothing merged yet
     kept = sum(pq.read_metadata(p).num_rows for p in parts)
     FakeGenerator.calls = []
-    monkeypatch.setattr(P, "TransformersGenerator", FakeGenerator)
+    monkeypatch.setattr(G, "TransformersGenerator", FakeGenerator)
     predict(PredictConfig(**cfg, out=str(out)))
     total = pq.read_table(ref).num_rows
     assert sum(FakeGenerator.calls) == total - kept  # only the missing prompts were generated
@@ -153,7 +155,7 @@ def test_drop_ablations_use_the_training_prompts(build: Path, tmp_path: Path, mo
                                                  drop: str) -> None:
     from urp_data.schema import render_messages
 
-    monkeypatch.setattr(P, "TransformersGenerator", RecordingGenerator)
+    monkeypatch.setattr(G, "TransformersGenerator", RecordingGenerator)
     RecordingGenerator.seen = []
     out = predict(PredictConfig(data=str(build), out=str(tmp_path / "p.parquet"), model="m", max_samples=2,
                                 indicators=["night_light"], drop=drop))

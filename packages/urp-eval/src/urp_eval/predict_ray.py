@@ -28,14 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from urp_eval.predict import PredictConfig, TransformersGenerator, VLLMGenerator, knn_block, knn_mean
+from urp_eval.baselines import knn_block, knn_mean
+from urp_eval.config import PredictConfig
+from urp_eval.generators import make_generator
 
 
 class _Replica:
     """One model on one GPU (or CPU): the single-process generator, inside a Ray actor."""
 
     def __init__(self, cfg: PredictConfig) -> None:
-        self.generator = (TransformersGenerator if cfg.backend == "transformers" else VLLMGenerator)(cfg)
+        self.generator = make_generator(cfg)
 
     def generate(self, messages: Sequence[list[dict[str, Any]]], images: Sequence[Any]) -> list[list[str]]:
         return self.generator.generate(messages, images)

@@ -32,7 +32,7 @@ from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_
 
 from urp_eval import metrics as M
 from urp_eval.metrics import METRICS, InputError
-from urp_eval.predict import read_settings
+from urp_eval.writer import read_settings
 
 logger = logging.getLogger(__name__)
 

@@ -53,8 +53,13 @@ TOOL_AND_FIM_TOKENS: tuple[str, ...] = (
 TINY_IMAGE_PIXELS = 112 * 112
 """min_pixels = max_pixels of the tiny processor: every chip becomes an 8x8 patch grid, 16 image tokens."""
 
-TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 4096}
+TINY_TEXT = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "max_position_embeddings": 4096}
+"""Text tower: head_dim 64 = 128 / 2 heads, because vLLM's CPU attention refuses head sizes under 32
+("Unsupported CPU attention configuration: head_dim=16"); one KV head, grouped-query as in Qwen2.5-VL."""
+TINY_MROPE_SECTION = [8, 12, 12]
+"""Multimodal RoPE split of head_dim / 2 = 32 rotary pairs over (time, height, width), Qwen2.5-VL's
+16:24:24 proportions (its [16, 24, 24] of 64 pairs) halved."""
 TINY_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
                "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "fullatt_block_indexes": [1]}
 
@@ -110,9 +115,10 @@ def tiny_processor(pixels: int = TINY_IMAGE_PIXELS) -> Any:
 def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """Build and save a random-weight Qwen2.5-VL-shaped model and its processor; return ``out_dir``.
 
-    2 text layers of width 64, a 2-block vision tower of width 32, the full Qwen2.5 vocabulary
-    (152,064 tied embedding rows, as in Qwen2.5-VL). Loadable with ``AutoModelForImageTextToText``
-    and ``AutoProcessor``. About 10M parameters, 40 MB in float32.
+    2 text layers of width 128 (head_dim 64, which vLLM's CPU backend needs), a 2-block vision tower
+    of width 32, the full Qwen2.5 vocabulary (152,064 tied embedding rows, as in Qwen2.5-VL). Loadable
+    with ``AutoModelForImageTextToText``, ``AutoProcessor`` and ``vllm.LLM``. About 20M parameters,
+    80 MB in float32.
     """
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -123,7 +129,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     config = Qwen2_5_VLConfig(
         text_config=dict(TINY_TEXT, vocab_size=152064, bos_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}),
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": TINY_MROPE_SECTION}),
         vision_config=dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"]),
         image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),

@@ -185,6 +185,14 @@ class URPGRPOTrainer(GRPOTrainer):
 
     args: URPGRPOConfig
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        config = kwargs.get("args")
+        if config is not None and config.use_vllm and config.vllm_mode == "colocate":
+            from urp_train.vllm_cpu import keep_weights_reloadable
+
+            keep_weights_reloadable()  # only acts on vLLM's CPU build (see urp_train.vllm_cpu)
+        super().__init__(*args, **kwargs)
+
     def _group_by(self) -> str | None:
         grouping = getattr(self.args, "advantage_grouping", PROMPT)
         return None if grouping == PROMPT else grouping
