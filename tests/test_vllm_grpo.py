@@ -1,0 +1,43 @@
+"""`urp-train grpo` with vLLM colocated (TRL's colocate mode) on vLLM's CPU build: generation and weight sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def colocate_report(demo_build: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    pytest.importorskip("vllm")
+    out = tmp_path_factory.mktemp("grpo-vllm")
+    # its own process: vLLM's colocate mode initialises torch.distributed where it runs
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_grpo_check.py")), str(demo_build),
+                           str(tiny_model_dir), str(out)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "report.json").read_text())
+
+
+def test_completions_come_from_vllm_and_rewards_and_advantages_are_logged(colocate_report: dict) -> None:
+    assert colocate_report["vllm_calls"] == 2 and colocate_report["hf_generate_calls"] == 0
+    log = colocate_report["log"]
+    assert [e["step"] for e in log] == [1, 2]
+    for entry in log:
+        assert {"reward", "rewards/varied/mean", "rewards/accuracy/mean", "grad_norm"} <= entry.keys()
+        assert entry["grad_norm"] > 0 and entry["rewards/varied/std"] > 0
+    advantages = colocate_report["advantages"]
+    assert advantages and any(abs(a) > 1e-3 for a in advantages)
+
+
+def test_every_sync_leaves_vllm_holding_the_policys_weights(colocate_report: dict) -> None:
+    first, second = colocate_report["syncs"]  # one before each step's generation
+    assert first["compared"] >= 10 and not first["policy_moved"] and first["unequal"] == []
+    # after the first optimiser step: the policy moved, and vLLM generates with the moved weights
+    assert second["policy_moved"] and second["unequal"] == [], second["unequal"]
