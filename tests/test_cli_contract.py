@@ -1,4 +1,4 @@
-"""The command-line contract of urp-data, urp-train and urp-eval (``urp_data.clikit``), checked on all three.
+"""The command-line contract of urp-data, urp-train and urp-eval (``urp_data.util.clikit``), checked on all three.
 
 0 success; 1 an error, one stderr line; 2 a usage error; 3 a threshold breached (bias-report,
 see packages/urp-eval/tests/test_report.py); ``URP_DEBUG`` (any non-empty value) adds the
@@ -68,12 +68,12 @@ def test_invalid_values_are_usage_errors(argv: list[str], capsys: pytest.Capture
 
 def test_unexpected_exceptions_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import urp_data.pipeline
+    import urp_data.build.run
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(urp_data.pipeline, "build", boom)
+    monkeypatch.setattr(urp_data.build.run, "build", boom)
     assert data_cli.main(["build", "--region", "demo", "--out", str(tmp_path)]) == 1
     err = _err(capsys)
     assert err == ("urp-data build: error: unexpected RuntimeError: disk on fire "

@@ -17,12 +17,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from servers import Faulty, indicator_raster
-from urp_data import http, indicators, ranges
+from urp_data.build.run import build
 from urp_data.cli import main
-from urp_data.config import BuildConfig
+from urp_data.config.build import BuildConfig
+from urp_data.contract import SPLITS, split_path
 from urp_data.errors import InputError
-from urp_data.pipeline import build
-from urp_data.schema import SPLITS, split_path
+from urp_data.net import http, ranges
+from urp_data.sources import indicators
 
 NIR = "nir"  # the online indicator's column
 REF = "nir_local"  # the same raster read from disk
@@ -149,8 +150,7 @@ def test_request_budget_from_geometry(host, monkeypatch):
     assert budget[0, 2].requests == budget[0,].requests + budget[2,].requests - 1
     assert budget[0, 2].bytes <= cog.stat().st_size
     import shapely
-    from urp_data.imagery import square_lonlat
-    from urp_data.indicators import CellBatch, footprint_array
+    from urp_data.sources.base import CellBatch, footprint_array, square_lonlat
 
     Faulty.log = []
     fps = footprint_array([shapely.box(*square_lonlat(la, lo, 1000)) for la, lo in zip(lat[[0, 2]], lon[[0, 2]])])
@@ -185,7 +185,7 @@ def test_chips_read_concurrently_are_byte_identical_to_a_sequential_read(server,
 
 def test_the_shipped_online_recipe_states_resolution_licence_and_prompt_honesty():
     import yaml
-    from urp_data.regions import list_regions
+    from urp_data.config.regions import list_regions
 
     recipe = yaml.safe_load(list_regions()["global-online"].read_text())
     online = [s for s in recipe["indicators"] if "url" in s]

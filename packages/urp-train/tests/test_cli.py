@@ -12,6 +12,7 @@ FAST = ["--max_steps", "2", "--save_steps", "1", "--logging_steps", "1", "--per_
         "--max_examples", "16"]
 
 
+@pytest.mark.slow
 def test_top_level_help_is_instant_and_imports_no_torch():
     code = ("import sys; from urp_train.cli import main; rc = main(['--help']); "
             "assert rc == 0; assert 'torch' not in sys.modules and 'trl' not in sys.modules")

@@ -1,7 +1,7 @@
 """``urp-data``: build URP datasets (``build``), look at one (``preview``), list shipped regions (``regions``).
 
 Thin: parse flags (generated from ``BuildConfig``), set up logging and the progress bar,
-call the library; errors and exit codes follow the shared contract in :mod:`urp_data.clikit`.
+call the library; errors and exit codes follow the shared contract in :mod:`urp_data.util.clikit`.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from urp_data.clikit import add_dataclass_flags, config_from_args, run, setup_logging
+from urp_data.util.clikit import add_dataclass_flags, config_from_args, run, setup_logging
 
 
 def _require_build_stack() -> None:
     """A one-line error naming the extra when the build stack (GDAL, geopandas, OSM readers) is absent."""
     try:
-        import urp_data.pipeline  # noqa: F401
+        import urp_data.build.run  # noqa: F401
     except ModuleNotFoundError as exc:
         from urp_data.errors import URPDataError
 
@@ -24,24 +24,24 @@ def _require_build_stack() -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from urp_data.config import BuildConfig
+    from urp_data.config.build import BuildConfig
 
     cfg = config_from_args(BuildConfig, args)
     _require_build_stack()
     if cfg.dry_run:
-        from urp_data.budget import dry_run
+        from urp_data.build.dryrun import dry_run
 
         print(dry_run(cfg))
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from urp_data.pipeline import build
+    from urp_data.build.run import build
 
     with Progress(TextColumn("building {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task(str(cfg.region), total=None)
         out = build(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    from urp_data.schema import load_manifest
+    from urp_data.contract import load_manifest
 
     m = load_manifest(out)
     counts = ", ".join(f"{k}={v}" for k, v in m.counts["per_split"].items())
@@ -51,13 +51,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from urp_data.config import PreviewConfig
+    from urp_data.config.build import PreviewConfig
 
     if args.build_path is not None:
         args.build = args.build_path
     cfg = config_from_args(PreviewConfig, args)
     _require_build_stack()  # pandas, h3 and plotly come with the build extra
-    from urp_data.preview import write_preview
+    from urp_data.outputs.preview import write_preview
 
     print(f"wrote {write_preview(cfg.build, cfg.out, cfg.per_split)}")
     return 0
@@ -67,7 +67,7 @@ def _cmd_regions(args: argparse.Namespace) -> int:
     import yaml
 
     _require_build_stack()
-    from urp_data.regions import list_regions
+    from urp_data.config.regions import list_regions
 
     for name, path in list_regions().items():
         desc = (yaml.safe_load(path.read_text()) or {}).get("description", "")
@@ -76,7 +76,7 @@ def _cmd_regions(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from urp_data.config import BuildConfig, PreviewConfig
+    from urp_data.config.build import BuildConfig, PreviewConfig
 
     parser = argparse.ArgumentParser(prog="urp-data", description="Build urban-region-profiling datasets.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -2,7 +2,7 @@
 
 Flags are generated from the config dataclasses (one flag per field, its help from the field's
 metadata); ``--config FILE.yaml`` supplies any of them, explicit flags win. Errors and exit
-codes follow the shared contract in :mod:`urp_data.clikit`: 0 ok, 1 an error, 2 a usage
+codes follow the shared contract in :mod:`urp_data.util.clikit`: 0 ok, 1 an error, 2 a usage
 error, 3 a ``--fail-under``/``--max-gap`` threshold breached. Library modules are imported
 inside the commands so ``--help`` is instant and a report never imports torch.
 """
@@ -13,7 +13,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from urp_data.clikit import EXIT_OK, EXIT_THRESHOLD, add_dataclass_flags, config_from_args, run, setup_logging
+from urp_data.util.clikit import (
+    EXIT_OK,
+    EXIT_THRESHOLD,
+    add_dataclass_flags,
+    config_from_args,
+    run,
+    setup_logging,
+)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """Predictions of a model or a baseline on a build, one row per (sample_id, indicator).
 
 Model backends (``transformers``, ``vllm``) render the training prompts with
-:func:`urp_data.schema.render_messages`, generate, parse the 0.0–9.9 score with
-:func:`urp_data.schema.parse_answer` and map it back to the indicator's raw unit with the
+:func:`urp_data.contract.render_messages`, generate, parse the 0.0–9.9 score with
+:func:`urp_data.contract.parse_answer` and map it back to the indicator's raw unit with the
 manifest's score scale (fitted on train). Baselines need no model: ``knn`` is the mean true
 value of the k nearest training samples by great-circle distance (GeoLLM's main baseline)
 and ``mean`` the training mean. Heavy imports (torch, transformers, vllm) happen only when
@@ -34,8 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, one_line, remove_tree
-from urp_data.schema import (
+from urp_data.contract import (
     MANIFEST_NAME,
     Manifest,
     ScoreScale,
@@ -45,6 +44,8 @@ from urp_data.schema import (
     resolve_splits,
     split_path,
 )
+from urp_data.util.fs import atomic_write_table, atomic_write_text, inside, one_line, remove_tree
+from urp_data.util.geodesy import unit_vectors
 
 from urp_eval.metrics import InputError
 
@@ -93,7 +94,7 @@ class PredictConfig:
     max_samples: int | None = field(default=None, metadata={"help": "predict only the first N samples of "
                                     "each split (by sample_id), for quick checks"})
     drop: str | None = field(default=None, metadata={"help": "leave image or text out of every prompt, exactly as "
-                             "in training (urp_data.schema.render_messages): the modality ablations"})
+                             "in training (urp_data.contract.render_messages): the modality ablations"})
     save_every: int = field(default=256, metadata={"help": "append a part file every N prompts (the unit of "
                             "resume)"})
     seed: int = field(default=0, metadata={"help": "random seed for sampling"})
@@ -196,12 +197,6 @@ class VLLMGenerator:
 
 
 # --------------------------------------------------------------------------- baselines
-
-
-def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Points on the unit sphere for WGS84 (lat, lon) in degrees; chord length orders great-circle distance."""
-    la, lo = np.radians(lat), np.radians(lon)
-    return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
 
 
 def knn_block(n_ref: int) -> int:
@@ -422,7 +417,7 @@ def _engine(cfg: PredictConfig) -> AbstractContextManager[Any]:
     """Ray connected for the run with ``--engine ray`` (an optional extra: imported only then)."""
     if cfg.engine == "local":
         return nullcontext()
-    from urp_data.engine_ray import ray_session
+    from urp_data.ray import ray_session
 
     return ray_session(cfg.ray_address)
 
