@@ -15,9 +15,9 @@ import shapely
 
 from urp_data.build.plan import Plan
 from urp_data.build.sources import Sources
-from urp_data.config.regions import RegionConfig
+from urp_data.config.regions import ChipConfig, RegionConfig
 from urp_data.errors import NoImageryError
-from urp_data.sources.base import CellBatch, ImagerySource, encode_image, footprint_array
+from urp_data.sources.base import CellBatch, Chip, ImagerySource, NetworkSource, encode_image, footprint_array
 from urp_data.util.fs import atomic_write_table
 
 logger = logging.getLogger(__name__)
@@ -70,21 +70,22 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     return pa.table(cols, schema=schema), len(rows) - len(idx)
 
 
-def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray, chip: Any) -> Iterator[Any]:
+def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray,
+               chip: ChipConfig) -> Iterator[Chip | None]:
     """Per sample (lat/lon degrees), the chip of the first imagery source that covers it well enough, or None.
 
     Chips are read by up to ``max(max_in_flight)`` threads, so a network source keeps that many
     requests in flight and a build waits on its host's politeness limit (paced in
     :mod:`urp_data.net.http`, shared by threads and processes), not on round trips. Each source is
     entered by at most its own ``max_in_flight`` threads at once (1, i.e. one at a time, for a
-    source without the attribute: a GDAL handle is not thread-safe). Results come back in
+    local source: a GDAL handle is not thread-safe). Results come back in
     sample order and each sample tries the sources in the same order, so the chips equal those
     of a sequential read. They are yielded as they come, at most a few per thread ahead of the
     caller, so a chunk never holds all its decoded chips at once.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    sizes = [max(1, int(getattr(s, "max_in_flight", 1))) for s in imagery]
+    sizes = [max(1, s.max_in_flight) if isinstance(s, NetworkSource) else 1 for s in imagery]
     slots = [threading.BoundedSemaphore(n) for n in sizes]
 
     def first(k: int) -> Any:

@@ -68,7 +68,7 @@ def _input(role: str, path: str, licence: str, extra: Sequence[str] = ()) -> dic
 
 
 def manifest_inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
-    items = [_input("imagery", s.path, s.licence, getattr(s, "files", [])) for s in src.imagery]
+    items = [_input("imagery", s.path, s.licence, s.files) for s in src.imagery]
     items += [_input("poi", p.path, p.licence) for p in src.pois]
     items += [_input("countries", src.countries.path,
                      "Natural Earth, public domain" if "naturalearth" in src.countries.path
@@ -78,7 +78,7 @@ def manifest_inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
     if isinstance(src.geocoder, OnlineGeocoder):
         items += [{"role": "geocoder", "path": src.geocoder.path, "sha256": None, "licence": src.geocoder.licence}]
     items += [{**_input(f"indicator:{ind.name}", ind.path, ind.info.licence),
-               **({"sha256": ind.sha256} if getattr(ind, "sha256", None) else {})} if ind.path else
+               **({"sha256": ind.sha256} if ind.sha256 else {})} if ind.path else
               {"role": f"indicator:{ind.name}", "path": ind.info.source, "sha256": None, "licence": ind.info.licence}
               for ind in src.indicators]
     return items

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from urp_data.config.regions import RegionConfig
 from urp_data.contract import check_indicator_names
 from urp_data.errors import InputError, RegionError
-from urp_data.sources.base import ImagerySource
+from urp_data.sources.base import ImagerySource, IndicatorSource, NetworkSource
 from urp_data.sources.imagery import imagery_from_config
 from urp_data.sources.indicators import indicator_from_config
 from urp_data.sources.places.gazetteer import CountryLookup, Gazetteer
@@ -29,7 +28,7 @@ class Sources:
     gazetteer: Gazetteer
     countries: CountryLookup
     pois: list[OsmPOIs]
-    indicators: list[Any]
+    indicators: list[IndicatorSource]
     geocoder: Gazetteer | OnlineGeocoder  # writes the address column: the gazetteer, or a Nominatim/Photon service
 
 
@@ -68,7 +67,7 @@ def before_network(src: Sources, samples: int) -> None:
     if isinstance(src.geocoder, OnlineGeocoder):
         src.geocoder.refuse_bulk(samples)
     for s in src.imagery:
-        if hasattr(s, "connect"):  # a STAC API: its landing page and licence, so that a bad API fails here
+        if isinstance(s, NetworkSource):  # a STAC API checks its landing page and licence here
             s.connect()
     for p in src.pois:
         p.load()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from urp_data.errors import RegionError
+from urp_data.util import settings
 from urp_data.util.fs import check_name, one_line
 
 logger = logging.getLogger(__name__)
@@ -224,8 +225,9 @@ def region_from_dict(data: Mapping[str, Any], base_dir: Path) -> RegionConfig:
 def regions_dirs() -> list[Path]:
     """Folders searched for shipped region files, first match wins."""
     dirs = []
-    if os.environ.get("URP_REGIONS_DIR"):
-        dirs.append(Path(os.environ["URP_REGIONS_DIR"]))
+    extra = settings.REGIONS_DIR.get()  # URP_REGIONS_DIR (urp_data.util.settings)
+    if extra:
+        dirs.append(Path(extra))
     dirs.append(Path.cwd() / "configs" / "regions")
     for parent in Path(__file__).resolve().parents:  # the repository of an editable install
         if (parent / "configs" / "regions").is_dir():

@@ -34,8 +34,8 @@ STAC catalogs and APIs                 ``STAC_MIN_INTERVAL_S`` = 0.1
 anything else (:func:`get`)            ``DEFAULT_MIN_INTERVAL_S`` = 1.0
 =====================================  =========================================
 
-Settings from the environment: ``URP_CACHE_DIR`` (the cache root; responses go under ``http/``),
-``URP_USER_AGENT``.
+Settings from the environment (:mod:`urp_data.util.settings`): ``URP_CACHE_DIR`` (the cache root;
+responses go under ``http/``), ``URP_USER_AGENT``.
 """
 
 from __future__ import annotations
@@ -44,13 +44,12 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -58,11 +57,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
-from urp_data.util.fs import atomic_write_bytes, cache_dir, default_mode, one_line
+from urp_data.net.pacing import file_reserve
+from urp_data.util import settings
+from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-USER_AGENT = os.environ.get("URP_USER_AGENT", "urp-data/0.1 (+https://github.com/urp-project/urp)")
+USER_AGENT = str(settings.USER_AGENT.get())
 CACHE_DIR = cache_dir("http")
 RETRIES = 4
 """Retries of a request answered 429/500/502/503/504 or failing to connect (urllib3 ``Retry``)."""
@@ -88,57 +90,11 @@ SECRET_PARAMS = frozenset({"key", "apikey", "api_key", "token", "access_token", 
 """Query parameters whose values never reach a log, an error or the manifest (``sig``: Azure SAS tokens)."""
 
 
-class Pacer:
-    """Per-host politeness: hands out send times at least ``min_interval_s`` apart for each host.
-
-    Under the Ray engine one named actor of this class paces every worker of the cluster
-    (:func:`set_pacer`, :mod:`urp_data.build.engines.ray`), so a host's limit holds for the whole build,
-    not per worker; processes on one machine share :func:`file_reserve` instead.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next: dict[str, float] = {}
-
-    def reserve_at(self, host: str, min_interval_s: float) -> float:
-        """Reserve the next free slot for ``host``; returns its send time (wall-clock seconds).
-
-        A time, not a wait: a worker that asks a Ray actor gets the answer after a round trip of
-        varying length, and a wait counted from the actor's clock would shift each send by that
-        round trip (two sends could fall closer than ``min_interval_s``).
-        """
-        with self._lock:
-            slot = max(time.time(), self._next.get(host, 0.0))
-            self._next[host] = slot + min_interval_s
-            return slot
+def _file_reserve(host: str, min_interval_s: float) -> float:
+    return file_reserve(host, min_interval_s, CACHE_DIR / ".pace")
 
 
-def file_reserve(host: str, min_interval_s: float) -> float:
-    """The seconds to wait for ``host``'s next slot (like :meth:`Pacer.reserve_at`), shared by every
-    process that uses the same cache folder.
-
-    The next free send time of ``host`` (wall-clock seconds, since processes share no monotonic
-    clock) lives in ``CACHE_DIR/.pace/<hash of host>``, read and advanced under a file lock.
-    """
-    if min_interval_s <= 0:
-        return 0.0
-    from filelock import FileLock
-
-    folder = CACHE_DIR / ".pace"
-    folder.mkdir(parents=True, exist_ok=True)
-    slot_file = folder / hashlib.sha256(host.encode()).hexdigest()[:32]
-    with FileLock(str(slot_file) + ".lock"):
-        now = time.time()
-        try:
-            booked = float(slot_file.read_text() or 0.0)
-        except (OSError, ValueError):
-            booked = 0.0
-        slot = max(now, booked)
-        slot_file.write_text(repr(slot + min_interval_s))  # under the lock: no reader sees it half written
-    return slot - now
-
-
-_reserve: Callable[[str, float], float] = file_reserve
+_reserve: Callable[[str, float], float] = _file_reserve
 
 
 def set_pacer(reserve: Callable[[str, float], float]) -> None:
@@ -178,10 +134,10 @@ def canonical_url(url: str, params: Mapping[str, Any] | None = None) -> str:
 
 def cache_path(url: str, params: Mapping[str, Any] | None = None) -> Path:
     """Where the response to ``url`` (with ``params``) is cached: sha256 of its canonical form."""
-    return _cache_file(canonical_url(url, params))
+    return cache_file(canonical_url(url, params))
 
 
-def _cache_file(key: str) -> Path:
+def cache_file(key: str) -> Path:
     digest = hashlib.sha256(key.encode()).hexdigest()
     return CACHE_DIR / digest[:2] / digest
 
@@ -283,11 +239,11 @@ def session(min_interval_s: float = DEFAULT_MIN_INTERVAL_S) -> PoliteSession:
     return cache[key]
 
 
-class _BadBody(Exception):
+class BadBody(Exception):
     """A response whose body failed a check; worth one more try, never cached."""
 
 
-def _stream_body(resp: requests.Response, shown: str, deadline: float, max_bytes: int) -> Iterator[bytes]:
+def stream_body(resp: requests.Response, shown: str, deadline: float, max_bytes: int) -> Iterator[bytes]:
     """The body chunk by chunk, checked against ``Content-Length``, ``max_bytes`` and the deadline."""
     declared = resp.headers.get("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -299,25 +255,25 @@ def _stream_body(resp: requests.Response, shown: str, deadline: float, max_bytes
             if size > max_bytes:
                 raise InputError(f"{shown} sent more than the {max_bytes}-byte limit")
             if time.monotonic() > deadline:
-                raise _BadBody(f"{shown} was still sending at the request's deadline")
+                raise BadBody(f"{shown} was still sending at the request's deadline")
             yield chunk
     except requests.exceptions.RequestException as exc:
-        raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
+        raise BadBody(f"{shown} broke off: {one_line(exc)}") from exc
     except Exception as exc:  # urllib3's ProtocolError/IncompleteRead: a truncated body
-        if isinstance(exc, (InputError, _BadBody)):
+        if isinstance(exc, (InputError, BadBody)):
             raise
-        raise _BadBody(f"{shown} broke off: {one_line(exc)}") from exc
+        raise BadBody(f"{shown} broke off: {one_line(exc)}") from exc
     encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
     if declared is not None and not encoded and declared.isdigit() and int(declared) != size:
-        raise _BadBody(f"{shown} is truncated: {size} of {declared} bytes")
+        raise BadBody(f"{shown} is truncated: {size} of {declared} bytes")
 
 
-def _read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
-    """The whole body in memory (at most ``MAX_BYTES``), checked as :func:`_stream_body` does."""
-    return b"".join(_stream_body(resp, shown, deadline, MAX_BYTES))
+def read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
+    """The whole body in memory (at most ``MAX_BYTES``), checked as :func:`stream_body` does."""
+    return b"".join(stream_body(resp, shown, deadline, MAX_BYTES))
 
 
-def _send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
+def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
           remaining: float, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
     """A paced, retried, streaming GET; a status not in ``ok`` is an InputError that says what to do."""
     try:
@@ -339,10 +295,10 @@ def _send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any]
     return resp
 
 
-def _check_type(resp: requests.Response, shown: str, content_types: tuple[str, ...] | None) -> None:
+def check_type(resp: requests.Response, shown: str, content_types: tuple[str, ...] | None) -> None:
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_types and not ctype.startswith(content_types):
-        raise _BadBody(f"{shown} sent {ctype or 'no content type'}, not {' or '.join(content_types)}")
+        raise BadBody(f"{shown} sent {ctype or 'no content type'}, not {' or '.join(content_types)}")
 
 
 _flight_lock = threading.Lock()
@@ -350,7 +306,7 @@ _flights: dict[str, list[Any]] = {}  # cache key -> [lock, number of threads hol
 
 
 @contextmanager
-def _one_flight(key: str) -> Iterator[None]:
+def one_flight(key: str) -> Iterator[None]:
     """One request at a time per cache key in this process.
 
     Chips read concurrently share tiles; the second thread to want a tile waits for the first
@@ -387,7 +343,7 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
     if cache and path.is_file():
         logger.debug("cache hit %s", shown)
         return path.read_bytes()
-    with _one_flight(key):
+    with one_flight(key):
         if cache and path.is_file():  # another thread of this process fetched it meanwhile
             logger.debug("cache hit %s", shown)
             return path.read_bytes()
@@ -401,142 +357,41 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
 def _fetch(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
            content_types: tuple[str, ...] | None, check: Callable[[bytes], object] | None, deadline: float) -> bytes:
     """The checked body of ``url``; a body that fails a check is fetched again (``BODY_RETRIES``)."""
+
+    def read(resp: requests.Response) -> bytes:
+        body = read_body(resp, shown, deadline)
+        check_type(resp, shown, content_types)
+        if check is not None:
+            try:
+                check(body)
+            except Exception as exc:  # the caller's decoder: any failure means a bad body
+                raise BadBody(f"{shown} sent a body that does not decode: {one_line(exc)}") from exc
+        return body
+
+    return read_with_retries(url, shown, min_interval_s, deadline, read, params=params)
+
+
+def read_with_retries(url: str, shown: str, min_interval_s: float, deadline: float,
+                      read: Callable[[requests.Response], T], *, params: Mapping[str, Any] | None = None,
+                      headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> T:
+    """``read(response)`` of a paced, retried GET; sent again while ``read`` raises :class:`BadBody`,
+    ``BODY_RETRIES`` more times at most and never past ``deadline`` (``time.monotonic()`` seconds).
+
+    The one retry loop of this package: a whole body (:func:`get`), a byte range and a streamed
+    download (:mod:`urp_data.net.downloads`) differ only in how they read and check a response.
+    """
     failure = ""
     for _ in range(1 + BODY_RETRIES):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        with _send(url, shown, min_interval_s, params, remaining) as resp:
+        with send(url, shown, min_interval_s, params, remaining, headers, ok) as resp:
             try:
-                body = _read_body(resp, shown, deadline)
-                _check_type(resp, shown, content_types)
-                if check is not None:
-                    try:
-                        check(body)
-                    except Exception as exc:  # the caller's decoder: any failure means a bad body
-                        raise _BadBody(f"{shown} sent a body that does not decode: {one_line(exc)}") from exc
-            except _BadBody as exc:
+                return read(resp)
+            except BadBody as exc:
                 failure = str(exc)
                 logger.warning("%s; trying again", failure)
-                continue
-        return body
     raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
-
-
-DOWNLOAD_MAX_BYTES = 32 * 2**30
-"""Largest file :func:`download` accepts (32 GiB; the gridded global layers are 0.1-10 GB)."""
-DOWNLOAD_DEADLINE_S = 6 * 3600.0
-"""Total time for one :func:`download`, retries included: a trickling server cannot hold a build for ever."""
-DOWNLOAD_TYPES = ("image/", "application/", "binary/")
-"""Content types accepted for a downloaded file (GeoTIFF, zip, NetCDF, octet-stream): never ``text/html``."""
-
-
-def download(url: str, sha256: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
-             deadline_s: float | None = None) -> Path:
-    """A file fetched once into ``CACHE_DIR/files/<sha256>/<its name>``, verified before it is kept.
-
-    For large gridded layers that are read whole (a global raster, a zip of NetCDF files):
-    streamed to a temporary file while hashed, so memory stays flat; renamed into the cache only
-    when status, ``Content-Length``, content type and the ``sha256`` checksum all match. A
-    truncated body is fetched again (``BODY_RETRIES``), and so is a body without ``Content-Length``
-    whose checksum differs (it may have been cut off); a body of the declared length with another
-    checksum is not (the provider changed the file: say so at once, before gigabytes are fetched twice).
-    Keyed on the checksum, so a mirror with the same file is a cache hit.
-    """
-    digest = sha256.lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise InputError(f"sha256 of {redact(url)} must be 64 hexadecimal digits, got {sha256!r}")
-    shown = redact(canonical_url(url))
-    name = Path(urlsplit(url).path).name or "download"
-    path = CACHE_DIR / "files" / digest / name
-    if path.is_file():
-        logger.debug("cache hit %s", shown)
-        return path
-    with _one_flight(f"file:{digest}"):
-        if path.is_file():
-            return path
-        deadline = time.monotonic() + (DOWNLOAD_DEADLINE_S if deadline_s is None else deadline_s)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        failure = ""
-        for _ in range(1 + BODY_RETRIES):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-            try:
-                h = hashlib.sha256()
-                with os.fdopen(fd, "wb") as f, _send(url, shown, min_interval_s, None, remaining) as resp:
-                    _check_type(resp, shown, DOWNLOAD_TYPES)
-                    for chunk in _stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
-                        h.update(chunk)
-                        f.write(chunk)
-                    sized = resp.headers.get("Content-Length") is not None
-                if h.hexdigest() != digest and not sized:  # without a length, a cut body looks complete
-                    raise _BadBody(f"{shown} does not match its sha256 and sent no Content-Length: maybe cut off")
-                if h.hexdigest() != digest:
-                    raise InputError(f"checksum mismatch for {shown}: expected sha256 {digest[:12]}..., got "
-                                     f"{h.hexdigest()[:12]}...; the provider may have changed the file: check it "
-                                     "and update sha256: in the region config")
-                os.chmod(tmp, default_mode())
-                os.replace(tmp, path)
-                return path
-            except _BadBody as exc:
-                failure = str(exc)
-                logger.warning("%s; trying again", failure)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-        raise InputError(failure or f"cannot fetch {shown} before the download's deadline")
-
-
-def get_range(url: str, start: int, length: int, min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
-              deadline_s: float | None = None) -> tuple[bytes, int]:
-    """Bytes ``start`` to ``start + length - 1`` of ``url`` and the file's total size, from the cache when present.
-
-    A range request (``Range: bytes=a-b``) must be answered 206 with a ``Content-Range`` that
-    starts at ``a``, a body of the stated length and a content type that is not an HTML page;
-    anything else (a 200 with a page or the whole file, a cut body) is fetched again and never
-    cached. A host that does not serve ranges fails in one line that names ``mode: download``.
-    """
-    end = start + length - 1
-    base = canonical_url(url)
-    shown = redact(base)
-    key = f"{base}#bytes={start}-{end}"
-    path = _cache_file(key)
-    size_path = path.with_name(path.name + ".size")
-    if path.is_file() and size_path.is_file():
-        logger.debug("cache hit %s bytes %d-%d", shown, start, end)
-        return path.read_bytes(), int(size_path.read_text())
-    with _one_flight(key):
-        if path.is_file() and size_path.is_file():
-            return path.read_bytes(), int(size_path.read_text())
-        deadline = time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s)
-        failure = ""
-        for _ in range(1 + BODY_RETRIES):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            with _send(url, shown, min_interval_s, None, remaining, {"Range": f"bytes={start}-{end}"},
-                       ok=(200, 206)) as resp:
-                try:
-                    if resp.status_code != 206:
-                        raise _BadBody(f"{shown} answered a range request with HTTP {resp.status_code}, not 206 "
-                                       "(if the host serves no ranges, use mode: download)")
-                    got = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", "").strip())
-                    if got is None or int(got[1]) != start:
-                        raise _BadBody(f"{shown} sent Content-Range {resp.headers.get('Content-Range')!r} for bytes "
-                                       f"{start}-{end}")
-                    _check_type(resp, shown, DOWNLOAD_TYPES)
-                    body = _read_body(resp, shown, deadline)
-                    if len(body) != int(got[2]) - start + 1:
-                        raise _BadBody(f"{shown} is truncated: {len(body)} of {int(got[2]) - start + 1} bytes")
-                except _BadBody as exc:
-                    failure = str(exc)
-                    logger.warning("%s; trying again", failure)
-                    continue
-            atomic_write_bytes(size_path, got[3].encode())
-            atomic_write_bytes(path, body)
-            return body, int(got[3])
-        raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
 
 
 def gdal_options() -> dict[str, Any]:

@@ -4,7 +4,7 @@ GDAL's own ``/vsicurl/`` keeps what it read in memory only, so every build would
 COG again, and its requests pass by the politeness slots, the body checks and the cache of
 :mod:`urp_data.net.http`. Opening the URL with :func:`open_remote` instead hands GDAL a Python file
 (rasterio's ``opener``) whose reads are served from aligned chunks of ``CHUNK_BYTES`` fetched
-with :func:`urp_data.net.http.get_range`: each chunk is one request, paced per host like every
+with :func:`urp_data.net.downloads.get_range`: each chunk is one request, paced per host like every
 other, cached on disk (a second build sends no request) and never cached when a fault mangled it.
 """
 
@@ -33,12 +33,12 @@ class RangeFile(io.RawIOBase):
         self.size = self._size
 
     def _chunk(self, k: int) -> bytes:
-        from urp_data.net import http
+        from urp_data.net import downloads
 
         if k in self._chunks:
             self._chunks.move_to_end(k)
             return self._chunks[k]
-        body, self._size = http.get_range(self.url, k * CHUNK_BYTES, CHUNK_BYTES, self.min_interval_s)
+        body, self._size = downloads.get_range(self.url, k * CHUNK_BYTES, CHUNK_BYTES, self.min_interval_s)
         self._chunks[k] = body
         if len(self._chunks) > CHUNKS_IN_MEMORY:
             self._chunks.popitem(last=False)

@@ -1,18 +1,28 @@
-"""What every source shares: the chip an imagery source returns, the batch of cells an indicator
-is asked about, and the protocols a source satisfies."""
+"""What every source shares: the protocols a source satisfies, the chip an imagery source returns and
+the batch of cells an indicator is asked about.
+
+A source declares what it is by subclassing the protocols it satisfies (``class XYZImagery(ImagerySource,
+NetworkSource)``), so the type checker checks it and the build asks ``isinstance`` rather than
+probing for attributes.
+"""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import shapely
 from PIL import Image
 
 from urp_data.util.geodesy import M_PER_DEG_LAT, M_PER_DEG_LON_EQUATOR
+
+if TYPE_CHECKING:
+    from urp_data.contract import IndicatorInfo
+    from urp_data.net.budget import RequestBudget
 
 
 @dataclass
@@ -39,8 +49,15 @@ class Chip:
 
 
 class ImagerySource(Protocol):
+    """Where chips come from: a local raster, XYZ tiles, a STAC catalog or API."""
+
     name: str
-    path: str
+    path: str  # what the manifest records as the input (a file, or a redacted URL)
+
+    @property
+    def files(self) -> Sequence[str]:
+        """Other files read with ``path`` (a local catalog's items and assets), checksummed too."""
+        ...
 
     @property
     def licence(self) -> str:
@@ -53,6 +70,41 @@ class ImagerySource(Protocol):
 
     def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
         """The chip centred on (lat, lon) degrees, or None where the source does not cover it."""
+        ...
+
+
+@runtime_checkable
+class NetworkSource(Protocol):
+    """A source that may send requests: it says what a build would send, connects before the first
+    chunk, and keeps at most ``max_in_flight`` reads in flight."""
+
+    max_in_flight: int = 1
+    """Reads the build may run at once through this source (1: one at a time; a GDAL handle is not
+    thread-safe). Requests to a host are paced whatever this is (:mod:`urp_data.net.http`)."""
+
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float,
+                       size_px: int) -> list[RequestBudget]:
+        """The requests a build of samples centred on (lat, lon) degrees would send, from geometry
+        alone (nothing is sent; the cache is ignored); empty when the source reads local files."""
+        ...
+
+    def connect(self) -> None:
+        """Check the service before the first chunk (a STAC API's landing page and licence), so that a
+        bad one fails before anything is fetched or written; by default there is nothing to check."""
+        return
+
+
+@runtime_checkable
+class IndicatorSource(Protocol):
+    """What fills an indicator column: a value per cell of a batch (NaN where it has none)."""
+
+    name: str  # the column it fills
+    info: IndicatorInfo  # what the manifest records; its scale is fitted by the build
+    path: str | None  # the input the manifest checksums, or None when the values come from no file
+    sha256: str | None = None  # the checksum the config gave a downloaded input (the manifest records it)
+
+    def values(self, batch: CellBatch) -> np.ndarray:
+        """float64 values, one per cell of ``batch``, NaN for no data (written as null, never 0)."""
         ...
 
 

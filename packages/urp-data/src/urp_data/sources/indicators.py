@@ -33,9 +33,9 @@ from rasterio.windows import Window, from_bounds
 
 from urp_data.contract import IndicatorInfo, indicator_spec
 from urp_data.errors import InputError
-from urp_data.net import http, ranges
+from urp_data.net import downloads, http, ranges
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import CellBatch, square_lonlat
+from urp_data.sources.base import CellBatch, IndicatorSource, NetworkSource, square_lonlat
 from urp_data.sources.places.gazetteer import GEONAMES_LICENCE, Gazetteer
 from urp_data.sources.vectors import read_table, read_vector
 from urp_data.util.fs import one_line
@@ -74,28 +74,29 @@ DEFAULT_MIN_INTERVAL_S = 0.1
 """Default pause between two requests to an indicator host (``min_interval_s``): one window read or download."""
 
 
-class RasterIndicator:
-    """Zonal statistic of one raster band over each chip footprint (nodata -> null).
+class RasterIndicator(IndicatorSource):
+    """Zonal statistic of one band of a local raster over each chip footprint (nodata -> null).
 
-    The raster is a local file (``path``) or a URL (``url``, http/https). A URL is read either
-    as a COG (``mode: cog``: range requests of ``ranges.CHUNK_BYTES`` through :mod:`urp_data.net.http`,
-    :mod:`urp_data.net.ranges`: paced, checked and cached, so only the blocks under the samples are
-    fetched, once) or downloaded once into the cache (``mode: download``, ``sha256:`` required and
-    checked before the file is used; ``member:`` names the raster inside a downloaded zip).
+    A raster up to ``in_memory_max`` pixels is read into memory once, a larger one window by
+    window. :class:`CogIndicator` and :class:`DownloadIndicator` read a raster at a URL the same way.
     """
 
-    def __init__(self, spec: dict[str, Any], path: Path | None) -> None:
+    in_memory_max = IN_MEMORY_MAX_VALUES
+
+    def __init__(self, spec: dict[str, Any], path: Path) -> None:
+        self._named(spec)
+        self._open(spec, str(path), None, str(path))
+
+    def _named(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
         self.stat = spec.get("stat", "mean")
         if self.stat not in ("mean", "sum"):
             raise InputError(f"indicator {self.name}: stat must be mean or sum, got {self.stat!r}")
-        self.url = spec.get("url")
-        self.mode = spec.get("mode", "cog") if self.url else "local"
-        self.min_interval_s = float(spec.get("min_interval_s", DEFAULT_MIN_INTERVAL_S))
-        self._file_bytes = 0  # the remote file's size, for request budgets
-        self.sha256: str | None = None  # a download's checksum, for the manifest
-        opened, opener = self._remote(spec) if self.url else (str(path), None)  # what GDAL opens, and how
-        self.path = http.redact(self.url) if self.url else str(path)  # the manifest shows the URL, no key
+
+    def _open(self, spec: dict[str, Any], opened: str, opener: Any, shown: str) -> None:
+        """Open ``opened`` (through the rasterio ``opener`` when given); ``shown`` is what the manifest
+        and the errors name (a URL without its key)."""
+        self.path = shown
         self.band = int(spec.get("band", 1))
         self.scale = float(spec.get("scale", 1.0))
         try:
@@ -117,7 +118,7 @@ class RasterIndicator:
                 self.itemsize = np.dtype(ds.dtypes[self.band - 1]).itemsize
                 self.arr: np.ndarray | None = None
                 self.ds: Any = ds
-                if self.mode != "cog" and ds.width * ds.height <= IN_MEMORY_MAX_VALUES:
+                if ds.width * ds.height <= self.in_memory_max:
                     self.arr = ds.read(self.band)  # raw: 1/8 of float64 for 8-bit data; _block converts
                     ds.close()
                     self.ds = None
@@ -130,31 +131,6 @@ class RasterIndicator:
         km = res * KM_PER_DEG_LON_EQUATOR if self.crs.is_geographic else res * self.crs.linear_units_factor[1] / 1000.0
         self.info = _info(spec, self.path, f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
                           spec.get("licence", ""), resolution_km=km)
-
-    def _remote(self, spec: dict[str, Any]) -> tuple[str, Any]:
-        """What GDAL opens for a URL, and with which rasterio opener: the URL through cached range
-        requests (COG), or the verified cached download (or a member of it, when it is a zip)."""
-        url = str(self.url)
-        http.canonical_url(url)  # a bad scheme or host fails here, before any request
-        if self.mode not in REMOTE_MODES:
-            raise InputError(f"indicator {self.name}: mode must be cog or download, got {self.mode!r}")
-        if self.mode == "cog":
-            if "sha256" in spec or "member" in spec:
-                raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
-            self._file_bytes = ranges.RangeFile(url, self.min_interval_s).size
-            return url, ranges.opener(url, self.min_interval_s)
-        if "sha256" not in spec:
-            raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
-                             "before it is used)")
-        local = http.download(url, str(spec["sha256"]), self.min_interval_s)
-        self.sha256 = str(spec["sha256"]).lower()
-        self._file_bytes = local.stat().st_size
-        member = spec.get("member")
-        if member is None:
-            return str(local), None
-        if not zipfile.is_zipfile(local):
-            raise InputError(f"indicator {self.name}: member: is given but {http.redact(url)} is not a zip file")
-        return f"/vsizip/{local}/{member}", None
 
     def _values(self, raw: np.ndarray) -> np.ndarray:
         """Raw pixels as float64 with nodata as NaN and ``scale`` applied (the same for every read path)."""
@@ -205,25 +181,26 @@ class RasterIndicator:
                 out[i] = np.nanmean(block) if self.stat == "mean" else np.nansum(block)
         return out
 
-    def _blocks(self, win: tuple[int, int, int, int]) -> set[tuple[int, int]]:
-        """The (row, column) indices of the raster blocks a pixel window touches."""
-        r0, r1, c0, c1 = win
-        bh, bw = self.block_shape
-        return {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
+
+class CogIndicator(RasterIndicator, NetworkSource):
+    """A raster at a URL read as a COG (``mode: cog``): range requests of ``ranges.CHUNK_BYTES``
+    through :mod:`urp_data.net.ranges` (paced, checked and cached), so only the blocks under the
+    samples are fetched, once."""
+
+    in_memory_max = 0  # never read whole: that would fetch the blocks no sample needs
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._named(spec)
+        self.url, self.min_interval_s = _remote(spec)
+        if "sha256" in spec or "member" in spec:
+            raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
+        self._file_bytes = ranges.RangeFile(self.url, self.min_interval_s).size
+        self._open(spec, self.url, ranges.opener(self.url, self.min_interval_s), http.redact(self.url))
 
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
-        """Requests for the planned sample centres (lat/lon degrees), from geometry alone.
-
-        ``download``: one request for the whole file. ``cog``: the first chunk (the header), then
-        for each block under a sample's footprint its uncompressed size in chunks, once (an upper
-        bound: compressed blocks are smaller and neighbours share chunks); bytes are whole chunks.
-        """
-        if self.mode == "local":
-            return []
-        host = urlsplit(str(self.url)).netloc.lower()
-        source = f"indicator {self.name}"
-        if self.mode == "download":
-            return [RequestBudget(source, host, 1, self._file_bytes, self.min_interval_s)]
+        """The first chunk (the header), then for each block under a sample's footprint its
+        uncompressed size in chunks, once (an upper bound: compressed blocks are smaller and
+        neighbours share chunks); bytes are whole chunks. Samples centred on (lat, lon) degrees."""
         fps = [shapely.box(*square_lonlat(float(la), float(lo), footprint_m)) for la, lo in zip(lat, lon, strict=True)]
         blocks: set[tuple[int, int]] = set()
         for win in self._windows(fps):
@@ -232,11 +209,59 @@ class RasterIndicator:
         bh, bw = self.block_shape
         per_block = -(-bh * bw * self.itemsize // ranges.CHUNK_BYTES)
         requests = 1 + len(blocks) * per_block
-        return [RequestBudget(source, host, requests, min(requests * ranges.CHUNK_BYTES, self._file_bytes),
+        return [RequestBudget(f"indicator {self.name}", urlsplit(self.url).netloc.lower(), requests,
+                              min(requests * ranges.CHUNK_BYTES, self._file_bytes), self.min_interval_s)]
+
+    def _blocks(self, win: tuple[int, int, int, int]) -> set[tuple[int, int]]:
+        """The (row, column) indices of the raster blocks a pixel window touches."""
+        r0, r1, c0, c1 = win
+        bh, bw = self.block_shape
+        return {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
+
+
+class DownloadIndicator(RasterIndicator, NetworkSource):
+    """A raster at a URL downloaded once into the cache (``mode: download``); ``sha256:`` is required
+    and checked before the file is used, ``member:`` names the raster inside a downloaded zip."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._named(spec)
+        self.url, self.min_interval_s = _remote(spec)
+        if "sha256" not in spec:
+            raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
+                             "before it is used)")
+        local = downloads.download(self.url, str(spec["sha256"]), self.min_interval_s)
+        self.sha256 = str(spec["sha256"]).lower()
+        self._file_bytes = local.stat().st_size
+        member = spec.get("member")
+        if member is not None and not zipfile.is_zipfile(local):
+            raise InputError(f"indicator {self.name}: member: is given but {http.redact(self.url)} is not a zip file")
+        opened = str(local) if member is None else f"/vsizip/{local}/{member}"
+        self._open(spec, opened, None, http.redact(self.url))
+
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
+        """One request for the whole file, whatever the samples."""
+        return [RequestBudget(f"indicator {self.name}", urlsplit(self.url).netloc.lower(), 1, self._file_bytes,
                               self.min_interval_s)]
 
 
-class VectorIndicator:
+def _remote(spec: dict[str, Any]) -> tuple[str, float]:
+    """A remote indicator's URL (a bad scheme or host fails here, before any request) and its pause."""
+    url = str(spec["url"])
+    http.canonical_url(url)
+    return url, float(spec.get("min_interval_s", DEFAULT_MIN_INTERVAL_S))
+
+
+def raster_indicator(spec: dict[str, Any], path: Path | None) -> RasterIndicator:
+    """The raster indicator of one ``type: raster`` entry: a local file (``path``), or a URL read by its ``mode``."""
+    if "url" not in spec:
+        return RasterIndicator(spec, Path(str(path)))
+    mode = spec.get("mode", "cog")
+    if mode not in REMOTE_MODES:
+        raise InputError(f"indicator {spec['name']}: mode must be cog or download, got {mode!r}")
+    return CogIndicator(spec) if mode == "cog" else DownloadIndicator(spec)
+
+
+class VectorIndicator(IndicatorSource):
     """A polygon attribute joined onto samples with geopandas."""
 
     def __init__(self, spec: dict[str, Any], path: Path, gazetteer: Gazetteer) -> None:
@@ -297,7 +322,7 @@ class VectorIndicator:
         return out
 
 
-class GeonamesPopulation:
+class GeonamesPopulation(IndicatorSource):
     """Settlement population: summed GeoNames population within ``radius_km`` of the centre."""
 
     path = None  # computed from the gazetteer, no file of its own
@@ -334,7 +359,7 @@ def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, fl
     return out
 
 
-def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> Any:
+def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> IndicatorSource:
     """An indicator source from one ``indicators:`` entry of a region config."""
     kind = str(spec.get("type"))
     if "name" not in spec:
@@ -345,14 +370,14 @@ def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazette
     if kind == "raster" and "url" in spec:
         if "path" in spec:
             raise InputError(f"indicator {spec['name']}: give path (a local file) or url, not both")
-        return RasterIndicator(spec, None)
+        return raster_indicator(spec, None)
     if kind in ("raster", "vector"):
         if "path" not in spec:
             raise InputError(f"indicator {spec['name']}: needs a path" + (" or a url" if kind == "raster" else ""))
         path = resolve(spec["path"])
         if not Path(path).is_file():
             raise InputError(f"indicator {spec['name']}: {path} not found")
-        return RasterIndicator(spec, path) if kind == "raster" else VectorIndicator(spec, path, gazetteer)
+        return raster_indicator(spec, path) if kind == "raster" else VectorIndicator(spec, path, gazetteer)
     if kind == "geonames_population":
         return GeonamesPopulation(spec, gazetteer)
     raise InputError(f"unknown indicator type {kind!r}; use raster, vector or geonames_population")

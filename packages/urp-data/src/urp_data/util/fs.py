@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from urp_data.errors import OutputError, RegionError
+from urp_data.util import settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -94,13 +95,12 @@ def default_mode(directory: bool = False) -> int:
 
 
 def cache_dir(kind: str) -> Path:
-    """``$URP_CACHE_DIR/<kind>`` (default ``~/.cache/urp/<kind>``): one root for every urp cache.
+    """``URP_CACHE_DIR/<kind>``: one root for every urp cache (:mod:`urp_data.util.settings`).
 
     HTTP responses live under ``http/``, the GeoNames tables under ``geonames/``; point
     ``URP_CACHE_DIR`` at shared storage and every worker of a cluster shares both.
     """
-    root = os.environ.get("URP_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "urp") / kind
+    return Path(str(settings.CACHE_DIR.get())) / kind
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

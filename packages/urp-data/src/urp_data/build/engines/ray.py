@@ -15,7 +15,7 @@ A chunk whose task raises or whose actor dies is retried by Ray (``CHUNK_RETRIES
 times, on a restarted actor if it died); then the build stops with one line naming the chunk.
 
 Per-host politeness of network sources (XYZ tiles) holds for the whole cluster: every worker's
-:mod:`urp_data.net.http` asks one named, detached :class:`urp_data.net.http.Pacer` actor for its send
+:mod:`urp_data.net.http` asks one named, detached :class:`urp_data.net.pacing.Pacer` actor for its send
 slots, so N workers together wait as long between requests to a host as one process would.
 
 On a multi-node cluster every path (region inputs, ``--out``, ``URP_CACHE_DIR``) must name the
@@ -39,6 +39,7 @@ from urp_data.build.sources import open_sources
 from urp_data.config.regions import RegionConfig
 from urp_data.errors import ChunkError
 from urp_data.net import http
+from urp_data.net.pacing import Pacer
 from urp_data.ray import NAMESPACE, first_line, ray_session
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ QUEUED_PER_ACTOR = 2
 
 
 def urp_env() -> dict[str, str]:
-    """The driver's ``URP_*`` settings (cache folder, User-Agent), passed on to every worker."""
+    """The driver's ``URP_*`` settings (:mod:`urp_data.util.settings`), passed on to every worker."""
     return {k: v for k, v in os.environ.items() if k.startswith("URP_")}
 
 
@@ -77,7 +78,7 @@ def run_chunks_on_ray(address: str | None, region: RegionConfig, plan: Plan, sch
     if not todo:
         return
     with ray_session(address) as ray:
-        pacer = ray.remote(num_cpus=0)(http.Pacer).options(
+        pacer = ray.remote(num_cpus=0)(Pacer).options(
             name=PACER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote()
         n_actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(todo)))
         worker_cls = ray.remote(num_cpus=1, max_restarts=CHUNK_RETRIES, max_task_retries=CHUNK_RETRIES)(ChunkWorker)

@@ -48,6 +48,8 @@ class RasterImagery:
     plate carrée: ``crs: EPSG:4326, bounds: [-180, -90, 180, 90]``).
     """
 
+    files: tuple[str, ...] = ()
+
     def __init__(self, path: str | Path, bands: list[int] | None = None, rescale: Any = "auto",
                  crs: str | None = None, bounds: list[float] | None = None, nodata: float | None = None,
                  name: str | None = None, licence: str = "", resampling: str = "bilinear") -> None:

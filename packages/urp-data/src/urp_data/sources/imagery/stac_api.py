@@ -18,7 +18,7 @@ import shapely
 from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, square_lonlat
+from urp_data.sources.base import Chip, NetworkSource, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_catalog import (
     ITEM_JSON_BYTES,
@@ -79,7 +79,7 @@ def _chip_cache_path(key: dict[str, Any]) -> Path:
     return cache_dir("chips") / digest[:2] / digest
 
 
-class StacApiImagery:
+class StacApiImagery(NetworkSource):
     """The least-cloudy item of a STAC API that holds the whole chip, read from its COG by range requests.
 
     Per chip: one ``GET /search`` on the chip's lon/lat box (``collections``, ``datetime``,
@@ -100,6 +100,8 @@ class StacApiImagery:
     GDAL version), so a second build reads no COG again; its searches come from the HTTP cache.
     """
 
+    files: tuple[str, ...] = ()
+
     def __init__(self, cfg: StacApiConfig) -> None:
         self.cfg = cfg
         self.path = http.redact(cfg.api) + " " + ",".join(cfg.collections)
@@ -113,7 +115,7 @@ class StacApiImagery:
         """Open the API: its landing page, conformance classes and licence (once).
 
         Not done on construction, so that ``--dry-run`` sends nothing; a build calls it in its own
-        process before any chunk (:func:`urp_data.build.run.before_network`), so an API that cannot
+        process before any chunk (:func:`urp_data.build.sources.before_network`), so an API that cannot
         be used fails there, in one line, and searches run on the first chip otherwise.
         """
         if self._client is not None:

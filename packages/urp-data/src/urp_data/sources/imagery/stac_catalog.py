@@ -34,7 +34,7 @@ import shapely
 from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip
+from urp_data.sources.base import Chip, NetworkSource
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.util.fs import one_line
 from urp_data.util.geodesy import M_PER_DEG_LON_EQUATOR
@@ -147,7 +147,7 @@ def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) 
     return Reader()
 
 
-class StacImagery:
+class StacImagery(NetworkSource):
     """Rasters listed in a STAC catalog: a static catalog (path or URL) or a STAC API (searched).
 
     Every item intersecting ``bbox`` (lon/lat) contributes its ``asset`` (a COG, read remotely

@@ -14,7 +14,7 @@ from PIL import Image
 from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, square_lonlat
+from urp_data.sources.base import Chip, NetworkSource, square_lonlat
 
 TILE_TYPES = ("image/", "application/octet-stream")
 """Content types accepted for a tile (an HTML error page is not one, whatever its status)."""
@@ -37,7 +37,7 @@ keep a host paced at ``min_interval_s`` = 0.1 s busy for round trips up to 0.4 s
 this number, bounds the request rate."""
 
 
-class XYZImagery:
+class XYZImagery(NetworkSource):
     """Web-map tiles (``https://host/{z}/{x}/{y}.png``): fetched through ``urp_data.net.http``.
 
     Requests are cached on disk, rate-limited and carry a User-Agent, as tile usage policies
@@ -46,8 +46,10 @@ class XYZImagery:
     one of ``subdomains`` chosen from the tile, as Leaflet does (``(x + y) mod n``): the same
     tile always comes from the same host, so its cache key is stable, and each real host is
     paced on its own. Up to ``max_in_flight`` chips are read at once by the build's threads
-    (:func:`urp_data.build.run.read_chips`); a tile two of them need is fetched once.
+    (:func:`urp_data.build.chunks.read_chips`); a tile two of them need is fetched once.
     """
+
+    files: tuple[str, ...] = ()
 
     def __init__(self, url: str, zoom: int = 16, tile_size: int = 256, name: str | None = None,
                  licence: str = "", bounds: list[float] | None = None, min_interval_s: float = 0.1,

@@ -42,6 +42,7 @@ from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
 from urp_data.net.hosts import PUBLIC_MAX_REQUESTS, PUBLIC_URLS, is_public
+from urp_data.sources.base import NetworkSource
 
 if TYPE_CHECKING:  # the gazetteer's imports (scipy, geopandas) are not needed to validate a config
     from urp_data.sources.places.gazetteer import Gazetteer
@@ -113,7 +114,7 @@ def check_photon(body: bytes) -> None:
 _PROVIDERS = {"nominatim": (nominatim_address, check_nominatim), "photon": (photon_address, check_photon)}
 
 
-class OnlineGeocoder:
+class OnlineGeocoder(NetworkSource):
     """Addresses from a Nominatim or Photon ``/reverse`` endpoint, GeoNames where it finds nothing.
 
     Has the gazetteer's ``addresses(lat, lon, iso3)``, so the pipeline uses either alike.

@@ -25,6 +25,7 @@ import shapely
 from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
+from urp_data.sources.base import NetworkSource
 from urp_data.sources.places.gazetteer import PlaceTable
 from urp_data.util.fs import one_line
 from urp_data.util.geodesy import KM_PER_DEG_LAT, KM_PER_DEG_LON_EQUATOR
@@ -211,7 +212,7 @@ def bbox_area_km2(bbox: list[float]) -> float:
     return (top - bottom) * KM_PER_DEG_LAT * (right - left) * KM_PER_DEG_LON_EQUATOR * math.cos(math.radians((top + bottom) / 2))
 
 
-class OsmPOIs:
+class OsmPOIs(NetworkSource):
     """A POI source for the pipeline: a PlaceTable (read on first use) plus what the manifest records."""
 
     def __init__(self, load: Callable[[], PlaceTable], path: str, radius_km: float, max_places: int,
