@@ -62,7 +62,7 @@ MIN_GROUP = 30
 def generate(out: Path, cells: int, groups: int, seed: float = 0.42) -> None:
     """Write ``<out>/bench/test_unseen.parquet``, its manifest and ``<out>/preds.parquet``."""
     import duckdb
-    from urp_data.schema import IndicatorInfo, Manifest
+    from urp_data.contract import IndicatorInfo, Manifest
     from urp_eval.predict import PREDICTION_SCHEMA
 
     build = out / "bench"

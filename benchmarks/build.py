@@ -53,8 +53,8 @@ import numpy as np
 CHILD = """
 import json, os, sys, threading, time
 from pathlib import Path
-from urp_data.pipeline import build_region
-from urp_data.schema import load_manifest
+from urp_data.build.run import build_region
+from urp_data.contract import load_manifest
 
 peaks, own, cmds = {}, {}, {}
 
@@ -117,7 +117,7 @@ def _open_rasters(region_name: str) -> None:
     import rasterio
     from pyproj import CRS, Transformer
     from rasterio.transform import from_bounds
-    from urp_data.regions import load_region
+    from urp_data.config.regions import load_region
 
     region = load_region(region_name)
     rasters = []
@@ -146,7 +146,7 @@ def _minimal_chips(lat: np.ndarray, lon: np.ndarray, how: str) -> tuple[float, f
     from PIL import Image
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
-    from urp_data.imagery import square_lonlat
+    from urp_data.sources.base import square_lonlat
 
     chip, rasters = _limit_state["chip"], _limit_state["rasters"]
     size, done = (chip.size_px, chip.size_px), 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from urp_data.schema import MAX_ANSWER_CHARS, is_well_formed, parse_answer
+from urp_data.contract import MAX_ANSWER_CHARS, is_well_formed, parse_answer
 
 FAMILIES = {
     "repeated <answer>": lambda n: "<answer>" * (n // 8),

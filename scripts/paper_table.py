@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from urp_data.fsutil import atomic_write_text
+from urp_data.util.fs import atomic_write_text
 
 METHODS = {  # report folder prefix -> row label, in the paper's order
     "knn": "kNN (GeoLLM baseline)",

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from urp_data.fsutil import one_line
+from urp_data.util.fs import one_line
 
 
 def steps(run: Path) -> list[dict]:

@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `demo` region built offline from data/ (the same build as the README's first command)."""
-    from urp_data.pipeline import build_region
+    from urp_data.build.run import build_region
 
     return build_region("demo", out=tmp_path_factory.mktemp("builds"))
 

@@ -1,4 +1,4 @@
-"""The command-line contract of urp-data, urp-train and urp-eval (``urp_data.clikit``), checked on all three.
+"""The command-line contract of urp-data, urp-train and urp-eval (``urp_data.util.clikit``), checked on all three.
 
 0 success; 1 an error, one stderr line; 2 a usage error; 3 a threshold breached (bias-report,
 see packages/urp-eval/tests/test_report.py); ``URP_DEBUG`` (any non-empty value) adds the
@@ -68,12 +68,12 @@ def test_invalid_values_are_usage_errors(argv: list[str], capsys: pytest.Capture
 
 def test_unexpected_exceptions_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import urp_data.pipeline
+    import urp_data.build.run
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(urp_data.pipeline, "build", boom)
+    monkeypatch.setattr(urp_data.build.run, "build", boom)
     assert data_cli.main(["build", "--region", "demo", "--out", str(tmp_path)]) == 1
     err = _err(capsys)
     assert err == ("urp-data build: error: unexpected RuntimeError: disk on fire "
@@ -89,3 +89,50 @@ def test_config_files_work_the_same_way_in_data_and_eval(tmp_path: Path, capsys:
         assert "expected a mapping" in _err(capsys)
         assert MAINS[prog]([command, "--config", str(tmp_path / "missing.yaml")]) == 2
         assert "missing.yaml" in _err(capsys)
+
+
+def _commands() -> list:
+    return [*data_cli.COMMANDS, *eval_cli.commands()]
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: c.name)
+def test_every_flag_takes_both_spellings(command) -> None:
+    import dataclasses
+    import typing
+
+    if command.config is None:
+        pytest.skip("no options")
+    parser = command.make_parser()
+    hints = typing.get_type_hints(command.config)
+    underscored = [f for f in dataclasses.fields(command.config) if "_" in f.name]
+    for f in underscored:
+        typ = hints[f.name]
+        values = [] if typ is bool else ["7"]
+        dashed = parser.parse_args([f"--{f.name.replace('_', '-')}", *values])
+        snake = parser.parse_args([f"--{f.name}", *values])
+        assert getattr(dashed, f.name) == getattr(snake, f.name) is not None, f.name
+    if command.name in ("build", "predict"):
+        assert underscored  # the check above ran on real flags
+
+
+def test_help_shows_defaults_and_groups_flags_by_topic(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        data_cli.main(["build", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 256)" in out and "how to run it:" in out and "--chunk_size" in out
+    assert out.index("--chunk-size CHUNK_SIZE, --chunk_size") > out.index("how to run it:") > out.index("what to build:")
+
+
+def test_a_flag_group_must_name_fields_of_the_config() -> None:
+    from urp_data.config.build import PreviewConfig
+    from urp_data.util.clikit import Command
+
+    with pytest.raises(ValueError, match="no field"):
+        Command("preview", "x", lambda cfg: 0, PreviewConfig, groups={"typo": ["per_splt"]}).make_parser()
+
+
+def test_both_spellings_reach_the_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the same bad value under either spelling is refused by the config's own check (a usage error)
+    for flag in ("--chunk_size", "--chunk-size"):
+        assert data_cli.main(["build", "--region", "demo", "--out", str(tmp_path), flag, "0"]) == 2
+        assert "chunk_size must be positive" in _err(capsys)

@@ -7,8 +7,8 @@ import geopandas as gpd
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
-from urp_data.schema import SPLITS, arrow_schema, indicator_columns, load_manifest, split_path
-from urp_data.splits import shared_ground
+from urp_data.contract import SPLITS, arrow_schema, indicator_columns, load_manifest, split_path
+from urp_data.sampling.splits import shared_ground
 
 
 def test_demo_has_enough_real_samples_and_an_unseen_country(demo_build):

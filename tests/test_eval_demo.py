@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from urp_data.schema import load_manifest
+from urp_data.contract import load_manifest
 from urp_eval.cli import main
 
 
@@ -54,6 +54,7 @@ def test_report_names_groups_and_prints_rounding_as_zero(demo_build: Path,
     assert abs(gdp["gap"]) < 1e-6 and "<td>0</td>" in text
 
 
+@pytest.mark.slow
 def test_report_renders_offline_in_chromium(knn_report: Path, browser) -> None:
     page = browser(knn_report / "report.html", ["img", "table"])
     assert page.errors == [] and page.images_ok

@@ -30,7 +30,7 @@ def _run(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_an_indicator_no_code_knows_is_built_trained_predicted_and_reported(tiny_model_dir, tmp_path):
-    from urp_data.schema import KNOWN_INDICATORS, load_manifest
+    from urp_data.contract import KNOWN_INDICATORS, load_manifest
     from urp_train.dataset import load_examples
 
     assert NAME not in KNOWN_INDICATORS

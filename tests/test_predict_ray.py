@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from urp_eval.predict import PredictConfig, predict
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _rows(path: Path):

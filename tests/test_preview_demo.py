@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 from urp_data.cli import main
-from urp_data.schema import SPLITS, load_manifest, render_prompt, split_path
+from urp_data.contract import SPLITS, load_manifest, render_prompt, split_path
 
 SPLIT_RGB = {"train": (31, 119, 180), "test_unseen": (214, 39, 40)}
 BUFFER_RGB = (208, 208, 208)  # rgba(120, 120, 120, 0.35) over white
@@ -59,6 +59,7 @@ def test_groups_have_readable_labels(demo_build: Path) -> None:
     assert len(m.config["buffer_cells"]) == m.counts["buffer_dropped"] > 0
 
 
+@pytest.mark.slow
 def test_preview_renders_offline_in_chromium(demo_build: Path, tmp_path: Path, browser,
                                              capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "preview.html"
@@ -96,6 +97,7 @@ def test_preview_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["preview"]) == 2 and "missing --build" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_browser_check_sees_network_requests_and_errors(tmp_path: Path, browser) -> None:
     page_file = tmp_path / "needs-network.html"
     page_file.write_text('<!DOCTYPE html><html><body><img src="https://example.org/tile.png">'
@@ -105,6 +107,7 @@ def test_the_browser_check_sees_network_requests_and_errors(tmp_path: Path, brow
     assert any("broken" in e for e in page.errors) and not page.images_ok
 
 
+@pytest.mark.slow
 def test_hostile_names_stay_text(demo_build: Path, tmp_path: Path, browser) -> None:
     hostile = '<img src="x" onerror="console.error(1)">"</script><script>console.error(2)</script>'
     build = tmp_path / "demo"

@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # trains a model (tens of seconds)
 def test_every_demo_prompt_has_the_image_tokens_its_chip_needs(demo_build, tiny_model_dir):
     from transformers import AutoProcessor
     from urp_train.dataset import image_token_counts, load_examples

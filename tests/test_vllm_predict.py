@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from urp_data.schema import load_manifest, render_messages, split_path
+from urp_data.contract import load_manifest, render_messages, split_path
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +52,8 @@ def test_vllm_predictions_have_the_transformers_schema_settings_and_n_samples(de
                                                                                vllm_generator, tmp_path):
     from urp_eval.predict import PREDICTION_SCHEMA, PredictConfig, predict, read_settings
 
-    common = dict(data=str(demo_build), model=str(tiny_model_dir), split="unseen", max_samples=3,
-                  max_new_tokens=8, samples_per_prompt=3, temperature=1.0)
+    common = {"data": str(demo_build), "model": str(tiny_model_dir), "split": "unseen", "max_samples": 3,
+              "max_new_tokens": 8, "samples_per_prompt": 3, "temperature": 1.0}
     out_v = predict(PredictConfig(out=str(tmp_path / "v.parquet"), backend="vllm", **common))
     out_t = predict(PredictConfig(out=str(tmp_path / "t.parquet"), backend="transformers", **common))
     v, t = pq.read_table(out_v), pq.read_table(out_t)
@@ -64,7 +64,7 @@ def test_vllm_predictions_have_the_transformers_schema_settings_and_n_samples(de
     assert set(v["backend"].to_pylist()) == {"vllm"}
     sv, st = read_settings(out_v), read_settings(out_t)
     assert sv.keys() == st.keys() and {k for k in sv if sv[k] != st[k]} == {"backend"}
-    meta = lambda p: json.loads(pq.read_schema(p).metadata[b"urp_eval"])["predict_config"]  # noqa: E731
+    meta = lambda p: json.loads(pq.read_schema(p).metadata[b"urp_eval"])["predict_config"]
     assert meta(out_v).keys() == meta(out_t).keys()
 
 

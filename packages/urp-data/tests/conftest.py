@@ -20,7 +20,7 @@ DATA = REPO / "data"
 def server(tmp_path, monkeypatch):
     """The faulty server's base URL (files under tmp_path/www); tiny backoffs; an empty cache for this test."""
     from servers import Faulty, serve
-    from urp_data import http
+    from urp_data.net import http
 
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(http, "BACKOFF_FACTOR", 0.01)
@@ -82,7 +82,7 @@ def mini_local_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
     folder = tmp_path_factory.mktemp("mini-local")
     region = region_yaml(folder)
-    code = ("import sys; from urp_data.pipeline import build_region; "
+    code = ("import sys; from urp_data.build.run import build_region; "
             f"build_region({str(region)!r}, out={str(folder / 'out')!r}, chunk_size=8); "
             "assert 'ray' not in sys.modules, 'the local engine imported ray'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -10,8 +10,8 @@ A fault on a served file (``Faulty.files``, with range requests, as a COG or dow
 trickles that file. ``Faulty.latency_s`` delays every answer (a distant host's round trip) and
 ``Faulty.in_flight`` records how many requests the server was answering at once (benchmarks/online_build.py).
 
-The emulated answers follow the providers' documented formats (see urp_data.geocoders and
-urp_data.poi.Overpass): Nominatim ``/reverse`` jsonv2 with address details, Photon ``/reverse``
+The emulated answers follow the providers' documented formats (see urp_data.sources.places.online and
+urp_data.sources.places.poi.Overpass): Nominatim ``/reverse`` jsonv2 with address details, Photon ``/reverse``
 GeoJSON, Overpass ``/api/interpreter`` ``[out:json]`` with ``out center`` and ``/api/status`` text.
 """
 
@@ -346,13 +346,13 @@ class ReverseGeocoder:
     the nearest GeoNames place with its admin area and country (within 30 km; else nothing, like the sea)."""
 
     def __init__(self, sample: OsmSample) -> None:
-        from urp_data.geocode import Gazetteer
+        from urp_data.sources.places.gazetteer import Gazetteer
 
         self.gaz = Gazetteer(1000)
         self.sample, self.suburbs = sample, sample.suburbs
 
     def lookup(self, lat: float, lon: float) -> dict | None:
-        from urp_data.geocode import haversine_km
+        from urp_data.util.geodesy import haversine_km
 
         idx, dist = self.gaz.nearest(np.array([lat]), np.array([lon]))
         if dist[0] > 30:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from urp_data.budget import RequestBudget, format_budget, per_host
 from urp_data.cli import main
+from urp_data.net.budget import RequestBudget, format_budget, per_host
 
 
 def test_hosts_add_up_their_sources_and_the_slowest_sets_the_floor():

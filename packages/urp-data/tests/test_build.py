@@ -16,14 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
-from urp_data import pipeline
+from urp_data.build import plan as build_plan
+from urp_data.build.engines import local as local_engine
+from urp_data.build.run import build
 from urp_data.cli import main
-from urp_data.config import BuildConfig
+from urp_data.config.build import BuildConfig
+from urp_data.contract import SPLITS, load_manifest, split_path
 from urp_data.errors import InputError, NoImageryError, OutputError, RegionError
-from urp_data.pipeline import build
-from urp_data.schema import SPLITS, load_manifest, split_path
-from urp_data.splits import shared_ground
-from urp_data.vectors import read_vector
+from urp_data.sampling.splits import shared_ground
+from urp_data.sources.vectors import read_vector
 
 
 def _read_all(build_dir: Path):
@@ -60,14 +61,15 @@ def test_rebuild_is_deterministic(write_region, tmp_path):
         assert [r["image"]["bytes"] for r in a[s]] == [r["image"]["bytes"] for r in b[s]]
 
 
+@pytest.mark.slow
 def test_parallel_workers_write_the_same_build(write_region, tmp_path, monkeypatch):
     region = write_region()
     one = _read_all(_run(region, tmp_path / "one", chunk_size=8))
     # The build's own process cuts chunks while the other one starts, taking them in order; the
     # other process (spawned, so not patched here) gets at least the first chunk, sent to it first.
     mine = []
-    write_chunk = pipeline._write_chunk
-    monkeypatch.setattr(pipeline, "_write_chunk", lambda *a: mine.append(a[4].name) or write_chunk(*a))
+    write_chunk = local_engine.write_chunk
+    monkeypatch.setattr(local_engine, "write_chunk", lambda *a: mine.append(a[4].name) or write_chunk(*a))
     two = _read_all(_run(region, tmp_path / "two", chunk_size=8, workers=2))
     assert two == one
     chunks = -(-sum(len(v) for v in one.values()) // 8)
@@ -75,6 +77,7 @@ def test_parallel_workers_write_the_same_build(write_region, tmp_path, monkeypat
     assert mine == sorted(mine) and "chunk-000000.parquet" not in mine
 
 
+@pytest.mark.slow
 def test_a_busy_pool_worker_holds_no_item_this_process_could_take():
     # One spawned worker that needs 1 s per item, and this process at 10 ms: the worker gets the
     # first item, and this process does every other one, in order. Submitting every item up
@@ -93,11 +96,12 @@ def test_a_busy_pool_worker_holds_no_item_this_process_could_take():
         pool.submit(int).result()  # started
         # time.sleep, not a function of this module: tests are imported by path, which a spawned
         # process cannot repeat; the pool's item yields sleep's None.
-        got = list(pipeline._share_queue(pool, 1, list(range(12)), lambda k: pool.submit(time.sleep, 1.0), here))
+        got = list(local_engine.share_queue(pool, 1, list(range(12)), lambda k: pool.submit(time.sleep, 1.0), here))
     assert mine == list(range(1, 12))
     assert got.count(None) == 1 and sorted(g for g in got if g is not None) == list(range(1, 12))
 
 
+@pytest.mark.slow
 def test_an_error_in_the_pool_stops_the_shared_queue():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -105,7 +109,7 @@ def test_an_error_in_the_pool_stops_the_shared_queue():
     mine: list[int] = []
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool, \
             pytest.raises(ZeroDivisionError):
-        for _ in pipeline._share_queue(pool, 1, list(range(200)), lambda k: pool.submit(divmod, k, 0),
+        for _ in local_engine.share_queue(pool, 1, list(range(200)), lambda k: pool.submit(divmod, k, 0),
                                        lambda k: mine.append(k) or time.sleep(0.01) or k):
             pass
     assert 0 < len(mine) < 199  # this process stopped at the error, long before the queue was empty
@@ -113,7 +117,7 @@ def test_an_error_in_the_pool_stops_the_shared_queue():
 
 def test_a_worker_is_sent_only_its_rows_of_the_plan():
     cells = [f"88{k:013x}" for k in range(10)]
-    plan = pipeline.Plan(cells, np.arange(10.0), -np.arange(10.0), ["BRA"] * 5 + ["ARG"] * 5,
+    plan = build_plan.Plan(cells, np.arange(10.0), -np.arange(10.0), ["BRA"] * 5 + ["ARG"] * 5,
                          [f"g{k}" for k in range(10)], np.array(["train"] * 10), {"g9"}, ["x"], {"buffer_km": 1})
     part = plan.take(range(3, 6))
     assert part.cells == cells[3:6] and part.group == ["g3", "g4", "g5"]
@@ -320,6 +324,7 @@ def _gone(pids: list[int]) -> bool:
     return all((st := _stat(pid)) is None or st[0] == "Z" for pid in pids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, tmp_path, workers):
     # ~38 chunks at H3 resolution 9: the signal comes after 3, ~2 s before the end, so a busy
@@ -355,6 +360,7 @@ def test_killed_build_resumes_without_losing_or_duplicating_rows(write_region, t
     assert not (out / ".mini.partial").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_build_with_workers_says_so_in_one_line_and_resumes(write_region, tmp_path):
     region = write_region(area={"bbox": [-34.90, -8.05, -34.84, -7.97]}, sampling={"resolution": 9})
     reference = _read_all(_run(region, tmp_path / "ref", chunk_size=8))
@@ -405,11 +411,12 @@ def test_changed_input_discards_unfinished_chunks(write_region, tmp_path, data_d
     # Leave an unfinished build behind, then change the raster's pixels in place.
     partial_chunks = out / ".mini.partial" / "chunks"
     partial_chunks.mkdir(parents=True)
-    from urp_data.pipeline import _config_key, _inputs, _versions, open_sources
-    from urp_data.regions import load_region
+    from urp_data.build.identity import config_key, library_versions, manifest_inputs
+    from urp_data.build.sources import open_sources
+    from urp_data.config.regions import load_region
 
     reg = load_region(region)
-    key = _config_key(reg, 8, _inputs(reg, open_sources(reg)), _versions())
+    key = config_key(reg, 8, manifest_inputs(reg, open_sources(reg)), library_versions())
     (out / ".mini.partial" / "state.json").write_text(json.dumps({"key": key}))
     shutil.copy(out / "mini" / "train.parquet", partial_chunks / "chunk-000000.parquet")  # stale rows
     with rasterio.open(raster, "r+") as ds:
@@ -422,7 +429,7 @@ def test_changed_input_discards_unfinished_chunks(write_region, tmp_path, data_d
 
 
 def test_settlement_sampling_is_seeded_and_on_land(tmp_path, data_dir):
-    from urp_data.regions import load_region
+    from urp_data.config.regions import load_region
 
     out_a = build(BuildConfig(region="global", out=str(tmp_path / "a"), samples=60, seed=3))
     out_b = build(BuildConfig(region="global", out=str(tmp_path / "b"), samples=60, seed=3))

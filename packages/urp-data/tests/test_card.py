@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from urp_data.basemap import country_outlines
-from urp_data.card import classify_licence, dataset_licence, size_category
-from urp_data.geocode import Gazetteer, group_labels
-from urp_data.schema import Manifest
+from urp_data.contract import Manifest
+from urp_data.outputs.card import classify_licence, dataset_licence, size_category
+from urp_data.sources.places.gazetteer import Gazetteer, group_labels
+from urp_data.util.basemap import country_outlines
 
 
 @pytest.mark.parametrize("licences, expected", [

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from urp_data.build.identity import config_key, library_versions, manifest_inputs
+from urp_data.build.run import build
+from urp_data.build.sources import open_sources
 from urp_data.cli import main
-from urp_data.config import BuildConfig
+from urp_data.config.build import BuildConfig
+from urp_data.config.regions import load_region
 from urp_data.errors import OutputError, RegionError
-from urp_data.fsutil import check_name, inside, replace_dir
-from urp_data.pipeline import _config_key, _inputs, _versions, build, open_sources
-from urp_data.regions import load_region
+from urp_data.util.fs import check_name, inside, replace_dir
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -89,21 +91,21 @@ def test_resume_key_covers_sidecars_and_library_versions(write_region, tmp_path,
     region = write_region(indicators=[{"name": "census_count", "type": "vector", "method": "area_weighted_sum",
                                        "path": str(shp / "olinda_census_tracts.shp"), "column": "V014"}])
     reg = load_region(region)
-    inputs = _inputs(reg, open_sources(reg))
+    inputs = manifest_inputs(reg, open_sources(reg))
     census = next(i for i in inputs if i["role"] == "indicator:census_count")
     assert {Path(f).suffix for f in census["files"]} >= {".dbf", ".shx", ".prj"}
-    versions = _versions()
-    key = _config_key(reg, 8, inputs, versions)
-    assert key == _config_key(reg, 8, _inputs(reg, open_sources(reg)), versions)
+    versions = library_versions()
+    key = config_key(reg, 8, inputs, versions)
+    assert key == config_key(reg, 8, manifest_inputs(reg, open_sources(reg)), versions)
     with open(shp / "olinda_census_tracts.prj", "a") as f:  # an edited sidecar: the .shp is unchanged
         f.write(" ")
-    assert _config_key(reg, 8, _inputs(reg, open_sources(reg)), versions) != key
-    assert _config_key(reg, 8, inputs, {**versions, "gdal": "0.0"}) != key
+    assert config_key(reg, 8, manifest_inputs(reg, open_sources(reg)), versions) != key
+    assert config_key(reg, 8, inputs, {**versions, "gdal": "0.0"}) != key
     assert "gdal" in versions and "pillow" in versions
 
 
 def test_atomic_writes_are_as_readable_as_plain_writes(tmp_path):
-    from urp_data.fsutil import atomic_write_text
+    from urp_data.util.fs import atomic_write_text
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")

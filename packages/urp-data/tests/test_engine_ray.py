@@ -20,13 +20,13 @@ import h3
 import pyarrow.parquet as pq
 import pytest
 from servers import Tiles, serve_tiles
-from urp_data import http
-from urp_data.config import BuildConfig
+from urp_data.build.run import build
+from urp_data.config.build import BuildConfig
+from urp_data.contract import SPLITS, load_manifest, split_path
 from urp_data.errors import ChunkError, RegionError
-from urp_data.pipeline import build
-from urp_data.schema import SPLITS, load_manifest, split_path
+from urp_data.net import http
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _split_bytes(build_dir: Path) -> dict[str, bytes]:
@@ -77,7 +77,7 @@ def test_ray_build_retries_a_chunk_resumes_and_is_polite_cluster_wide(local_ray,
                           splits={"buffer_km": 0}, indicators=[],
                           imagery=[{"type": "xyz", "url": tile_server + "/{z}/{x}/{y}.png", "zoom": zoom,
                                     "min_interval_s": interval}])
-    from urp_data.regions import bbox_polygon, polyfill
+    from urp_data.sampling.cells import bbox_polygon, polyfill
 
     cells = polyfill(bbox_polygon(bbox), 8)  # the plan: every cell (no buffer ring), in H3 order
     last_lat, last_lon = h3.cell_to_latlng(cells[-1])

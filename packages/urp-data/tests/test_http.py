@@ -1,4 +1,4 @@
-"""urp_data.http against a local server that misbehaves on purpose (loopback only, stopped by each test).
+"""urp_data.net.http against a local server that misbehaves on purpose (loopback only, stopped by each test).
 
 Every fault is one the issue names: 429 with Retry-After in seconds and as an HTTP date, 503
 bursts, an HTML error page sent with status 200, truncated bodies with and without
@@ -18,10 +18,11 @@ import pytest
 import requests
 from servers import Faulty as _Faulty
 from servers import png as _png
-from urp_data import http
 from urp_data.errors import InputError
-from urp_data.imagery import RasterImagery, XYZImagery, _decode_image
-from urp_data.imagery_stac import StacImagery
+from urp_data.net import http
+from urp_data.sources.imagery.raster import RasterImagery
+from urp_data.sources.imagery.stac_catalog import StacImagery
+from urp_data.sources.imagery.xyz import XYZImagery, _decode_image
 
 
 def _cached_files(tmp_path):
@@ -141,7 +142,7 @@ def test_an_xyz_source_with_a_bad_url_fails_before_any_request(url):
 
 def test_a_404_fails_at_once_with_its_secret_redacted(server, caplog):
     _Faulty.faults = {"/a.png": ["404"]}
-    caplog.set_level(logging.DEBUG, logger="urp_data.http")
+    caplog.set_level(logging.DEBUG, logger="urp_data.net.http")
     with pytest.raises(InputError) as err:
         _get_png(server + "/a.png?token=SECRET1&x=1&access_token=SECRET2&sig=SECRET3")
     msg = str(err.value)
@@ -177,7 +178,7 @@ def test_xyz_chip_through_faults_equals_the_clean_chip(server, tmp_path, monkeyp
 
 _WORKER = """
 import sys, time
-from urp_data import http
+from urp_data.net import http
 base, tag, n, interval = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 start = float(sys.argv[5])
 time.sleep(max(0.0, start - time.time()))
@@ -186,6 +187,7 @@ for i in range(n):
 """
 
 
+@pytest.mark.slow
 def test_the_rate_limit_holds_across_two_processes(server, tmp_path):
     interval, n = 0.2, 5
     env = {"URP_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
@@ -252,8 +254,8 @@ def test_a_remote_stac_catalog_is_read_through_the_layer_and_its_cog_with_gdal_s
 
 
 def test_a_build_from_a_keyed_tile_server_keeps_the_key_out_of_its_manifest(server, write_region, tmp_path):
-    from urp_data.config import BuildConfig
-    from urp_data.pipeline import build
+    from urp_data.build.run import build
+    from urp_data.config.build import BuildConfig
 
     region = write_region(area={"bbox": [-34.885, -8.01, -34.875, -8.0]}, chip={"size_px": 16, "footprint_m": 300},
                           splits={"buffer_km": 0, "unseen_fraction": 0.0}, indicators=[],

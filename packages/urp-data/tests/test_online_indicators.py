@@ -17,12 +17,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from servers import Faulty, indicator_raster
-from urp_data import http, indicators, ranges
+from urp_data.build.run import build
 from urp_data.cli import main
-from urp_data.config import BuildConfig
+from urp_data.config.build import BuildConfig
+from urp_data.contract import SPLITS, split_path
 from urp_data.errors import InputError
-from urp_data.pipeline import build
-from urp_data.schema import SPLITS, split_path
+from urp_data.net import downloads, http, ranges
+from urp_data.sources import indicators
 
 NIR = "nir"  # the online indicator's column
 REF = "nir_local"  # the same raster read from disk
@@ -113,7 +114,7 @@ def test_download_through_a_trickle_stops_at_its_deadline_and_keeps_nothing(host
     base, _, digest = host
     Faulty.faults = {"/nir.tif": ["trickle"] * 3}
     with pytest.raises(InputError, match="deadline"):
-        http.download(base + "/nir.tif", digest, min_interval_s=0.0, deadline_s=0.5)
+        downloads.download(base + "/nir.tif", digest, min_interval_s=0.0, deadline_s=0.5)
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
 
 
@@ -126,20 +127,20 @@ def test_download_through_a_trickle_stops_at_its_deadline_and_keeps_nothing(host
 def test_bad_online_indicator_entries_fail_before_any_request(host, spec, message):
     base, _, _ = host
     with pytest.raises(InputError, match=message):
-        indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", **spec}, None)
+        indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", **spec}, None)
     assert _requests() == []
 
 
 def test_request_budget_from_geometry(host, monkeypatch):
     base, cog, digest = host
     monkeypatch.setattr(ranges, "CHUNK_BYTES", 16384)  # a 64 x 64 float32 block per chunk at most
-    down = indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", "mode": "download",
+    down = indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "mode": "download",
                                        "sha256": digest, "min_interval_s": 0.5}, None)
     lat, lon = np.array([-8.0, -8.0, -7.95]), np.array([-34.87, -34.87, -34.87])
     [b] = down.request_budget(lat, lon, 1000, 64)
     assert (b.requests, b.bytes, b.min_interval_s) == (1, cog.stat().st_size, 0.5)
     assert b.host == base.split("//")[1] and b.source == f"indicator {NIR}"
-    remote = indicators.RasterIndicator({"name": NIR, "url": base + "/nir.tif", "min_interval_s": 0.0}, None)
+    remote = indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "min_interval_s": 0.0}, None)
     sent = len(_requests())
     budget = {k: remote.request_budget(lat[list(k)], lon[list(k)], 1000, 64)[0] for k in ((0,), (0, 1), (2,), (0, 2))}
     assert len(_requests()) == sent  # a budget sends nothing
@@ -149,15 +150,16 @@ def test_request_budget_from_geometry(host, monkeypatch):
     assert budget[0, 2].requests == budget[0,].requests + budget[2,].requests - 1
     assert budget[0, 2].bytes <= cog.stat().st_size
     import shapely
-    from urp_data.imagery import square_lonlat
-    from urp_data.indicators import CellBatch, footprint_array
+    from urp_data.sources.base import CellBatch, footprint_array, square_lonlat
 
     Faulty.log = []
     fps = footprint_array([shapely.box(*square_lonlat(la, lo, 1000)) for la, lo in zip(lat[[0, 2]], lon[[0, 2]])])
     remote.values(CellBatch(lat[[0, 2]], lon[[0, 2]], fps, [None, None]))
     assert 1 <= len(_requests()) <= budget[0, 2].requests  # the budget bounds what was sent
-    local = indicators.RasterIndicator({"name": NIR}, cog)
-    assert local.request_budget(lat, lon, 1000, 64) == []
+    from urp_data.sources.base import NetworkSource
+
+    assert isinstance(down, NetworkSource) and isinstance(remote, NetworkSource)
+    assert not isinstance(indicators.raster_indicator({"name": NIR}, cog), NetworkSource)  # a local file sends nothing
 
 
 def _xyz_region(write_region, server, max_in_flight: int):
@@ -185,7 +187,7 @@ def test_chips_read_concurrently_are_byte_identical_to_a_sequential_read(server,
 
 def test_the_shipped_online_recipe_states_resolution_licence_and_prompt_honesty():
     import yaml
-    from urp_data.regions import list_regions
+    from urp_data.config.regions import list_regions
 
     recipe = yaml.safe_load(list_regions()["global-online"].read_text())
     online = [s for s in recipe["indicators"] if "url" in s]

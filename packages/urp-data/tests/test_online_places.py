@@ -26,16 +26,20 @@ from servers import (
     photon_reverse,
     serve,
 )
-from urp_data import cli, http
-from urp_data.config import BuildConfig
+from urp_data import cli
+from urp_data.build.plan import apply_overrides
+from urp_data.build.run import build_region
+from urp_data.build.sources import open_sources
+from urp_data.config.build import BuildConfig
+from urp_data.config.regions import GeocoderConfig, load_region
+from urp_data.contract import SPLITS, load_manifest
 from urp_data.errors import InputError, RegionError
-from urp_data.fsutil import cache_dir
-from urp_data.geocode import Gazetteer
-from urp_data.geocoders import PUBLIC_MAX_REQUESTS, OnlineGeocoder, nominatim_address, photon_address
-from urp_data.pipeline import apply_overrides, build_region, open_sources
-from urp_data.poi import OVERPASS_MAX_AREA_KM2, Overpass
-from urp_data.regions import GeocoderConfig, load_region
-from urp_data.schema import SPLITS, load_manifest
+from urp_data.net import http
+from urp_data.net.hosts import PUBLIC_MAX_REQUESTS
+from urp_data.sources.places.gazetteer import Gazetteer
+from urp_data.sources.places.online import OnlineGeocoder, nominatim_address, photon_address
+from urp_data.sources.places.poi import OVERPASS_MAX_AREA_KM2, Overpass
+from urp_data.util.fs import cache_dir
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "data"
@@ -155,6 +159,7 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
     assert roles["poi"]["path"].startswith(f"overpass {api}/api/interpreter")
 
 
+@pytest.mark.slow
 def test_two_workers_use_the_one_overpass_fetch_and_geocode_each_sample_once(api, tmp_path):
     # The other worker reads the POIs the build fetched into the cache before any chunk.
     region = monaco(tmp_path, api, min_interval_s=0.05)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from urp_data.schema import (
+from urp_data.contract import (
     SCORE_MAX,
     SchemaError,
     ScoreScale,
@@ -221,7 +221,7 @@ def test_compass(bearing, word):
 def test_manifests_without_the_honesty_fields_still_load():
     import json
 
-    from urp_data.schema import Manifest
+    from urp_data.contract import Manifest
 
     old = {"region": "r", "resolution": 8, "indicators": {"population": {
         "name": "population", "description": "population", "unit": "people", "source": "x", "resolution": "cell"}}}

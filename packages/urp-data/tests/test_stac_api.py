@@ -19,12 +19,12 @@ import rasterio
 import shapely
 import shapely.geometry
 from stac_servers import Host, running
-from urp_data import http
+from urp_data.build.run import build
 from urp_data.cli import main
-from urp_data.config import BuildConfig
-from urp_data.imagery import RasterImagery
-from urp_data.imagery_stac import StacApiConfig, StacApiImagery
-from urp_data.pipeline import build
+from urp_data.config.build import BuildConfig
+from urp_data.net import http
+from urp_data.sources.imagery.raster import RasterImagery
+from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
 
 SPLITS = ("train", "val", "test_seen", "test_unseen")
 WEST, EAST = (-8.0, -34.885), (-8.0, -34.855)  # (lat, lon) either side of item b's edge at lon -34.87
@@ -149,6 +149,7 @@ def _rows(out: Path) -> dict[str, list]:
     return {s: pq.read_table(out / f"{s}.parquet").to_pylist() for s in SPLITS}
 
 
+@pytest.mark.slow
 def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothing(cogs, tmp_path, cache, monkeypatch):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
         api.items = _items(cogs, cog.url)
@@ -178,6 +179,7 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
     assert _rows(again) == rows
 
 
+@pytest.mark.slow
 def test_two_workers_keep_the_api_host_pace(cogs, tmp_path, cache):
     interval = 0.25
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
@@ -233,7 +235,7 @@ def _served_catalog(folder: Path, href: str) -> None:
 def test_a_remote_static_catalog_may_not_point_at_local_files_or_cloud_urls(tmp_path, cache, href):
     # (a bare path such as /etc/passwd resolves against the catalog's URL: it stays on that server)
     from urp_data.errors import InputError
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     _served_catalog(tmp_path / "www", href)
     with running(Host(files=tmp_path / "www")) as www, pytest.raises(InputError) as err:
@@ -244,7 +246,7 @@ def test_a_remote_static_catalog_may_not_point_at_local_files_or_cloud_urls(tmp_
 
 def test_a_remote_static_catalog_may_not_link_to_a_local_file(tmp_path, cache):
     from urp_data.errors import InputError
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     _served_catalog(tmp_path / "www", "https://example.invalid/a.tif")
     local = tmp_path / "local.json"
@@ -260,7 +262,7 @@ def test_a_remote_static_catalog_may_not_link_to_a_local_file(tmp_path, cache):
 
 
 def test_xyz_subdomains_pick_one_host_per_tile_and_each_host_keeps_its_pace(cache):
-    from urp_data.imagery import XYZImagery
+    from urp_data.sources.imagery.xyz import XYZImagery
 
     interval = 0.2
     with running(Host()) as one, running(Host()) as two, running(Host()) as plain:
@@ -300,7 +302,7 @@ def test_dry_run_prints_the_stac_budget_and_sends_nothing(cogs, tmp_path, cache,
 
 
 def test_a_remote_static_catalog_budgets_its_cog_reads(cogs, tmp_path, cache):
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     with running(Host(files=cogs)) as cog, running(Host(files=tmp_path / "www")) as www:
         _served_catalog(tmp_path / "www", cog.url + "/a.tif")
@@ -315,7 +317,7 @@ def test_a_remote_static_catalog_budgets_its_cog_reads(cogs, tmp_path, cache):
 
 
 def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     _served_catalog(tmp_path, str(cogs / "a.tif"))
     cat = tmp_path / "stac" / "catalog.json"
@@ -331,7 +333,7 @@ def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
 
 def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(tmp_path, cache):
     from urp_data.errors import InputError
-    from urp_data.imagery_stac import StacImagery
+    from urp_data.sources.imagery.stac_catalog import StacImagery
 
     _served_catalog(tmp_path / "www", "file:///etc/passwd")
     with running(Host(files=tmp_path / "www")) as www:
@@ -346,11 +348,11 @@ def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(t
 def test_a_next_link_that_asks_for_post_is_refused_in_one_line(cache):
     import pystac
     from urp_data.errors import InputError
-    from urp_data.imagery_stac import _reader
+    from urp_data.sources.imagery.stac_catalog import stac_reader
 
     link = pystac.Link(rel="next", target="http://127.0.0.1:9/search", extra_fields={"method": "POST", "body": {"t": 1}})
     with pytest.raises(InputError) as err:
-        _reader("http://127.0.0.1:9/").read_text(link)
+        stac_reader("http://127.0.0.1:9/").read_text(link)
     assert "GET only" in str(err.value) and "\n" not in str(err.value)
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from urp_data.schema import SPLITS, IndicatorInfo, Manifest, ScoreScale, arrow_schema, split_path
+from urp_data.contract import SPLITS, IndicatorInfo, Manifest, ScoreScale, arrow_schema, split_path
 from urp_eval.predict import PREDICTION_SCHEMA
 
 INDICATORS = ("population", "night_light")

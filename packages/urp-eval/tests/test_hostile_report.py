@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from urp_data.schema import split_path
+from urp_data.contract import split_path
 from urp_eval import report as R
 from urp_eval.cli import main
 

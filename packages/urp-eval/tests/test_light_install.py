@@ -2,7 +2,8 @@
 
 A fresh virtual environment gets urp-eval's locked dependencies (no extras) and the two
 workspace packages, nothing else; the test then predicts with ``knn``, writes a report, and
-checks that the heavy libraries are absent and that ``urp-data build`` names the extra.
+checks that the heavy libraries are absent, that the Ray predictor's modules import without
+them, and that ``urp-data build`` names the extra.
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ def light_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+@pytest.mark.slow
 def test_report_and_baselines_run_without_the_build_stack(light_env: Path, build: Path, tmp_path: Path) -> None:
     python, urp_eval = light_env / "bin" / "python", light_env / "bin" / "urp-eval"
     probe = f"import importlib.util as u; print(sorted(m for m in {HEAVY!r} if u.find_spec(m)))"
     assert subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    # `predict --engine ray` needs Ray and urp_data.ray, not the build: its modules import here
+    subprocess.run([python, "-c", "import urp_data.ray, urp_eval.predict_ray"], capture_output=True, check=True)
     preds = tmp_path / "knn.parquet"
     env = {**os.environ, "URP_LOG_LEVEL": "WARNING"}
     for argv in (["predict", "--backend", "knn", "--data", str(build), "--split", "unseen", "--out", str(preds)],

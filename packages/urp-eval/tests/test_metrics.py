@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from urp_data.clikit import UsageError
-from urp_data.schema import split_path
+from urp_data.contract import split_path
+from urp_data.util.clikit import UsageError
 from urp_eval import metrics as M
 from urp_eval.report import ReportConfig, bias_report
 
@@ -216,7 +216,7 @@ def test_explicit_anchor_applies_to_every_indicator(build: Path, predictions: Pa
 
 
 def test_score_scale_metrics_match_scipy(report: Path, frame: pd.DataFrame, build: Path) -> None:
-    from urp_data.schema import load_manifest
+    from urp_data.contract import load_manifest
 
     summary = json.loads((report / "summary.json").read_text())
     assert summary["headline_scale"].startswith("score")

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sklearn.neighbors import BallTree
-from urp_data.schema import load_manifest, split_path
+from urp_data.contract import load_manifest, split_path
 from urp_eval import generators as G
 from urp_eval import predict as P
 from urp_eval.baselines import knn_mean
@@ -153,7 +153,7 @@ class RecordingGenerator(FakeGenerator):
 @pytest.mark.parametrize("drop", ["image", "text"])
 def test_drop_ablations_use_the_training_prompts(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  drop: str) -> None:
-    from urp_data.schema import render_messages
+    from urp_data.contract import render_messages
 
     monkeypatch.setattr(G, "TransformersGenerator", RecordingGenerator)
     RecordingGenerator.seen = []

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from urp_data.schema import split_path
+from urp_data.contract import split_path
 from urp_eval.cli import main
 from urp_eval.report import ReportConfig, _draw_basemap, _fmt, check_thresholds
 
@@ -135,6 +135,7 @@ def test_traceback_only_with_urp_debug(build: Path, tmp_path: Path, capsys: pyte
     assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("urp-eval bias-report: error:")
 
 
+@pytest.mark.slow
 def test_report_never_imports_torch(build: Path, predictions: Path, tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -195,7 +196,7 @@ def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.
 def test_label_warning_is_repeated_in_summary_and_html(build: Path, predictions: Path, tmp_path: Path) -> None:
     import shutil
 
-    from urp_data.schema import load_manifest
+    from urp_data.contract import load_manifest
 
     honest = tmp_path / "build"
     shutil.copytree(build, honest)

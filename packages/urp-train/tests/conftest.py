@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from urp_data.schema import SPLITS, IndicatorInfo, Manifest, ScoreScale, arrow_schema, split_path
+from urp_data.contract import SPLITS, IndicatorInfo, Manifest, ScoreScale, arrow_schema, split_path
 
 INDICATORS = ("population", "night_light")
 GROUPS = ("g-north", "g-centre", "g-south")

@@ -12,6 +12,7 @@ FAST = ["--max_steps", "2", "--save_steps", "1", "--logging_steps", "1", "--per_
         "--max_examples", "16"]
 
 
+@pytest.mark.slow
 def test_top_level_help_is_instant_and_imports_no_torch():
     code = ("import sys; from urp_train.cli import main; rc = main(['--help']); "
             "assert rc == 0; assert 'torch' not in sys.modules and 'trl' not in sys.modules")
@@ -57,6 +58,7 @@ def _log_steps(run: Path) -> list[int]:
     return [e["step"] for e in state["log_history"] if "loss" in e]
 
 
+@pytest.mark.slow  # trains a model (tens of seconds)
 def test_grpo_from_the_demo_recipe_checkpoints_resumes_and_saves_a_loadable_model(tmp_path, tiny_build,
                                                                                   tiny_model_dir):
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -86,6 +88,7 @@ def test_grpo_from_the_demo_recipe_checkpoints_resumes_and_saves_a_loadable_mode
         torch.testing.assert_close(param, saved[name])
 
 
+@pytest.mark.slow  # trains a model (tens of seconds)
 def test_sft_baseline_trains_and_saves(tmp_path, tiny_build, tiny_model_dir):
     from transformers import AutoModelForImageTextToText
 
@@ -109,6 +112,7 @@ def test_tiny_model_command_writes_a_loadable_model(tmp_path, capsys):
     assert config.vision_start_token_id == 151652 and config.text_config.num_hidden_layers == 2
 
 
+@pytest.mark.slow  # trains a model (tens of seconds)
 def test_full_fine_tuning_of_16_bit_weights_is_warned_about(tiny_model_dir):
     from urp_train.models import load_model_and_processor, master_weight_warning
 

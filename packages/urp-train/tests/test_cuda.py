@@ -16,7 +16,7 @@ from urp_train.dataset import load_examples
 from urp_train.rewards import completion_text, reward_funcs
 from urp_train.trainer import URPGRPOConfig, URPGRPOTrainer
 
-pytestmark = [pytest.mark.cuda,
+pytestmark = [pytest.mark.cuda, pytest.mark.slow,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 

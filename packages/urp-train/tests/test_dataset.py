@@ -1,7 +1,7 @@
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from urp_data.schema import SchemaError, load_manifest, parse_answer, split_path
+from urp_data.contract import SchemaError, load_manifest, parse_answer, split_path
 from urp_train.dataset import check_image_tokens, image_token_counts, load_examples, with_completions
 
 

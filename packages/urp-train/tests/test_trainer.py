@@ -101,6 +101,7 @@ def _batch(ds, idx, g=2):
     return [dict(ds[i]) for i in idx for _ in range(g)]
 
 
+@pytest.mark.slow  # trains a model (tens of seconds)
 def test_grouping_by_a_unique_column_equals_trl_prompt_grouping(parts, tmp_path):
     trainer = _trainer(parts, tmp_path, advantage_grouping="uid")
     trainer.model.train()
@@ -158,6 +159,7 @@ def test_group_pools_never_mix_indicators(parts, tmp_path):
     assert logged == pytest.approx(out["advantages"].tolist()[-len(logged):])
 
 
+@pytest.mark.slow  # trains a model (tens of seconds)
 def test_a_training_step_changes_every_trainable_parameter_and_logs_groups(parts, tmp_path):
     trainer = _trainer(parts, tmp_path, advantage_grouping="group", learning_rate=1e-3)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}

@@ -7,6 +7,11 @@ a one-line message and exit code 1 (a traceback only with ``URP_DEBUG=1``).
 from __future__ import annotations
 
 
+class SchemaError(ValueError):
+    """A file or a value does not follow the URP data contract (not a URPDataError: urp-train and
+    urp-eval raise it too)."""
+
+
 class URPDataError(Exception):
     """Base class of every error urp-data reports to the user."""
 

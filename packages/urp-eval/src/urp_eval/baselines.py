@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-
-def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Points on the unit sphere for WGS84 (lat, lon) in degrees; chord length orders great-circle distance."""
-    la, lo = np.radians(lat), np.radians(lon)
-    return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+from urp_data.util.geodesy import unit_vectors
 
 
 def knn_block(n_ref: int) -> int:

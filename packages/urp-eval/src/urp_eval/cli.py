@@ -1,70 +1,84 @@
 """``urp-eval``: predict, bias-report, compare.
 
-Flags are generated from the config dataclasses (one flag per field, its help from the field's
-metadata); ``--config FILE.yaml`` supplies any of them, explicit flags win. Errors and exit
-codes follow the shared contract in :mod:`urp_data.clikit`: 0 ok, 1 an error, 2 a usage
+Each command is a :class:`urp_data.util.clikit.Command`: flags generated from its config dataclass
+(one flag per field, both spellings, grouped by topic, defaults in ``--help``) and ``main(cfg)``;
+``--config FILE.yaml`` supplies any of them, explicit flags win. Errors and exit
+codes follow the shared contract in :mod:`urp_data.util.clikit`: 0 ok, 1 an error, 2 a usage
 error, 3 a ``--fail-under``/``--max-gap`` threshold breached. Library modules are imported
 inside the commands so ``--help`` is instant and a report never imports torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from urp_data.clikit import EXIT_OK, EXIT_THRESHOLD, add_dataclass_flags, config_from_args, run, setup_logging
+from urp_data.util.clikit import EXIT_OK, EXIT_THRESHOLD, Command, dispatch
+
+if TYPE_CHECKING:
+    from urp_eval.predict import PredictConfig
+    from urp_eval.report import ReportConfig
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from urp_eval.predict import PredictConfig, predict
+@dataclass
+class CompareConfig:
+    """What ``urp-eval compare`` reads: two bias reports (the second is compared with the first)."""
 
-    print(predict(config_from_args(PredictConfig, args)))
+    report_a: str = field(metadata={"help": "report folder or its summary.json"})
+    report_b: str = field(metadata={"help": "report folder or its summary.json"})
+
+
+def _predict(cfg: PredictConfig) -> int:
+    from urp_eval.predict import predict
+
+    print(predict(cfg))
     return EXIT_OK
 
 
-def cmd_bias_report(args: argparse.Namespace) -> int:
-    from urp_eval.report import ReportConfig, bias_report
+def _bias_report(cfg: ReportConfig) -> int:
+    from urp_eval.report import bias_report
 
-    report = bias_report(config_from_args(ReportConfig, args))
+    report = bias_report(cfg)
     print(report.out)
     for line in report.breaches:
         print(line, file=sys.stderr)
     return EXIT_THRESHOLD if report.breaches else EXIT_OK
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def _compare(cfg: CompareConfig) -> int:
     from urp_eval.report import compare
 
-    print(compare(args.report_a, args.report_b))
+    print(compare(cfg.report_a, cfg.report_b))
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def commands() -> list[Command]:
+    """The commands of ``urp-eval``; their configs are imported here, not when the module is."""
     from urp_eval.predict import PredictConfig
     from urp_eval.report import ReportConfig
 
-    parser = argparse.ArgumentParser(prog="urp-eval", description=(__doc__ or "").splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="predictions of a model or a baseline (knn, mean) on a build",
-                       description=PredictConfig.__doc__)
-    add_dataclass_flags(p, PredictConfig)
-    p.set_defaults(func=cmd_predict)
-    r = sub.add_parser("bias-report", help="accuracy and geographic bias of predictions (DuckDB)",
-                       description=ReportConfig.__doc__)
-    add_dataclass_flags(r, ReportConfig)
-    r.set_defaults(func=cmd_bias_report)
-    c = sub.add_parser("compare", help="two report summaries side by side")
-    c.add_argument("report_a", help="report folder or its summary.json")
-    c.add_argument("report_b", help="report folder or its summary.json")
-    c.set_defaults(func=cmd_compare)
-    return parser
+    return [
+        Command("predict", "predictions of a model or a baseline (knn, mean) on a build", _predict, PredictConfig,
+                description=PredictConfig.__doc__,
+                groups={"data": ["data", "split", "indicators", "max_samples", "drop", "out", "save_every"],
+                        "model": ["backend", "model", "k"],
+                        "generation": ["samples_per_prompt", "temperature", "max_new_tokens", "batch_size", "seed"],
+                        "engine": ["engine", "ray_address"]}),
+        Command("bias-report", "accuracy and geographic bias of predictions (DuckDB)", _bias_report, ReportConfig,
+                description=ReportConfig.__doc__,
+                groups={"inputs": ["data", "predictions", "split", "out"],
+                        "groups": ["group_by", "min_group_size", "anchor"],
+                        "spatial statistics": ["permutations", "permutation_cells", "seed", "memory_limit"],
+                        "thresholds (exit code 3)": ["fail_under", "max_gap"]}),
+        Command("compare", "two report summaries side by side", _compare, CompareConfig,
+                positionals=("report_a", "report_b")),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging("INFO")
-    return run(f"urp-eval {args.command}", lambda: args.func(args))
+    return dispatch("urp-eval", (__doc__ or "").splitlines()[0], commands(), argv, log_level="INFO")
 
 
 if __name__ == "__main__":

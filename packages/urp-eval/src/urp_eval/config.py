@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from urp_data.schema import resolve_splits
+from urp_data.contract import resolve_splits
 
 BACKENDS = ("transformers", "vllm", "knn", "mean")
 MODEL_BACKENDS = ("transformers", "vllm")
@@ -50,7 +50,7 @@ class PredictConfig:
     max_samples: int | None = field(default=None, metadata={"help": "predict only the first N samples of "
                                     "each split (by sample_id), for quick checks"})
     drop: str | None = field(default=None, metadata={"help": "leave image or text out of every prompt, exactly as "
-                             "in training (urp_data.schema.render_messages): the modality ablations"})
+                             "in training (urp_data.contract.render_messages): the modality ablations"})
     save_every: int = field(default=256, metadata={"help": "append a part file every N prompts (the unit of "
                             "resume)"})
     seed: int = field(default=0, metadata={"help": "random seed for sampling"})

@@ -32,9 +32,9 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-from urp_data.clikit import UsageError
-from urp_data.fsutil import one_line
-from urp_data.schema import SCORE_MAX, SchemaError, ScoreScale, indicator_columns, split_path
+from urp_data.contract import SCORE_MAX, SchemaError, ScoreScale, indicator_columns, split_path
+from urp_data.util.clikit import UsageError
+from urp_data.util.fs import one_line
 
 logger = logging.getLogger(__name__)
 

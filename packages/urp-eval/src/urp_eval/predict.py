@@ -1,8 +1,8 @@
 """Predictions of a model or a baseline on a build, one row per (sample_id, indicator).
 
 Model backends (``transformers``, ``vllm``) render the training prompts with
-:func:`urp_data.schema.render_messages`, generate, parse the 0.0–9.9 score with
-:func:`urp_data.schema.parse_answer` and map it back to the indicator's raw unit with the
+:func:`urp_data.contract.render_messages`, generate, parse the 0.0–9.9 score with
+:func:`urp_data.contract.parse_answer` and map it back to the indicator's raw unit with the
 manifest's score scale (fitted on train). Baselines need no model: ``knn`` is the mean true
 value of the k nearest training samples by great-circle distance (GeoLLM's main baseline)
 and ``mean`` the training mean. Heavy imports (torch, transformers, vllm) happen only when
@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from urp_data.schema import (
+from urp_data.contract import (
     Manifest,
     ScoreScale,
     load_manifest,
@@ -107,7 +107,7 @@ def _engine(cfg: PredictConfig) -> AbstractContextManager[Any]:
     """Ray connected for the run with ``--engine ray`` (an optional extra: imported only then)."""
     if cfg.engine == "local":
         return nullcontext()
-    from urp_data.engine_ray import ray_session
+    from urp_data.ray import ray_session
 
     return ray_session(cfg.ray_address)
 

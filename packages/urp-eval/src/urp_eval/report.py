@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import html
 import io
 import json
@@ -19,16 +18,16 @@ import platform
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
-from urp_data.clikit import UsageError
-from urp_data.fsutil import default_mode, remove_tree, replace_dir
-from urp_data.schema import MANIFEST_NAME, load_manifest, resolve_splits, split_path
+from urp_data.contract import MANIFEST_NAME, load_manifest, resolve_splits, split_path
+from urp_data.util.clikit import UsageError
+from urp_data.util.fs import default_mode, remove_tree, replace_dir
+from urp_data.util.versions import file_sha256, package_versions
 
 from urp_eval import metrics as M
 from urp_eval.metrics import METRICS, InputError
@@ -107,29 +106,16 @@ class Report:
 # --------------------------------------------------------------------------- helpers
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file_info(path: Path) -> dict[str, Any]:
-    info: dict[str, Any] = {"path": str(path), "sha256": sha256(path)}
+    info: dict[str, Any] = {"path": str(path), "sha256": file_sha256(path)}
     if path.suffix == ".parquet":
         info["rows"] = pq.read_metadata(path).num_rows
     return info
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("urp-eval", "urp-data", "duckdb", "pyarrow", "numpy", "h3", "matplotlib"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+    return {"python": platform.python_version(),
+            **package_versions(("urp-eval", "urp-data", "duckdb", "pyarrow", "numpy", "h3", "matplotlib"), "unknown")}
 
 
 def _clean(v: Any) -> Any:
@@ -373,7 +359,7 @@ def _group_bars(con: duckdb.DuckDBPyConnection, split: str, ind: str, labels: di
 def _draw_basemap(ax: Any, lon: np.ndarray, lat: np.ndarray) -> None:
     """Country outlines (the preview page's basemap) under points at lon/lat; the points set the view."""
     from matplotlib.collections import LineCollection
-    from urp_data.basemap import country_outlines
+    from urp_data.util.basemap import country_outlines
 
     rings = country_outlines((float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())))
     ax.add_collection(LineCollection(rings, colors="#888", linewidths=0.8, zorder=0), autolim=False)

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from urp_data.fsutil import atomic_write_table, atomic_write_text, inside, one_line, remove_tree
-from urp_data.schema import MANIFEST_NAME
+from urp_data.contract import MANIFEST_NAME
+from urp_data.util.fs import atomic_write_table, atomic_write_text, inside, one_line, remove_tree
 
 from urp_eval.config import PREDICTION_SCHEMA, PredictConfig
 from urp_eval.metrics import InputError

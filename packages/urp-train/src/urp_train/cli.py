@@ -4,7 +4,7 @@
 the recipe into the dataclasses (data, training, model), explicit flags win, unknown keys
 are errors. Heavy libraries are imported inside the commands, so ``urp-train --help`` is
 instant (a command's own ``--help`` imports TRL's configs to list every field).
-Errors and exit codes follow the shared contract in :mod:`urp_data.clikit` (0 ok, 1 an
+Errors and exit codes follow the shared contract in :mod:`urp_data.util.clikit` (0 ok, 1 an
 error, 2 a usage error; one line on stderr, ``URP_DEBUG=1`` adds the traceback).
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from urp_data.clikit import EXIT_USAGE, UsageError, run, setup_logging
-from urp_data.fsutil import one_line
+from urp_data.util.clikit import EXIT_USAGE, UsageError, run, setup_logging
+from urp_data.util.fs import one_line
 
 logger = logging.getLogger("urp_train")
 

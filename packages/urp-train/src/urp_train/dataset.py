@@ -1,7 +1,7 @@
 """URP build folders as TRL conversational vision-language datasets.
 
 One example per (sample, indicator) with a non-null raw value: the chat messages rendered by
-``urp_data.schema.render_messages``, the sample's image chip, and the columns rewards and
+``urp_data.contract.render_messages``, the sample's image chip, and the columns rewards and
 advantage grouping read (``target``, ``indicator``, ``group``, ...). The target is the score
 (0.0–9.9, the manifest's train-fitted scale, one decimal) the model is asked to answer; the
 raw value is kept as ``target_value``.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from urp_data.schema import (
+from urp_data.contract import (
     SchemaError,
     indicator_columns,
     load_manifest,
@@ -180,7 +180,7 @@ def image_token_counts(dataset: Any, processor: Any, limit: int | None = None) -
         slots = sum(part["type"] == "image" for m in ex["prompt"] for part in m["content"])
         if slots != len(images or ()):
             raise SchemaError(f"example {i} has {slots} image slots for {len(images or ())} images; "
-                              "render prompts with urp_data.schema.render_messages")
+                              "render prompts with urp_data.contract.render_messages")
         text = processor.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=False)
         enc = processor(text=[text], images=images, return_tensors="pt")
         expected = int(enc["image_grid_thw"].prod(dim=-1).sum()) // merge if images else 0

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from urp_data.schema import is_well_formed, parse_answer
+from urp_data.contract import is_well_formed, parse_answer
 
 RewardFunc = Callable[..., list[float | None]]
 

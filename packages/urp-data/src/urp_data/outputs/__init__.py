@@ -1,0 +1,1 @@
+"""What a finished build is shown as: the dataset card (README.md) and the preview page."""

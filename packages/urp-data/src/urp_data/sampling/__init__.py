@@ -1,0 +1,1 @@
+"""Where samples go and which split they join: H3 cells of an area, and geographic splits."""

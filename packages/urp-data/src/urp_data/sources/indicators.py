@@ -1,0 +1,383 @@
+"""Indicator sources: anything with ``name``, ``info`` and ``values(batch) -> float64 array``.
+
+NaN in the returned array means "no value" and becomes null in Parquet, never 0: a sample
+outside a source, on nodata pixels, or in a polygon whose value is missing gets null.
+
+- ``raster``: mean (or sum) of the valid pixels under the chip footprint; for a raster coarser
+  than the footprint, the pixel under the centre.
+- ``vector``: ``point_in_polygon`` (the value of the polygon holding the centre), or
+  ``area_weighted_sum`` (for counts: each polygon's value times the share of its area inside
+  the footprint), or ``area_weighted_mean`` (for rates: mean weighted by overlap area), or
+  ``by_country`` (a table keyed by ISO alpha-2 or alpha-3 code in column ``key``, joined on the
+  sample's country: coarse country polygons would give border towns their neighbour's value).
+- ``geonames_population``: summed population of GeoNames places within ``radius_km``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio.errors import RasterioError
+from rasterio.transform import from_bounds as transform_from_bounds
+from rasterio.windows import Window, from_bounds
+
+from urp_data.contract import IndicatorInfo, indicator_spec
+from urp_data.errors import InputError
+from urp_data.net import downloads, http, ranges
+from urp_data.net.budget import RequestBudget
+from urp_data.sources.base import CellBatch, IndicatorSource, NetworkSource, square_lonlat
+from urp_data.sources.places.gazetteer import GEONAMES_LICENCE, Gazetteer
+from urp_data.sources.vectors import read_table, read_vector
+from urp_data.util.fs import one_line
+from urp_data.util.geodesy import KM_PER_DEG_LON_EQUATOR
+
+logger = logging.getLogger(__name__)
+
+
+def _info(spec: dict[str, Any], source: str, resolution: str, licence: str, *, resolution_km: float | None = None,
+          radius_km: float | None = None, derived_from_prompt: bool = False) -> IndicatorInfo:
+    """Manifest entry; ``resolution_km`` and ``derived_from_prompt`` in the region file override the measured ones."""
+    s = indicator_spec(spec["name"], spec.get("description"), spec.get("unit"))
+    km = spec.get("resolution_km", resolution_km)
+    return IndicatorInfo(name=s.name, description=s.description, unit=s.unit, source=source,
+                         resolution=spec.get("resolution", resolution), licence=spec.get("licence", licence),
+                         resolution_km=None if km is None else round(float(km), 3), radius_km=radius_km,
+                         derived_from_prompt=bool(spec.get("derived_from_prompt", derived_from_prompt)))
+
+
+def _polygon_width_km(gdf: Any) -> float | None:
+    """The 90th percentile of the polygons' equivalent widths (sqrt of area), in km (equal-area EPSG:6933).
+
+    A high percentile because a label is shared across a whole polygon: large polygons set how
+    far apart two samples with the same value can be.
+    """
+    areas = gdf.geometry.to_crs("EPSG:6933").area.to_numpy()
+    areas = areas[np.isfinite(areas) & (areas > 0)]
+    return float(np.percentile(np.sqrt(areas), 90) / 1000.0) if areas.size else None
+
+
+IN_MEMORY_MAX_VALUES = 50_000_000
+"""A local indicator raster up to this many pixels is read into memory once; larger ones and remote
+COGs are read window by window (a global 30 arc-second layer has 933 million pixels)."""
+REMOTE_MODES = ("cog", "download")
+DEFAULT_MIN_INTERVAL_S = 0.1
+"""Default pause between two requests to an indicator host (``min_interval_s``): one window read or download."""
+
+
+class RasterIndicator(IndicatorSource):
+    """Zonal statistic of one band of a local raster over each chip footprint (nodata -> null).
+
+    A raster up to ``in_memory_max`` pixels is read into memory once, a larger one window by
+    window. :class:`CogIndicator` and :class:`DownloadIndicator` read a raster at a URL the same way.
+    """
+
+    in_memory_max = IN_MEMORY_MAX_VALUES
+
+    def __init__(self, spec: dict[str, Any], path: Path) -> None:
+        self._named(spec)
+        self._open(spec, str(path), None, str(path))
+
+    def _named(self, spec: dict[str, Any]) -> None:
+        self.name = spec["name"]
+        self.stat = spec.get("stat", "mean")
+        if self.stat not in ("mean", "sum"):
+            raise InputError(f"indicator {self.name}: stat must be mean or sum, got {self.stat!r}")
+
+    def _open(self, spec: dict[str, Any], opened: str, opener: Any, shown: str) -> None:
+        """Open ``opened`` (through the rasterio ``opener`` when given); ``shown`` is what the manifest
+        and the errors name (a URL without its key)."""
+        self.path = shown
+        self.band = int(spec.get("band", 1))
+        self.scale = float(spec.get("scale", 1.0))
+        try:
+            with rasterio.Env(**http.gdal_options()), warnings.catch_warnings():
+                # plain images are fine with crs/bounds (checked below)
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                ds = rasterio.open(opened, opener=opener)
+                if not 1 <= self.band <= ds.count:
+                    raise InputError(f"indicator {self.name}: {self.path} has no band {self.band}")
+                crs = spec.get("crs") or ds.crs
+                if crs is None:
+                    raise InputError(f"indicator raster {self.path} has no CRS; georeference it or set crs: and bounds:")
+                self.nodata = spec.get("nodata", ds.nodata)
+                self.transform = transform_from_bounds(*spec["bounds"], ds.width, ds.height) if "bounds" in spec \
+                    else ds.transform
+                self.crs = rasterio.crs.CRS.from_user_input(crs)
+                self.shape = (ds.height, ds.width)
+                self.block_shape = ds.block_shapes[self.band - 1]
+                self.itemsize = np.dtype(ds.dtypes[self.band - 1]).itemsize
+                self.arr: np.ndarray | None = None
+                self.ds: Any = ds
+                if ds.width * ds.height <= self.in_memory_max:
+                    self.arr = ds.read(self.band)  # raw: 1/8 of float64 for 8-bit data; _block converts
+                    ds.close()
+                    self.ds = None
+                else:  # closed before the interpreter tears down the Python file GDAL reads through
+                    weakref.finalize(self, ds.close)
+        except RasterioError as exc:
+            raise InputError(f"cannot read indicator raster {self.path}: {http.redact(one_line(exc))}") from exc
+        self._to_src = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+        res = abs(self.transform.a)
+        km = res * KM_PER_DEG_LON_EQUATOR if self.crs.is_geographic else res * self.crs.linear_units_factor[1] / 1000.0
+        self.info = _info(spec, self.path, f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
+                          spec.get("licence", ""), resolution_km=km)
+
+    def _values(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pixels as float64 with nodata as NaN and ``scale`` applied (the same for every read path)."""
+        arr = raw.astype(np.float64)
+        if self.nodata is not None:
+            arr[arr == self.nodata] = np.nan
+        arr *= self.scale
+        return arr
+
+    def _block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Pixels [r0:r1, c0:c1] (already clipped to the raster), from memory or a windowed read."""
+        if self.arr is not None:
+            return self._values(self.arr[r0:r1, c0:c1])
+        with rasterio.Env(**http.gdal_options()):
+            try:
+                raw = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0))
+            except RasterioError as exc:
+                raise InputError(f"indicator raster {self.path} could not be read at rows {r0}-{r1}, columns "
+                                 f"{c0}-{c1}: {http.redact(one_line(exc))}") from exc
+        return self._values(raw)
+
+    def _windows(self, footprints: Any) -> list[tuple[int, int, int, int] | None]:
+        """Per footprint, the pixel window (r0, r1, c0, c1) it covers, clipped to the raster; None outside."""
+        h, w = self.shape
+        full = Window(0, 0, w, h)
+        out: list[tuple[int, int, int, int] | None] = []
+        for fp in footprints:
+            xs, ys = self._to_src.transform(*np.asarray(fp.exterior.coords).T)
+            win = from_bounds(min(xs), min(ys), max(xs), max(ys), self.transform)
+            try:
+                win = win.intersection(full)
+            except rasterio.errors.WindowError:
+                out.append(None)
+                continue
+            r0, c0 = int(np.floor(win.row_off)), int(np.floor(win.col_off))
+            r1, c1 = int(np.ceil(win.row_off + win.height)), int(np.ceil(win.col_off + win.width))
+            r1, c1 = min(max(r1, r0 + 1), h), min(max(c1, c0 + 1), w)
+            out.append((r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None)
+        return out
+
+    def values(self, batch: CellBatch) -> np.ndarray:
+        out = np.full(len(batch.lat), np.nan)
+        for i, win in enumerate(self._windows(batch.footprints)):
+            if win is None:
+                continue
+            block = self._block(*win)
+            if block.size and np.isfinite(block).any():
+                out[i] = np.nanmean(block) if self.stat == "mean" else np.nansum(block)
+        return out
+
+
+class CogIndicator(RasterIndicator, NetworkSource):
+    """A raster at a URL read as a COG (``mode: cog``): range requests of ``ranges.CHUNK_BYTES``
+    through :mod:`urp_data.net.ranges` (paced, checked and cached), so only the blocks under the
+    samples are fetched, once."""
+
+    in_memory_max = 0  # never read whole: that would fetch the blocks no sample needs
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._named(spec)
+        self.url, self.min_interval_s = _remote(spec)
+        if "sha256" in spec or "member" in spec:
+            raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
+        self._file_bytes = ranges.RangeFile(self.url, self.min_interval_s).size
+        self._open(spec, self.url, ranges.opener(self.url, self.min_interval_s), http.redact(self.url))
+
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
+        """The first chunk (the header), then for each block under a sample's footprint its
+        uncompressed size in chunks, once (an upper bound: compressed blocks are smaller and
+        neighbours share chunks); bytes are whole chunks. Samples centred on (lat, lon) degrees."""
+        fps = [shapely.box(*square_lonlat(float(la), float(lo), footprint_m)) for la, lo in zip(lat, lon, strict=True)]
+        blocks: set[tuple[int, int]] = set()
+        for win in self._windows(fps):
+            if win is not None:
+                blocks |= self._blocks(win)
+        bh, bw = self.block_shape
+        per_block = -(-bh * bw * self.itemsize // ranges.CHUNK_BYTES)
+        requests = 1 + len(blocks) * per_block
+        return [RequestBudget(f"indicator {self.name}", urlsplit(self.url).netloc.lower(), requests,
+                              min(requests * ranges.CHUNK_BYTES, self._file_bytes), self.min_interval_s)]
+
+    def _blocks(self, win: tuple[int, int, int, int]) -> set[tuple[int, int]]:
+        """The (row, column) indices of the raster blocks a pixel window touches."""
+        r0, r1, c0, c1 = win
+        bh, bw = self.block_shape
+        return {(r, c) for r in range(r0 // bh, (r1 - 1) // bh + 1) for c in range(c0 // bw, (c1 - 1) // bw + 1)}
+
+
+class DownloadIndicator(RasterIndicator, NetworkSource):
+    """A raster at a URL downloaded once into the cache (``mode: download``); ``sha256:`` is required
+    and checked before the file is used, ``member:`` names the raster inside a downloaded zip."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._named(spec)
+        self.url, self.min_interval_s = _remote(spec)
+        if "sha256" not in spec:
+            raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
+                             "before it is used)")
+        local = downloads.download(self.url, str(spec["sha256"]), self.min_interval_s)
+        self.sha256 = str(spec["sha256"]).lower()
+        self._file_bytes = local.stat().st_size
+        member = spec.get("member")
+        if member is not None and not zipfile.is_zipfile(local):
+            raise InputError(f"indicator {self.name}: member: is given but {http.redact(self.url)} is not a zip file")
+        opened = str(local) if member is None else f"/vsizip/{local}/{member}"
+        self._open(spec, opened, None, http.redact(self.url))
+
+    def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
+        """One request for the whole file, whatever the samples."""
+        return [RequestBudget(f"indicator {self.name}", urlsplit(self.url).netloc.lower(), 1, self._file_bytes,
+                              self.min_interval_s)]
+
+
+def _remote(spec: dict[str, Any]) -> tuple[str, float]:
+    """A remote indicator's URL (a bad scheme or host fails here, before any request) and its pause."""
+    url = str(spec["url"])
+    http.canonical_url(url)
+    return url, float(spec.get("min_interval_s", DEFAULT_MIN_INTERVAL_S))
+
+
+def raster_indicator(spec: dict[str, Any], path: Path | None) -> RasterIndicator:
+    """The raster indicator of one ``type: raster`` entry: a local file (``path``), or a URL read by its ``mode``."""
+    if "url" not in spec:
+        return RasterIndicator(spec, Path(str(path)))
+    mode = spec.get("mode", "cog")
+    if mode not in REMOTE_MODES:
+        raise InputError(f"indicator {spec['name']}: mode must be cog or download, got {mode!r}")
+    return CogIndicator(spec) if mode == "cog" else DownloadIndicator(spec)
+
+
+class VectorIndicator(IndicatorSource):
+    """A polygon attribute joined onto samples with geopandas."""
+
+    def __init__(self, spec: dict[str, Any], path: Path, gazetteer: Gazetteer) -> None:
+        self.name, self.path = spec["name"], str(path)
+        self.method = spec.get("method", "point_in_polygon")
+        if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean", "by_country"):
+            raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
+                             f"area_weighted_mean or by_country, got {self.method!r}")
+        column = spec.get("column")
+        if not isinstance(column, str):
+            raise InputError(f"indicator {self.name}: set column: to the attribute that holds its values in {path}")
+        if self.method == "by_country":  # country level: no buffer separates it, only whole unseen countries;
+            # the prompt's address names the country, so the label can be read off the prompt.
+            # Only the attribute table is read, through the Arrow cache: no geopandas in chunk workers.
+            key = spec.get("key", "iso_a3")
+            table = read_table(path, f"indicator {self.name}", [key, column])
+            self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "country"), spec.get("licence", ""),
+                              derived_from_prompt=True)
+            self.by_iso3 = _country_table(table[key].to_pylist(), table[column].to_pylist(), gazetteer)
+            return
+        gdf = read_vector(path, "indicator table")
+        if column not in gdf.columns:
+            raise InputError(f"indicator {self.name}: column {column!r} not in {path} (has {list(gdf.columns)})")
+        gdf["value"] = gdf[column].astype(np.float64)
+        self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
+        self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""),
+                          resolution_km=_polygon_width_km(self.gdf))
+
+    def values(self, batch: CellBatch) -> np.ndarray:
+        n = len(batch.lat)
+        if self.method == "by_country":
+            return np.array([self.by_iso3.get(c, np.nan) if c else np.nan for c in batch.country], np.float64)
+        import geopandas as gpd
+
+        if self.method == "point_in_polygon":
+            pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(batch.lon, batch.lat), crs="EPSG:4326")
+            j = gpd.sjoin(pts, self.gdf, how="left", predicate="within")
+            j = j[~j.index.duplicated(keep="first")]
+            return j["value"].reindex(range(n)).to_numpy(np.float64)
+        fps = gpd.GeoDataFrame({"i": np.arange(n)}, geometry=list(batch.footprints), crs="EPSG:4326")
+        utm = fps.estimate_utm_crs()
+        fps, polys = fps.to_crs(utm), self.gdf.to_crs(utm)
+        polys["poly_area"] = polys.area
+        inter = gpd.overlay(fps, polys, how="intersection", keep_geom_type=True)
+        inter = inter[np.isfinite(inter["value"])]
+        out = np.full(n, np.nan)
+        if len(inter) == 0:
+            return out
+        a = inter.area.to_numpy()
+        if self.method == "area_weighted_sum":
+            contrib = inter["value"].to_numpy() * a / inter["poly_area"].to_numpy()
+            out_vals = np.bincount(inter["i"], contrib, minlength=n)
+        else:
+            out_vals = np.bincount(inter["i"], inter["value"].to_numpy() * a, minlength=n) / \
+                np.maximum(np.bincount(inter["i"], a, minlength=n), 1e-12)
+        hit = np.bincount(inter["i"], minlength=n) > 0
+        out[hit] = out_vals[hit]
+        return out
+
+
+class GeonamesPopulation(IndicatorSource):
+    """Settlement population: summed GeoNames population within ``radius_km`` of the centre."""
+
+    path = None  # computed from the gazetteer, no file of its own
+
+    def __init__(self, spec: dict[str, Any], gazetteer: Gazetteer) -> None:
+        self.name = spec["name"]
+        self.radius_km = float(spec.get("radius_km", 10.0))
+        self.gazetteer = gazetteer
+        # The prompt's nearby places come from the same gazetteer: the label is derived from the prompt.
+        self.info = _info(spec, f"GeoNames places >= {gazetteer.min_population} people within {self.radius_km:g} km",
+                          f"points, summed within {self.radius_km:g} km", GEONAMES_LICENCE,
+                          radius_km=self.radius_km, derived_from_prompt=True)
+
+    def values(self, batch: CellBatch) -> np.ndarray:
+        return self.gazetteer.population_within(batch.lat, batch.lon, self.radius_km)
+
+
+_COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "resolution_km", "derived_from_prompt", "licence"}
+_KEYS = {
+    "raster": _COMMON_KEYS | {"path", "url", "mode", "sha256", "member", "min_interval_s", "band", "stat", "crs", "bounds", "nodata", "scale"},
+    "vector": _COMMON_KEYS | {"path", "column", "method", "key"},
+    "geonames_population": _COMMON_KEYS | {"radius_km"},
+}
+
+
+def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, float]:
+    """ISO3 -> value from a column of ISO alpha-2 or alpha-3 codes (unknown codes are dropped)."""
+    out = {}
+    for k, v in zip(keys, values, strict=True):
+        code = (gazetteer.iso3(k) or k) if isinstance(k, str) else None
+        value = float(v) if v is not None else np.nan
+        if code and len(code) == 3 and np.isfinite(value):
+            out[code] = value
+    return out
+
+
+def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> IndicatorSource:
+    """An indicator source from one ``indicators:`` entry of a region config."""
+    kind = str(spec.get("type"))
+    if "name" not in spec:
+        raise InputError(f"indicator source {kind}: needs a name (the column it fills)")
+    unknown = sorted(set(spec) - _KEYS.get(kind, set(spec)))
+    if unknown:
+        raise InputError(f"indicator {spec['name']}: unknown key(s) {unknown}; allowed: {sorted(_KEYS[kind])}")
+    if kind == "raster" and "url" in spec:
+        if "path" in spec:
+            raise InputError(f"indicator {spec['name']}: give path (a local file) or url, not both")
+        return raster_indicator(spec, None)
+    if kind in ("raster", "vector"):
+        if "path" not in spec:
+            raise InputError(f"indicator {spec['name']}: needs a path" + (" or a url" if kind == "raster" else ""))
+        path = resolve(spec["path"])
+        if not Path(path).is_file():
+            raise InputError(f"indicator {spec['name']}: {path} not found")
+        return raster_indicator(spec, path) if kind == "raster" else VectorIndicator(spec, path, gazetteer)
+    if kind == "geonames_population":
+        return GeonamesPopulation(spec, gazetteer)
+    raise InputError(f"unknown indicator type {kind!r}; use raster, vector or geonames_population")

@@ -1,0 +1,1 @@
+"""Places: the offline gazetteer (GeoNames), online geocoders (Nominatim, Photon) and OSM POIs."""
