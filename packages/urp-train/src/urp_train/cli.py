@@ -79,7 +79,7 @@ def _run(command: str, config_type: type, argv: Sequence[str], make_trainer: Cal
     if (warning := master_weight_warning(model, model_args.use_peft)) is not None:
         logger.warning(warning)
     if "image" in train.column_names:
-        check_image_tokens(train, processor)
+        check_image_tokens(train, processor, model_args.pixels)
     trainer = make_trainer(training_args, train, evaluation, model=model, processing_class=processor,
                            peft_config=get_peft_config(model_args))
     result = trainer.train(resume_from_checkpoint=checkpoint)

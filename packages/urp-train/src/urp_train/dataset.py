@@ -164,15 +164,22 @@ def with_completions(dataset: Any) -> Any:
     return dataset.map(add, input_columns="target")  # images pass through without being decoded
 
 
-def image_token_counts(dataset: Any, processor: Any, limit: int | None = None) -> list[tuple[int, int]]:
-    """(image tokens in the tokenized prompt, tokens the image processor's grid calls for) per example.
+def image_token_counts(dataset: Any, processor: Any, pixels: tuple[int, int] | None = None,
+                       limit: int | None = None) -> list[tuple[int, int]]:
+    """(image tokens in the tokenized prompt, tokens the image should become) per example.
 
-    The two must be equal for every prompt, or a VLM's forward pass fails (or silently feeds
-    image features to the wrong positions). Checked before training on the first ``limit``.
+    The second number is computed independently of the processor (``urp_train.models.image_tokens``,
+    Qwen2-VL's resize rule) from the chip's pixel size and ``pixels`` = (min_pixels, max_pixels), the
+    bounds the recipe asked for (the processor's own when None). The two disagree when the processor
+    does not apply the recipe's bounds (e.g. a checkpoint's stored bounds won) or the chat template
+    drops image slots; a VLM's forward pass then fails or feeds image features to the wrong positions.
     """
+    from urp_train.models import image_tokens
+
     n = len(dataset) if limit is None else min(limit, len(dataset))
     image_token_id = processor.image_token_id
-    merge = processor.image_processor.merge_size ** 2
+    ip = processor.image_processor
+    bounds = pixels if pixels is not None else (ip.size["shortest_edge"], ip.size["longest_edge"])
     out = []
     for i in range(n):
         ex = dataset[i]
@@ -183,19 +190,21 @@ def image_token_counts(dataset: Any, processor: Any, limit: int | None = None) -
                               "render prompts with urp_data.schema.render_messages")
         text = processor.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=False)
         enc = processor(text=[text], images=images, return_tensors="pt")
-        expected = int(enc["image_grid_thw"].prod(dim=-1).sum()) // merge if images else 0
+        expected = sum(image_tokens(im.height, im.width, *bounds, patch=ip.patch_size, merge=ip.merge_size)
+                       for im in images or ())
         out.append((int((enc["input_ids"] == image_token_id).sum()), expected))
     return out
 
 
-def check_image_tokens(dataset: Any, processor: Any, limit: int = 32) -> None:
-    """Raise if a prompt's image tokens disagree with its image, or vary between prompts."""
-    counts = image_token_counts(dataset, processor, limit)
+def check_image_tokens(dataset: Any, processor: Any, pixels: tuple[int, int] | None = None, limit: int = 32) -> None:
+    """Raise if a prompt's image tokens disagree with its image under ``pixels``, or vary between prompts."""
+    counts = image_token_counts(dataset, processor, pixels, limit)
     bad = [(i, c) for i, c in enumerate(counts) if c[0] != c[1]]
     if bad:
         i, (got, want) = bad[0]
-        raise SchemaError(f"example {i} has {got} image tokens but its image needs {want}; "
-                          "check the chat template and that every prompt has one image slot")
+        raise SchemaError(f"example {i} has {got} image tokens but its image needs {want} under min/max pixels "
+                          f"{pixels or 'of the processor'}; check that the processor applies min_pixels/max_pixels, "
+                          "the chat template, and that every prompt has one image slot")
     if len({c[0] for c in counts}) > 1:
         raise SchemaError(f"prompts carry different numbers of image tokens {sorted({c[0] for c in counts})}; "
                           "set equal min_pixels and max_pixels or rebuild with one chip size")
