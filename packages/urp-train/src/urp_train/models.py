@@ -213,6 +213,18 @@ def pixel_kwargs(pixels: tuple[int, int] | None) -> dict[str, int]:
     return {} if pixels is None else {"min_pixels": pixels[0], "max_pixels": pixels[1]}
 
 
+def vllm_processor_kwargs(processor: Any) -> dict[str, int]:
+    """The resize bounds ``processor`` applies, as vLLM's ``mm_processor_kwargs``, so vLLM's image tokens match.
+
+    vLLM builds its own processor from the checkpoint; without these it would use the checkpoint's
+    stored bounds, not the recipe's ``min_pixels``/``max_pixels``.
+    """
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        return {}
+    return pixel_kwargs((image_processor.size["shortest_edge"], image_processor.size["longest_edge"]))
+
+
 def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = 28) -> tuple[int, int]:
     """(height, width) in pixels that Qwen2-VL's image processors resize an image to.
 
