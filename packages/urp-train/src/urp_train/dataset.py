@@ -13,6 +13,7 @@ import io
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,31 @@ def _chip_size(image: dict[str, Any] | None) -> tuple[int, int]:
         return im.size
 
 
+def iter_examples(build_dir: str | Path, split: str = "train", indicators: list[str] | None = None, *,
+                  with_images: bool = True) -> Iterator[tuple[dict[str, Any], str]]:
+    """(split-file row, indicator) of every example of a split (or alias), in ``load_examples``' order.
+
+    An example is a sample with a finite value of the indicator. Without ``with_images`` the rows
+    leave the image column unread (the preflight counts pools and prompt lengths this way).
+    """
+    for name in resolve_splits(split):
+        path = split_path(build_dir, name)
+        if not path.is_file():
+            raise SchemaError(f"{path} not found; build the region with `urp-data build`")
+        schema = pq.read_schema(path)
+        available = indicator_columns(schema)
+        chosen = indicators or available
+        missing = [i for i in chosen if i not in available]
+        if missing:
+            raise SchemaError(f"{path} has no indicator {', '.join(missing)}; available: {', '.join(available)}")
+        columns = None if with_images else [c for c in schema.names if c != "image"]
+        for row in pq.read_table(path, columns=columns).to_pylist():
+            for ind in chosen:
+                value = row[ind]
+                if value is not None and math.isfinite(value):
+                    yield row, ind
+
+
 def load_examples(build_dir: str | Path, split: str = "train", *, indicators: list[str] | None = None,
                   drop: str | None = None) -> Any:
     """A ``datasets.Dataset`` of URP examples from one split (or alias) of a build folder.
@@ -90,36 +116,23 @@ def load_examples(build_dir: str | Path, split: str = "train", *, indicators: li
     rows: dict[str, list[Any]] = {k: [] for k in ("prompt", "image", "target", "target_value", "indicator",
                                                    "group", "h3_cell", "sample_id")}
     sizes: set[tuple[int, int]] = set()
-    for name in resolve_splits(split):
-        path = split_path(build_dir, name)
-        if not path.is_file():
-            raise SchemaError(f"{path} not found; build the region with `urp-data build`")
-        table = pq.read_table(path)
-        available = indicator_columns(table.schema)
-        chosen = indicators or available
-        missing = [i for i in chosen if i not in available]
-        if missing:
-            raise SchemaError(f"{path} has no indicator {', '.join(missing)}; available: {', '.join(available)}")
-        for row in table.to_pylist():
-            image = None if drop == "image" else {"bytes": row["image"]["bytes"], "path": None}
-            if image is not None:
-                sizes.add(_chip_size(image))
-            for ind in chosen:
-                value = row[ind]
-                if value is None or not math.isfinite(value):
-                    continue
-                info = manifest.indicators.get(ind)
-                scale = info.score_scale() if info else None
-                if info is None or scale is None:
-                    raise SchemaError(f"manifest of {build_dir} has no score scale for {ind!r}; rebuild the region")
-                spec = info.spec()  # the same prompt spec evaluation renders with
-                rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))  # type: ignore[arg-type]
-                rows["image"].append(image)
-                rows["target"].append(round(float(scale.to_score(value)), 1))
-                rows["target_value"].append(float(value))
-                rows["indicator"].append(ind)
-                for key in ("group", "h3_cell", "sample_id"):
-                    rows[key].append(row[key])
+    for row, ind in iter_examples(build_dir, split, indicators, with_images=drop != "image"):
+        image = None if drop == "image" else {"bytes": row["image"]["bytes"], "path": None}
+        if image is not None:
+            sizes.add(_chip_size(image))
+        value = row[ind]
+        info = manifest.indicators.get(ind)
+        scale = info.score_scale() if info else None
+        if info is None or scale is None:
+            raise SchemaError(f"manifest of {build_dir} has no score scale for {ind!r}; rebuild the region")
+        spec = info.spec()  # the same prompt spec evaluation renders with
+        rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))  # type: ignore[arg-type]
+        rows["image"].append(image)
+        rows["target"].append(round(float(scale.to_score(value)), 1))
+        rows["target_value"].append(float(value))
+        rows["indicator"].append(ind)
+        for key in ("group", "h3_cell", "sample_id"):
+            rows[key].append(row[key])
     if len(sizes) > 1:
         raise SchemaError(f"chips of {build_dir} have several sizes {sorted(sizes)}: the number of image tokens "
                           "would vary between prompts; rebuild with one chip size")
