@@ -63,7 +63,7 @@ class URPDataArguments:
             raise ValueError(f"drop={self.drop!r} is not an ablation; use 'image', 'text' or leave it unset")
 
 
-def _chip_size(image: dict[str, Any] | None) -> tuple[int, int]:
+def chip_size(image: dict[str, Any] | None) -> tuple[int, int]:
     """(width, height) in pixels of an encoded chip, from its header only."""
     from PIL import Image
 
@@ -119,7 +119,7 @@ def load_examples(build_dir: str | Path, split: str = "train", *, indicators: li
     for row, ind in iter_examples(build_dir, split, indicators, with_images=drop != "image"):
         image = None if drop == "image" else {"bytes": row["image"]["bytes"], "path": None}
         if image is not None:
-            sizes.add(_chip_size(image))
+            sizes.add(chip_size(image))
         value = row[ind]
         info = manifest.indicators.get(ind)
         scale = info.score_scale() if info else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,17 @@ class URPModelConfig(ModelConfig):
         return load_model_and_processor(self.model_name_or_path, trust_remote_code=trust_remote_code,
                                         dtype=self.dtype or "auto", attn_implementation=self.attn_implementation,
                                         revision=self.model_revision, pixels=self.pixels)
+
+
+def zero_stage_from_env() -> int:
+    """The DeepSpeed ZeRO stage ``accelerate launch`` started this process with; 0 without DeepSpeed.
+
+    Under ZeRO, DeepSpeed's optimiser keeps fp32 master copies of the weights it updates, whatever
+    dtype the model is stored in.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 0)
 
 
 def master_weight_warning(model: Any, use_peft: bool) -> str | None:
