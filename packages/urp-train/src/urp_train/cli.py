@@ -75,9 +75,13 @@ def _run(command: str, config_type: type, argv: Sequence[str], make_trainer: Cal
     types = (URPDataArguments, config_type, URPModelConfig)
     if "--dry-run" in argv:
         return dry_run(command, argv, lambda a: _parse(types, a, f"urp-train {command}"))
+    if stage := zero_stage_from_env():  # before TrainingArguments, which sets DeepSpeed up
+        from trl import TrlParser
+
+        dtype = TrlParser((URPModelConfig,)).parse_args_and_config(list(argv), return_remaining_strings=True)[0].dtype
+        if (error := zero3_dtype_error(dtype, stage)) is not None:
+            raise ValueError(error)
     data_args, training_args, model_args = _parse(types, argv, f"urp-train {command}")
-    if (error := zero3_dtype_error(model_args.dtype, zero_stage_from_env())) is not None:
-        raise ValueError(error)
     checkpoint = _setup(training_args)
     train, evaluation = load_data(data_args, training_args.seed)
     model, processor = model_args.load(training_args.trust_remote_code)

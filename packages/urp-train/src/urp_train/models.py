@@ -200,8 +200,9 @@ def master_weight_warning(model: Any, use_peft: bool) -> str | None:
 
     bf16 keeps about three significant digits, so AdamW steps at the recipes' lr (1e-6) round away on
     most weights; EasyR1 keeps fp32 master weights and computes in bf16 (``dtype: float32`` with
-    ``bf16: true`` here). ``dtype: auto`` loads a 7B checkpoint in bf16. With PEFT only the adapters
-    train, and TRL keeps those in fp32.
+    ``bf16: true`` here, or DeepSpeed ZeRO's fp32 optimiser copy, so the caller skips this under ZeRO).
+    ``dtype: auto`` loads a 7B checkpoint in bf16. With PEFT only the adapters train, and TRL keeps
+    those in fp32.
     """
     import torch
 
@@ -212,7 +213,8 @@ def master_weight_warning(model: Any, use_peft: bool) -> str | None:
     if not low:
         return None
     return (f"trainable weights are stored in {', '.join(sorted(low))}: small optimiser steps round away; "
-            "set dtype: float32 with bf16: true for fp32 master weights and bf16 compute (as the 7B recipes do)")
+            "set dtype: float32 with bf16: true for fp32 master weights and bf16 compute, or train under DeepSpeed "
+            "ZeRO (configs/accelerate/zero3.yaml), whose optimiser keeps them")
 
 
 def pixel_kwargs(pixels: tuple[int, int] | None) -> dict[str, int]:

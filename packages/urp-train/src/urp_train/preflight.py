@@ -311,7 +311,7 @@ def check_serve_command(argv: Sequence[str], model_args: Any, max_model_len: int
     from trl import TrlParser
     from trl.scripts.vllm_serve import ScriptArguments
 
-    (serve,), extra = TrlParser(ScriptArguments).parse_args_and_config(list(argv), return_remaining_strings=True)
+    serve, extra = TrlParser(ScriptArguments).parse_args_and_config(list(argv), return_remaining_strings=True)
     if serve.data_parallel_size != 1:
         raise PreflightError(f"--data_parallel_size {serve.data_parallel_size}: vLLM refuses data parallelism for "
                              "dense models (TRL's vllm-serve help); use --tensor_parallel_size")
