@@ -192,7 +192,7 @@ def image_token_counts(dataset: Any, processor: Any, pixels: tuple[int, int] | N
     n = len(dataset) if limit is None else min(limit, len(dataset))
     image_token_id = processor.image_token_id
     ip = processor.image_processor
-    bounds = pixels if pixels is not None else (ip.size["shortest_edge"], ip.size["longest_edge"])
+    low, high = pixels if pixels is not None else (ip.size["shortest_edge"], ip.size["longest_edge"])
     out = []
     for i in range(n):
         ex = dataset[i]
@@ -203,7 +203,7 @@ def image_token_counts(dataset: Any, processor: Any, pixels: tuple[int, int] | N
                               "render prompts with urp_data.schema.render_messages")
         text = processor.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=False)
         enc = processor(text=[text], images=images, return_tensors="pt")
-        expected = sum(image_tokens(im.height, im.width, *bounds, patch=ip.patch_size, merge=ip.merge_size)
+        expected = sum(image_tokens(im.height, im.width, low, high, patch=ip.patch_size, merge=ip.merge_size)
                        for im in images or ())
         out.append((int((enc["input_ids"] == image_token_id).sum()), expected))
     return out

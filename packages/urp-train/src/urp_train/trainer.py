@@ -7,13 +7,16 @@ column, e.g. an H3 parent cell) **and one indicator** in the generation batch, a
 processes, shares one baseline (mean) and, with ``scale_rewards="group"``, one standard
 deviation. Pools never mix indicators: a population prompt and a GDP prompt of one place have
 unrelated reward scales, and pooling them would reward "easy" indicators, not good answers.
-A sampler puts ``prompts_per_group`` prompts of one (group, indicator) next to each other so a
-generation batch holds several prompts per pool. ``advantage_grouping="prompt"`` (the default)
+A sampler puts runs of exactly ``prompts_per_group`` prompts of one pool next to each other so a
+generation batch holds several prompts per pool, never one; groups with a single prompt in the
+training split are merged per indicator (:func:`merge_single_prompt_pools`). Pool-wise figures are
+logged as ``pools/*`` beside TRL's per-prompt ones. ``advantage_grouping="prompt"`` (the default)
 is TRL's behaviour.
 
 Two hooks are overridden, both calling ``super()``: ``_calculate_rewards`` (remembers the
-gathered rewards and group keys, logs per-group rewards) and
-``_generate_and_score_completions`` (replaces the advantages when grouping by a column).
+gathered rewards and pool keys, logs per-group rewards) and ``_generate_and_score_completions``
+(replaces the advantages when grouping by a column); plus ``_get_train_sampler``, and ``__init__``,
+which hands colocated vLLM the processor's image bounds (the one place that relies on TRL internals).
 """
 
 from __future__ import annotations
