@@ -132,6 +132,8 @@ def _build_facts(data_args: Any, seed: int, column: str | None) -> dict[str, Any
 
         keep = datasets.Dataset.from_dict({"i": list(range(len(examples)))}).shuffle(seed=seed)
         examples = [examples[i] for i in keep.select(range(data_args.max_examples))["i"]]
+    if not examples:
+        raise PreflightError(f"no example with a non-null target in split {data_args.split!r} of {build}")
     size = None
     if data_args.drop != "image":
         first = next(pq.ParquetFile(split_path(build, "train")).iter_batches(batch_size=1, columns=["image"]))
