@@ -99,7 +99,7 @@ def test_recipe_pixels_beat_the_checkpoints_stored_bounds(tiny_build, tiny_model
     import json
     import shutil
 
-    from urp_train.models import load_processor
+    from urp_train.models import load_processor, vllm_processor_kwargs
 
     model_dir = tmp_path / "stored-bounds"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -113,6 +113,7 @@ def test_recipe_pixels_beat_the_checkpoints_stored_bounds(tiny_build, tiny_model
     assert (processor.image_processor.size["shortest_edge"], processor.image_processor.size["longest_edge"]) == pixels
     assert {c for c in image_token_counts(ds, processor, pixels)} == {(256, 256)}
     check_image_tokens(ds, processor, pixels)
+    assert vllm_processor_kwargs(processor) == {"min_pixels": 448 * 448, "max_pixels": 448 * 448}  # what vLLM gets
 
     stored = load_processor(model_dir)  # the checkpoint's bounds: the check compares with the recipe's, not itself
     with pytest.raises(SchemaError, match="has 4 image tokens but its image needs 256"):
