@@ -37,6 +37,10 @@ def test_completions_come_from_vllm_and_rewards_and_advantages_are_logged(coloca
     assert advantages and any(abs(a) > 1e-3 for a in advantages)
 
 
+def test_vllm_resizes_images_with_the_training_bounds(colocate_report: dict) -> None:
+    assert colocate_report["mm_processor_kwargs"] == {"min_pixels": 12544, "max_pixels": 12544}
+
+
 def test_every_sync_leaves_vllm_holding_the_policys_weights(colocate_report: dict) -> None:
     first, second = colocate_report["syncs"]  # one before each step's generation
     assert first["compared"] >= 10 and not first["policy_moved"] and first["unequal"] == []

@@ -92,3 +92,39 @@ def test_mismatched_image_tokens_are_caught(tiny_build, tiny_model_dir):
 def test_missing_build_is_a_clear_error(tmp_path):
     with pytest.raises(SchemaError, match="manifest.json not found"):
         load_examples(tmp_path, "train")
+
+
+def test_recipe_pixels_beat_the_checkpoints_stored_bounds(tiny_build, tiny_model_dir, tmp_path):
+    """Qwen2.5-VL-7B stores min_pixels 3136 and max_pixels 12845056; the recipe's 448x448 must still win."""
+    import json
+    import shutil
+
+    from urp_train.models import load_processor, vllm_processor_kwargs
+
+    model_dir = tmp_path / "stored-bounds"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((model_dir / "processor_config.json").read_text())
+    config["image_processor"].update(min_pixels=3136, max_pixels=12845056)
+    (model_dir / "processor_config.json").write_text(json.dumps(config))
+    pixels = (448 * 448, 448 * 448)
+    ds = load_examples(tiny_build, "val")  # 64x64 chips: 4 image tokens under the stored bounds, 256 under ours
+
+    processor = load_processor(model_dir, pixels=pixels)
+    assert (processor.image_processor.size["shortest_edge"], processor.image_processor.size["longest_edge"]) == pixels
+    assert {c for c in image_token_counts(ds, processor, pixels)} == {(256, 256)}
+    check_image_tokens(ds, processor, pixels)
+    assert vllm_processor_kwargs(processor) == {"min_pixels": 448 * 448, "max_pixels": 448 * 448}  # what vLLM gets
+
+    stored = load_processor(model_dir)  # the checkpoint's bounds: the check compares with the recipe's, not itself
+    with pytest.raises(SchemaError, match="has 4 image tokens but its image needs 256"):
+        check_image_tokens(ds, stored, pixels)
+
+
+def test_image_token_rule_matches_qwen2_vl_for_odd_sizes():
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as reference
+    from urp_train.models import image_tokens, smart_resize
+
+    for h, w, lo, hi in [(64, 64, 3136, 12845056), (448, 448, 200704, 200704), (500, 333, 3136, 200704),
+                         (1000, 30, 3136, 12845056), (20, 20, 56 * 56, 28 * 28 * 1280), (4000, 3000, 3136, 1003520)]:
+        assert smart_resize(h, w, lo, hi) == reference(h, w, 28, lo, hi)
+    assert image_tokens(448, 448, 200704, 200704) == 256

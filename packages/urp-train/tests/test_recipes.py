@@ -51,17 +51,22 @@ def test_grouped_recipe_is_a_valid_config_on_this_machine(tmp_path):
 
 @pytest.mark.parametrize("name", ["qwen2_5_vl_7b.yaml", "qwen2_5_vl_7b_prompt_grouping.yaml",
                                   "sft_qwen2_5_vl_7b.yaml"])
-def test_gpu_recipes_keep_fp32_master_weights_and_compute_in_bf16(name):
-    """EasyR1 loads the actor in float32 and computes in bf16; weights stored in bf16 lose updates.
+def test_gpu_recipes_compute_in_bf16_with_fp32_master_weights_kept_by_deepspeed(name):
+    """EasyR1 keeps the actor's master weights in fp32 and computes in bf16; weights stored in bf16 lose updates.
 
     At the recipes' learning rate the first AdamW step moves each weight by about lr = 1e-6, far below
-    bf16's spacing near a typical weight (0.01 -> 6e-5), so a bf16 copy rounds the step away.
+    bf16's spacing near a typical weight (0.01 -> 6e-5), so a bf16 copy rounds the step away. Under
+    ZeRO-3, zero.Init stores the model's weights in bf16 whatever dtype says, and DeepSpeed's optimiser
+    keeps the fp32 master copy: the recipes say dtype bfloat16 (float32 would do nothing; it is refused).
     """
     import torch
 
     r = _load(name)
-    assert (r["dtype"], r["bf16"]) == ("float32", True)
+    assert (r["dtype"], r["bf16"]) == ("bfloat16", True)
+    zero3 = yaml.safe_load((RECIPES.parent / "accelerate" / "zero3.yaml").read_text())
+    assert (zero3["distributed_type"], zero3["deepspeed_config"]["zero_stage"]) == ("DEEPSPEED", 3)
+    assert "--config_file configs/accelerate/zero3.yaml" in (RECIPES / name).read_text()
     weight = torch.tensor(0.01)
     step = torch.tensor(r["learning_rate"])
     assert (weight - step).bfloat16() == weight.bfloat16()  # the update vanishes in bf16 ...
-    assert weight - step != weight  # ... and survives in fp32
+    assert weight - step != weight  # ... and survives in DeepSpeed's fp32 master copy

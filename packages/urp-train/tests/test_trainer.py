@@ -2,12 +2,21 @@ import math
 import statistics
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from trl import GRPOTrainer
 from urp_train.dataset import load_examples
 from urp_train.rewards import completion_text, reward_funcs
-from urp_train.trainer import GroupedRepeatSampler, URPGRPOConfig, URPGRPOTrainer, grouped_advantages
+from urp_train.trainer import (
+    SMALL_GROUPS,
+    GroupedRepeatSampler,
+    URPGRPOConfig,
+    URPGRPOTrainer,
+    grouped_advantages,
+    merge_single_prompt_pools,
+    pool_stats,
+)
 
 NAN = float("nan")
 
@@ -76,6 +85,53 @@ def test_grouped_sampler_keeps_runs_of_one_group_in_each_generation_batch():
     assert list(GroupedRepeatSampler(groups, 2, 3, 4, 2, seed=1)) == order  # same seed, same order on every rank
 
 
+def _pools_per_batch(order, pools, prompts_per_batch, repeats):
+    """Distinct prompts per pool in each generation batch of a sampler's order."""
+    size = prompts_per_batch * repeats
+    out = []
+    for b in range(0, len(order), size):
+        prompts = list(dict.fromkeys(order[b:b + size]))
+        out.append(Counter(pools[i] for i in prompts))
+    return out
+
+
+def test_no_generation_batch_holds_a_pool_of_one_prompt_with_the_recipes_numbers():
+    """The 7B recipe: 256 prompts per rollout in runs of 8, over 110 countries of skewed sizes x 3 indicators."""
+    rng = np.random.default_rng(0)
+    sizes = np.minimum(np.ceil(rng.pareto(1.0, size=110) * 3), 400).astype(int)
+    keys = [(f"c{c}", ind) for c, n in enumerate(sizes) for ind in ("pop", "gdp", "light") for _ in range(n)]
+    pools = merge_single_prompt_pools(keys)
+    assert sum(1 for k, v in pools.items() if k != v) > 0  # the skew leaves groups with a single prompt
+    sampler = GroupedRepeatSampler([pools[k] for k in keys], 8, mini_repeat_count=5, batch_size=256, seed=3)
+    order = list(sampler)
+    assert len(order) == len(sampler)
+    assert len(set(order)) >= len(keys) - 255  # all but TRL's incomplete last batch
+    batches = _pools_per_batch(order, [pools[k] for k in keys], 256, 5)
+    assert min(n for batch in batches for n in batch.values()) >= 2  # distinct prompts sharing a baseline
+    assert all(len({ind for _, ind in batch}) == len({k[1] for k in batch}) for batch in batches)
+
+
+def test_single_prompt_groups_are_merged_per_indicator_and_never_across_indicators():
+    keys = [("a", "x")] * 3 + [("b", "x"), ("c", "x")] + [("a", "y")] * 2 + [("d", "y")] * 4 + [("e", "y")]
+    pools = merge_single_prompt_pools(keys)
+    assert pools[("b", "x")] == pools[("c", "x")] == (SMALL_GROUPS, "x")
+    assert pools[("e", "y")] == ("a", "y")  # a lone single joins its indicator's smallest pool
+    assert pools[("a", "x")] == ("a", "x") and pools[("d", "y")] == ("d", "y")
+    with pytest.raises(ValueError, match="indicator 'z' has a single prompt"):
+        merge_single_prompt_pools([*keys, ("a", "z")])
+    with pytest.raises(ValueError, match="hold one example"):
+        GroupedRepeatSampler(keys, 2, 1, 2)
+
+
+def test_pool_stats_describe_the_pools_not_the_prompts():
+    # 3 prompts x 2 completions; pools: prompts 0 and 1 share one (rewards vary), prompt 2 alone and constant
+    rpf = torch.tensor([[1.0], [1.0], [0.0], [0.0], [0.5], [0.5]])
+    stats = pool_stats(rpf, torch.tensor([1.0]), ["p", "p", "p", "p", "q", "q"], num_generations=2)
+    assert stats["pools/count"] == 2 and stats["pools/prompts_min"] == 1 and stats["pools/prompts_median"] == 1.5
+    assert stats["pools/frac_reward_zero_std"] == pytest.approx(2 / 6)  # TRL's per-prompt figure would say 1.0
+    assert stats["pools/reward_std_mean"] == pytest.approx(statistics.stdev([1, 1, 0, 0]) / 2)
+
+
 @pytest.fixture(scope="module")
 def parts(tiny_build, tiny_model_dir):
     from urp_train.models import load_model_and_processor
@@ -105,6 +161,9 @@ def _batch(ds, idx, g=2):
 def test_grouping_by_a_unique_column_equals_trl_prompt_grouping(parts, tmp_path):
     trainer = _trainer(parts, tmp_path, advantage_grouping="uid")
     trainer.model.train()
+    # Every uid pool holds one prompt, which training merges per indicator; to compare the hooks' plumbing
+    # with TRL's per-prompt computation, keep each uid its own pool here.
+    trainer._pools = {}
     inputs = _batch(parts[0], [0, 1, 5])
     torch.manual_seed(0)
     ours = trainer._generate_and_score_completions(inputs)["advantages"]
@@ -169,6 +228,7 @@ def test_a_training_step_changes_every_trainable_parameter_and_logs_groups(parts
     log = trainer.state.log_history[0]
     assert "loss" in log and "rewards/accuracy/mean" in log and "rewards/varied/mean" in log
     assert any(k.startswith("rewards_by_group/g-") for k in log)
+    assert log["pools/count"] >= 1 and 0 <= log["pools/frac_reward_zero_std"] <= 1 and "pools/reward_std_mean" in log
 
 
 def test_config_checks_name_the_fix(tmp_path):

@@ -69,17 +69,26 @@ def _run(command: str, config_type: type, argv: Sequence[str], make_trainer: Cal
     from trl import get_peft_config
 
     from urp_train.dataset import URPDataArguments, check_image_tokens, load_data
-    from urp_train.models import URPModelConfig, master_weight_warning
+    from urp_train.models import URPModelConfig, master_weight_warning, zero_stage_from_env
+    from urp_train.preflight import dry_run, zero3_dtype_error
 
-    data_args, training_args, model_args = _parse((URPDataArguments, config_type, URPModelConfig), argv,
-                                                  f"urp-train {command}")
+    types = (URPDataArguments, config_type, URPModelConfig)
+    if "--dry-run" in argv:
+        return dry_run(command, argv, lambda a: _parse(types, a, f"urp-train {command}"))
+    if stage := zero_stage_from_env():  # before TrainingArguments, which sets DeepSpeed up
+        from trl import TrlParser
+
+        dtype = TrlParser((URPModelConfig,)).parse_args_and_config(list(argv), return_remaining_strings=True)[0].dtype
+        if (error := zero3_dtype_error(dtype, stage)) is not None:
+            raise ValueError(error)
+    data_args, training_args, model_args = _parse(types, argv, f"urp-train {command}")
     checkpoint = _setup(training_args)
     train, evaluation = load_data(data_args, training_args.seed)
     model, processor = model_args.load(training_args.trust_remote_code)
-    if (warning := master_weight_warning(model, model_args.use_peft)) is not None:
+    if not zero_stage_from_env() and (warning := master_weight_warning(model, model_args.use_peft)) is not None:
         logger.warning(warning)
     if "image" in train.column_names:
-        check_image_tokens(train, processor)
+        check_image_tokens(train, processor, model_args.pixels)
     trainer = make_trainer(training_args, train, evaluation, model=model, processing_class=processor,
                            peft_config=get_peft_config(model_args))
     result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -13,6 +13,7 @@ import io
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class URPDataArguments:
             raise ValueError(f"drop={self.drop!r} is not an ablation; use 'image', 'text' or leave it unset")
 
 
-def _chip_size(image: dict[str, Any] | None) -> tuple[int, int]:
+def chip_size(image: dict[str, Any] | None) -> tuple[int, int]:
     """(width, height) in pixels of an encoded chip, from its header only."""
     from PIL import Image
 
@@ -70,6 +71,31 @@ def _chip_size(image: dict[str, Any] | None) -> tuple[int, int]:
         raise SchemaError("a sample has no image bytes; rebuild the region or train with --drop image")
     with Image.open(io.BytesIO(image["bytes"])) as im:
         return im.size
+
+
+def iter_examples(build_dir: str | Path, split: str = "train", indicators: list[str] | None = None, *,
+                  with_images: bool = True) -> Iterator[tuple[dict[str, Any], str]]:
+    """(split-file row, indicator) of every example of a split (or alias), in ``load_examples``' order.
+
+    An example is a sample with a finite value of the indicator. Without ``with_images`` the rows
+    leave the image column unread (the preflight counts pools and prompt lengths this way).
+    """
+    for name in resolve_splits(split):
+        path = split_path(build_dir, name)
+        if not path.is_file():
+            raise SchemaError(f"{path} not found; build the region with `urp-data build`")
+        schema = pq.read_schema(path)
+        available = indicator_columns(schema)
+        chosen = indicators or available
+        missing = [i for i in chosen if i not in available]
+        if missing:
+            raise SchemaError(f"{path} has no indicator {', '.join(missing)}; available: {', '.join(available)}")
+        columns = None if with_images else [c for c in schema.names if c != "image"]
+        for row in pq.read_table(path, columns=columns).to_pylist():
+            for ind in chosen:
+                value = row[ind]
+                if value is not None and math.isfinite(value):
+                    yield row, ind
 
 
 def load_examples(build_dir: str | Path, split: str = "train", *, indicators: list[str] | None = None,
@@ -90,36 +116,23 @@ def load_examples(build_dir: str | Path, split: str = "train", *, indicators: li
     rows: dict[str, list[Any]] = {k: [] for k in ("prompt", "image", "target", "target_value", "indicator",
                                                    "group", "h3_cell", "sample_id")}
     sizes: set[tuple[int, int]] = set()
-    for name in resolve_splits(split):
-        path = split_path(build_dir, name)
-        if not path.is_file():
-            raise SchemaError(f"{path} not found; build the region with `urp-data build`")
-        table = pq.read_table(path)
-        available = indicator_columns(table.schema)
-        chosen = indicators or available
-        missing = [i for i in chosen if i not in available]
-        if missing:
-            raise SchemaError(f"{path} has no indicator {', '.join(missing)}; available: {', '.join(available)}")
-        for row in table.to_pylist():
-            image = None if drop == "image" else {"bytes": row["image"]["bytes"], "path": None}
-            if image is not None:
-                sizes.add(_chip_size(image))
-            for ind in chosen:
-                value = row[ind]
-                if value is None or not math.isfinite(value):
-                    continue
-                info = manifest.indicators.get(ind)
-                scale = info.score_scale() if info else None
-                if info is None or scale is None:
-                    raise SchemaError(f"manifest of {build_dir} has no score scale for {ind!r}; rebuild the region")
-                spec = info.spec()  # the same prompt spec evaluation renders with
-                rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))  # type: ignore[arg-type]
-                rows["image"].append(image)
-                rows["target"].append(round(float(scale.to_score(value)), 1))
-                rows["target_value"].append(float(value))
-                rows["indicator"].append(ind)
-                for key in ("group", "h3_cell", "sample_id"):
-                    rows[key].append(row[key])
+    for row, ind in iter_examples(build_dir, split, indicators, with_images=drop != "image"):
+        image = None if drop == "image" else {"bytes": row["image"]["bytes"], "path": None}
+        if image is not None:
+            sizes.add(chip_size(image))
+        value = row[ind]
+        info = manifest.indicators.get(ind)
+        scale = info.score_scale() if info else None
+        if info is None or scale is None:
+            raise SchemaError(f"manifest of {build_dir} has no score scale for {ind!r}; rebuild the region")
+        spec = info.spec()  # the same prompt spec evaluation renders with
+        rows["prompt"].append(render_messages(row, ind, spec=spec, drop=drop))  # type: ignore[arg-type]
+        rows["image"].append(image)
+        rows["target"].append(round(float(scale.to_score(value)), 1))
+        rows["target_value"].append(float(value))
+        rows["indicator"].append(ind)
+        for key in ("group", "h3_cell", "sample_id"):
+            rows[key].append(row[key])
     if len(sizes) > 1:
         raise SchemaError(f"chips of {build_dir} have several sizes {sorted(sizes)}: the number of image tokens "
                           "would vary between prompts; rebuild with one chip size")
@@ -164,15 +177,22 @@ def with_completions(dataset: Any) -> Any:
     return dataset.map(add, input_columns="target")  # images pass through without being decoded
 
 
-def image_token_counts(dataset: Any, processor: Any, limit: int | None = None) -> list[tuple[int, int]]:
-    """(image tokens in the tokenized prompt, tokens the image processor's grid calls for) per example.
+def image_token_counts(dataset: Any, processor: Any, pixels: tuple[int, int] | None = None,
+                       limit: int | None = None) -> list[tuple[int, int]]:
+    """(image tokens in the tokenized prompt, tokens the image should become) per example.
 
-    The two must be equal for every prompt, or a VLM's forward pass fails (or silently feeds
-    image features to the wrong positions). Checked before training on the first ``limit``.
+    The second number is computed independently of the processor (``urp_train.models.image_tokens``,
+    Qwen2-VL's resize rule) from the chip's pixel size and ``pixels`` = (min_pixels, max_pixels), the
+    bounds the recipe asked for (the processor's own when None). The two disagree when the processor
+    does not apply the recipe's bounds (e.g. a checkpoint's stored bounds won) or the chat template
+    drops image slots; a VLM's forward pass then fails or feeds image features to the wrong positions.
     """
+    from urp_train.models import image_tokens
+
     n = len(dataset) if limit is None else min(limit, len(dataset))
     image_token_id = processor.image_token_id
-    merge = processor.image_processor.merge_size ** 2
+    ip = processor.image_processor
+    low, high = pixels if pixels is not None else (ip.size["shortest_edge"], ip.size["longest_edge"])
     out = []
     for i in range(n):
         ex = dataset[i]
@@ -183,19 +203,21 @@ def image_token_counts(dataset: Any, processor: Any, limit: int | None = None) -
                               "render prompts with urp_data.contract.render_messages")
         text = processor.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=False)
         enc = processor(text=[text], images=images, return_tensors="pt")
-        expected = int(enc["image_grid_thw"].prod(dim=-1).sum()) // merge if images else 0
+        expected = sum(image_tokens(im.height, im.width, low, high, patch=ip.patch_size, merge=ip.merge_size)
+                       for im in images or ())
         out.append((int((enc["input_ids"] == image_token_id).sum()), expected))
     return out
 
 
-def check_image_tokens(dataset: Any, processor: Any, limit: int = 32) -> None:
-    """Raise if a prompt's image tokens disagree with its image, or vary between prompts."""
-    counts = image_token_counts(dataset, processor, limit)
+def check_image_tokens(dataset: Any, processor: Any, pixels: tuple[int, int] | None = None, limit: int = 32) -> None:
+    """Raise if a prompt's image tokens disagree with its image under ``pixels``, or vary between prompts."""
+    counts = image_token_counts(dataset, processor, pixels, limit)
     bad = [(i, c) for i, c in enumerate(counts) if c[0] != c[1]]
     if bad:
         i, (got, want) = bad[0]
-        raise SchemaError(f"example {i} has {got} image tokens but its image needs {want}; "
-                          "check the chat template and that every prompt has one image slot")
+        raise SchemaError(f"example {i} has {got} image tokens but its image needs {want} under min/max pixels "
+                          f"{pixels or 'of the processor'}; check that the processor applies min_pixels/max_pixels, "
+                          "the chat template, and that every prompt has one image slot")
     if len({c[0] for c in counts}) > 1:
         raise SchemaError(f"prompts carry different numbers of image tokens {sorted({c[0] for c in counts})}; "
                           "set equal min_pixels and max_pixels or rebuild with one chip size")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,16 +173,32 @@ class URPModelConfig(ModelConfig):
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} exceeds max_pixels {self.max_pixels}; swap them")
 
+    @property
+    def pixels(self) -> tuple[int, int] | None:
+        """(min_pixels, max_pixels) when the recipe sets them, else None (the checkpoint's own bounds)."""
+        if self.min_pixels is None or self.max_pixels is None:
+            return None
+        return self.min_pixels, self.max_pixels
+
     def load(self, trust_remote_code: bool = False) -> tuple[Any, Any]:
         """The model and processor this config names."""
         if not self.model_name_or_path:
             raise ValueError("no model given; set model_name_or_path (a hub id or a folder, e.g. from "
                              "`urp-train tiny-model --out models/tiny`)")
-        pixels = (self.min_pixels, self.max_pixels) if self.min_pixels is not None and self.max_pixels is not None \
-            else None
         return load_model_and_processor(self.model_name_or_path, trust_remote_code=trust_remote_code,
                                         dtype=self.dtype or "auto", attn_implementation=self.attn_implementation,
-                                        revision=self.model_revision, pixels=pixels)
+                                        revision=self.model_revision, pixels=self.pixels)
+
+
+def zero_stage_from_env() -> int:
+    """The DeepSpeed ZeRO stage ``accelerate launch`` started this process with; 0 without DeepSpeed.
+
+    Under ZeRO, DeepSpeed's optimiser keeps fp32 master copies of the weights it updates, whatever
+    dtype the model is stored in.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 0)
 
 
 def master_weight_warning(model: Any, use_peft: bool) -> str | None:
@@ -188,8 +206,9 @@ def master_weight_warning(model: Any, use_peft: bool) -> str | None:
 
     bf16 keeps about three significant digits, so AdamW steps at the recipes' lr (1e-6) round away on
     most weights; EasyR1 keeps fp32 master weights and computes in bf16 (``dtype: float32`` with
-    ``bf16: true`` here). ``dtype: auto`` loads a 7B checkpoint in bf16. With PEFT only the adapters
-    train, and TRL keeps those in fp32.
+    ``bf16: true`` here, or DeepSpeed ZeRO's fp32 optimiser copy, so the caller skips this under ZeRO).
+    ``dtype: auto`` loads a 7B checkpoint in bf16. With PEFT only the adapters train, and TRL keeps
+    those in fp32.
     """
     import torch
 
@@ -200,7 +219,67 @@ def master_weight_warning(model: Any, use_peft: bool) -> str | None:
     if not low:
         return None
     return (f"trainable weights are stored in {', '.join(sorted(low))}: small optimiser steps round away; "
-            "set dtype: float32 with bf16: true for fp32 master weights and bf16 compute (as the 7B recipes do)")
+            "set dtype: float32 with bf16: true for fp32 master weights and bf16 compute, or train under DeepSpeed "
+            "ZeRO (configs/accelerate/zero3.yaml), whose optimiser keeps them")
+
+
+def pixel_kwargs(pixels: tuple[int, int] | None) -> dict[str, int]:
+    """Processor keywords that set the image resize bounds (min_pixels, max_pixels), or none.
+
+    Named ``min_pixels``/``max_pixels``, not ``size=``: ``Qwen2VLImageProcessor.__init__`` applies the
+    checkpoint's stored ``min_pixels``/``max_pixels`` after ``size`` and so overwrites it (Qwen2.5-VL-7B
+    stores 3136 and 12,845,056). vLLM's ``mm_processor_kwargs`` take the same two names.
+    """
+    return {} if pixels is None else {"min_pixels": pixels[0], "max_pixels": pixels[1]}
+
+
+def vllm_processor_kwargs(processor: Any) -> dict[str, int]:
+    """The resize bounds ``processor`` applies, as vLLM's ``mm_processor_kwargs``, so vLLM's image tokens match.
+
+    vLLM builds its own processor from the checkpoint; without these it would use the checkpoint's
+    stored bounds, not the recipe's ``min_pixels``/``max_pixels``.
+    """
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        return {}
+    return pixel_kwargs((image_processor.size["shortest_edge"], image_processor.size["longest_edge"]))
+
+
+def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = 28) -> tuple[int, int]:
+    """(height, width) in pixels that Qwen2-VL's image processors resize an image to.
+
+    Both sides rounded to multiples of ``factor`` (patch 14 x merge 2), then scaled, keeping the aspect
+    ratio, into [min_pixels, max_pixels]. Written from Qwen2-VL's published rule (qwen-vl-utils), not
+    taken from transformers, so that checks against the processor are not the processor against itself.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"an image of {height}x{width} pixels is too elongated for Qwen2-VL (aspect ratio > 200)")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def image_tokens(height: int, width: int, min_pixels: int, max_pixels: int, patch: int = 14, merge: int = 2) -> int:
+    """Image tokens (``<|image_pad|>``) one image of height x width pixels becomes: one per merge x merge patches."""
+    h, w = smart_resize(height, width, min_pixels, max_pixels, factor=patch * merge)
+    return (h // (patch * merge)) * (w // (patch * merge))
+
+
+def load_processor(path_or_id: str | Path, *, trust_remote_code: bool = False, revision: str = "main",
+                   pixels: tuple[int, int] | None = None) -> Any:
+    """The processor of a hub id or folder, padding on the left, with ``pixels`` as its resize bounds."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code, revision=revision,
+                                         padding_side="left", **pixel_kwargs(pixels))
 
 
 def load_model_and_processor(path_or_id: str | Path, *, trust_remote_code: bool = False,
@@ -213,13 +292,9 @@ def load_model_and_processor(path_or_id: str | Path, *, trust_remote_code: bool 
     pads on the left, as batched generation requires.
     """
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    proc_kwargs: dict[str, Any] = {}
-    if pixels is not None:
-        proc_kwargs["size"] = {"shortest_edge": pixels[0], "longest_edge": pixels[1]}
-    processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code,
-                                              revision=revision, padding_side="left", **proc_kwargs)
+    processor = load_processor(path_or_id, trust_remote_code=trust_remote_code, revision=revision, pixels=pixels)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForImageTextToText.from_pretrained(
         str(path_or_id), trust_remote_code=trust_remote_code, dtype=torch_dtype, revision=revision,

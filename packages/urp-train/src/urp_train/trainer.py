@@ -7,21 +7,29 @@ column, e.g. an H3 parent cell) **and one indicator** in the generation batch, a
 processes, shares one baseline (mean) and, with ``scale_rewards="group"``, one standard
 deviation. Pools never mix indicators: a population prompt and a GDP prompt of one place have
 unrelated reward scales, and pooling them would reward "easy" indicators, not good answers.
-A sampler puts ``prompts_per_group`` prompts of one (group, indicator) next to each other so a
-generation batch holds several prompts per pool. ``advantage_grouping="prompt"`` (the default)
+A sampler puts runs of exactly ``prompts_per_group`` prompts of one pool next to each other so a
+generation batch holds several prompts per pool, never one; groups with a single prompt in the
+training split are merged per indicator (:func:`merge_single_prompt_pools`). Pool-wise figures are
+logged as ``pools/*`` beside TRL's per-prompt ones. ``advantage_grouping="prompt"`` (the default)
 is TRL's behaviour.
 
 Two hooks are overridden, both calling ``super()``: ``_calculate_rewards`` (remembers the
-gathered rewards and group keys, logs per-group rewards) and
-``_generate_and_score_completions`` (replaces the advantages when grouping by a column).
+gathered rewards and pool keys, logs per-group rewards) and ``_generate_and_score_completions``
+(replaces the advantages when grouping by a column); plus ``_get_train_sampler``, and ``__init__``,
+which hands colocated vLLM the processor's image bounds (the one place that relies on TRL internals).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import math
 import random
-from collections import defaultdict
-from collections.abc import Hashable, Sequence
+import statistics
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +39,7 @@ from torch.utils.data import Sampler
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler, nanstd
 
+from urp_train.models import vllm_processor_kwargs
 from urp_train.rewards import DEFAULT_ACCURACY_SCALE
 
 logger = logging.getLogger(__name__)
@@ -99,6 +108,38 @@ class URPGRPOConfig(GRPOConfig):
                                  "dataset; set remove_unused_columns to false")
 
 
+def total_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Each completion's weighted total reward; NaN where no reward applies (TRL's convention)."""
+    total = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
+    total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return total
+
+
+def pool_stats(rewards_per_func: torch.Tensor, weights: torch.Tensor, pools: Sequence[Hashable],
+               num_generations: int) -> dict[str, float]:
+    """Figures of the advantage pools of one generation batch, for logging beside TRL's per-prompt ones.
+
+    TRL's ``frac_reward_zero_std`` counts completions whose *prompt's* rewards do not vary; with
+    group-wise advantages what matters is whether the *pool's* rewards vary (a pool whose rewards are
+    all equal gives zero advantages to every completion in it). ``pools`` keys the N completions, laid
+    out as TRL does: completions i and j belong to one prompt when i // num_generations == j // num_generations.
+    """
+    total = total_rewards(rewards_per_func, weights)
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for i, key in enumerate(pools):
+        members[key].append(i)
+    stds = {key: nanstd(total[rows]).item() if len(rows) > 1 else 0.0 for key, rows in members.items()}
+    zero = {key: not std > 1e-6 for key, std in stds.items()}  # NaN (nothing scorable) counts as zero
+    prompts = sorted(len({i // num_generations for i in rows}) for rows in members.values())
+    return {
+        "pools/count": float(len(members)),
+        "pools/prompts_min": float(prompts[0]),
+        "pools/prompts_median": float(statistics.median(prompts)),
+        "pools/frac_reward_zero_std": sum(len(members[k]) for k in members if zero[k]) / len(pools),
+        "pools/reward_std_mean": float(statistics.fmean(0.0 if math.isnan(v) else v for v in stds.values())),
+    }
+
+
 def grouped_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, groups: Sequence[Hashable], *,
                        scale_rewards: str = "group",
                        aggregation: str = "sum_then_normalize") -> torch.Tensor:
@@ -124,8 +165,7 @@ def grouped_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, gr
 
     w = weights.to(rewards_per_func.device)
     if aggregation == "sum_then_normalize":
-        rewards = (rewards_per_func * w).nansum(dim=1)
-        rewards[unscorable] = torch.nan
+        rewards = total_rewards(rewards_per_func, w)
         centred, std = within(rewards, scale=False)
         if scale_rewards == "batch":
             std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
@@ -141,33 +181,84 @@ def grouped_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, gr
     return torch.nan_to_num(advantages, nan=0.0)
 
 
-class GroupedRepeatSampler(Sampler[int]):
-    """TRL's RepeatSampler over an order that keeps runs of ``prompts_per_group`` same-group prompts.
+SMALL_GROUPS = "<groups with one prompt>"
+"""The group name of the pool that collects, per indicator, the groups holding a single prompt."""
 
-    Each epoch: shuffle each group's examples, cut them into runs of ``prompts_per_group``,
-    shuffle the runs, concatenate. TRL's RepeatSampler then chunks that order into generation
-    batches and repeats each prompt ``mini_repeat_count`` times, exactly as without grouping.
-    Every process draws the same order (same seed), as TRL requires.
+
+def merge_single_prompt_pools(keys: Sequence[tuple[Hashable, Hashable]]) -> dict[tuple[Hashable, Hashable],
+                                                                                 tuple[Hashable, Hashable]]:
+    """Map each (group, indicator) of a training split to the advantage pool it joins.
+
+    A (group, indicator) with one prompt in the split cannot have a group baseline: pooled alone, its
+    advantages are plain per-prompt GRPO (the baseline is its own completions' mean). Such groups are
+    merged, per indicator, into one pool ``(SMALL_GROUPS, indicator)``: the small places of one
+    indicator share a baseline, as a group's places do, and pools still never mix indicators (our
+    choice; refusing would stop a global build whose rarest groups hold one sample). When an indicator
+    has a single such group, it joins that indicator's smallest other pool. Other keys map to themselves.
+    """
+    counts = Counter(keys)
+    merged: dict[tuple[Hashable, Hashable], tuple[Hashable, Hashable]] = {k: k for k in counts}
+    by_indicator: dict[Hashable, list[tuple[Hashable, Hashable]]] = defaultdict(list)
+    for key, n in counts.items():
+        if n == 1:
+            by_indicator[key[1]].append(key)
+    for indicator, singles in by_indicator.items():
+        if len(singles) > 1:
+            target: tuple[Hashable, Hashable] = (SMALL_GROUPS, indicator)
+        else:
+            others = [k for k in counts if k[1] == indicator and counts[k] > 1]
+            if not others:
+                raise ValueError(f"indicator {indicator!r} has a single prompt in the training split: no pool can "
+                                 "give it a baseline; drop it with --indicators or train on more samples")
+            target = min(others, key=lambda k: (counts[k], str(k)))
+        for key in singles:
+            merged[key] = target
+    return merged
+
+
+class GroupedRepeatSampler(Sampler[int]):
+    """TRL's RepeatSampler over an order made of runs of exactly ``prompts_per_group`` prompts of one pool.
+
+    Each epoch: shuffle each pool's examples, cut them into runs of ``prompts_per_group`` and fill the
+    last, short run with other prompts of the same pool (so those few are drawn twice that epoch; a pool
+    smaller than a run repeats its own prompts),
+    shuffle the runs, concatenate. As ``prompts_per_group`` divides the prompts of a generation batch
+    (``URPGRPOConfig`` checks it), runs never straddle two batches: every pool in a generation batch
+    holds a multiple of ``prompts_per_group`` prompts, never a lone one. ``pools`` gives each example
+    its pool (see :func:`merge_single_prompt_pools`); a pool needs at least two distinct examples.
+    TRL's RepeatSampler then chunks the order into generation batches and repeats each prompt
+    ``mini_repeat_count`` times, exactly as without grouping. Every process draws the same order.
     """
 
-    def __init__(self, groups: Sequence[Hashable], prompts_per_group: int, mini_repeat_count: int,
+    def __init__(self, pools: Sequence[Hashable], prompts_per_group: int, mini_repeat_count: int,
                  batch_size: int = 1, repeat_count: int = 1, shuffle: bool = True, seed: int | None = None):
-        self.groups = list(groups)
+        by_pool: dict[Hashable, list[int]] = defaultdict(list)
+        for i, pool in enumerate(pools):
+            by_pool[pool].append(i)
+        lonely = [pool for pool, members in by_pool.items() if len(members) < 2]
+        if lonely:
+            raise ValueError(f"{len(lonely)} advantage pools hold one example (e.g. {lonely[0]!r}); merge them "
+                             "with merge_single_prompt_pools")
+        self.by_pool = list(by_pool.values())
         self.prompts_per_group = prompts_per_group
         self.shuffle = shuffle
         self.rng = random.Random(seed)
-        self.positions = RepeatSampler(range(len(self.groups)), mini_repeat_count, batch_size, repeat_count,
-                                       shuffle=False)
+        length = sum(-(-len(m) // prompts_per_group) * prompts_per_group for m in self.by_pool)
+        self.positions = RepeatSampler(range(length), mini_repeat_count, batch_size, repeat_count, shuffle=False)
 
     def order(self) -> list[int]:
-        by_group: dict[Hashable, list[int]] = defaultdict(list)
-        for i, g in enumerate(self.groups):
-            by_group[g].append(i)
+        k = self.prompts_per_group
         runs = []
-        for members in by_group.values():
+        for members in self.by_pool:
+            members = list(members)
             if self.shuffle:
                 self.rng.shuffle(members)
-            runs += [members[i:i + self.prompts_per_group] for i in range(0, len(members), self.prompts_per_group)]
+            for start in range(0, len(members), k):
+                run = members[start:start + k]
+                fill = [m for m in members if m not in run] or run  # a pool smaller than a run repeats itself
+                if self.shuffle:
+                    self.rng.shuffle(fill)
+                runs.append(run + [fill[j % len(fill)] for j in range(k - len(run))])
         if self.shuffle:
             self.rng.shuffle(runs)
         return [i for run in runs for i in run]
@@ -178,6 +269,29 @@ class GroupedRepeatSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.positions)
+
+
+@contextlib.contextmanager
+def _colocated_vllm_with_image_bounds(processor: Any) -> Iterator[None]:
+    """While GRPOTrainer.__init__ runs, give colocated vLLM the training processor's image bounds.
+
+    Depends on TRL 1.16 internals: ``trl.generation.vllm_generation`` builds ``LLM(model=...)`` with no
+    processor arguments, so vLLM would resize images with the checkpoint's stored bounds (Qwen2.5-VL-7B:
+    3136 to 12,845,056 pixels) while training uses the recipe's, and the two would see different
+    image tokens for any chip those bounds treat differently. Server mode takes the same bounds as
+    ``--mm-processor-kwargs`` when the server starts (packages/urp-train/README.md).
+    """
+    module = sys.modules.get("trl.generation.vllm_generation")
+    llm = getattr(module, "LLM", None)
+    kwargs = vllm_processor_kwargs(processor)
+    if module is None or llm is None or not kwargs:
+        yield
+        return
+    module.LLM = functools.partial(llm, mm_processor_kwargs=kwargs)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        module.LLM = llm  # type: ignore[attr-defined]
 
 
 class URPGRPOTrainer(GRPOTrainer):
@@ -191,7 +305,8 @@ class URPGRPOTrainer(GRPOTrainer):
             from urp_train.vllm_cpu import keep_weights_reloadable
 
             keep_weights_reloadable()  # only acts on vLLM's CPU build (see urp_train.vllm_cpu)
-        super().__init__(*args, **kwargs)
+        with _colocated_vllm_with_image_bounds(kwargs.get("processing_class")):
+            super().__init__(*args, **kwargs)
 
     def _group_by(self) -> str | None:
         grouping = getattr(self.args, "advantage_grouping", PROMPT)
@@ -202,21 +317,36 @@ class URPGRPOTrainer(GRPOTrainer):
         if column is None:
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
-        indicator = dataset[INDICATOR] if INDICATOR in dataset.column_names else [None] * len(dataset)
+        pools = self._pools
         return GroupedRepeatSampler(
-            list(zip(dataset[column], indicator, strict=True)), self.args.prompts_per_group,
+            [pools[key] for key in _pool_keys(dataset, column)], self.args.prompts_per_group,
             mini_repeat_count=self.num_generations,
             batch_size=self.args.generation_batch_size // self.num_generations,
             repeat_count=self.num_iterations * self.args.steps_per_generation,
             shuffle=self.shuffle_dataset, seed=self.args.seed,
         )
 
+    @functools.cached_property
+    def _pools(self) -> dict[tuple[Hashable, Hashable], tuple[Hashable, Hashable]]:
+        """(group value, indicator) of the training split -> its advantage pool (single-prompt groups merged)."""
+        column = self._group_by()
+        if column is None or self.train_dataset is None:
+            return {}
+        pools = merge_single_prompt_pools(_pool_keys(self.train_dataset, column))
+        merged = sorted({str(k) for k, v in pools.items() if k != v})
+        if merged:
+            logger.warning("%d (%s, indicator) pools hold one prompt of the training split and are merged per "
+                           "indicator (urp_train.trainer.merge_single_prompt_pools): %s", len(merged), column,
+                           ", ".join(merged[:5]) + (" ..." if len(merged) > 5 else ""))
+        return pools
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._urp_groups = None
         column = self._group_by()
-        if column is not None:  # pools are (group, indicator); same order as the gathered rewards
-            self._urp_groups = gather_object([(x[column], x.get(INDICATOR)) for x in inputs])
+        if column is not None:  # pools are (group, indicator), merged; same order as the gathered rewards
+            keys = [(x[column], x.get(INDICATOR)) for x in inputs]
+            self._urp_groups = gather_object([self._pools.get(key, key) for key in keys])
         log_column = getattr(self.args, "reward_log_column", None)
         if log_column is not None and log_column in inputs[0]:
             keys = gather_object([x[log_column] for x in inputs])
@@ -226,8 +356,7 @@ class URPGRPOTrainer(GRPOTrainer):
 
     def _log_rewards_by(self, column: str, keys: list, rewards_per_func: torch.Tensor) -> None:
         mode = "train" if self.model.training else "eval"
-        total = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-        total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        total = total_rewards(rewards_per_func, self.reward_weights)
         for key in dict.fromkeys(keys):
             rows = torch.tensor([k == key for k in keys], device=total.device)
             self._metrics[mode][f"rewards_by_{column}/{key}/mean"].append(torch.nanmean(total[rows]).item())
@@ -250,4 +379,14 @@ class URPGRPOTrainer(GRPOTrainer):
         for _ in range(min(len(advantages), len(logged))):
             logged.pop()
         logged.extend(advantages.tolist())
+        mode = "train" if self.model.training else "eval"
+        stats = pool_stats(self._urp_rewards_per_func, self.reward_weights, self._urp_groups, self.num_generations)
+        for name, value in stats.items():
+            self._metrics[mode][name].append(value)
         return output
+
+
+def _pool_keys(dataset: Any, column: str) -> list[tuple[Hashable, Hashable]]:
+    """(value of ``column``, indicator) of every example, in dataset order (reads two columns, no images)."""
+    indicator = dataset[INDICATOR] if INDICATOR in dataset.column_names else [None] * len(dataset)
+    return list(zip(dataset[column], indicator, strict=True))
