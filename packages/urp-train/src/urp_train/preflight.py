@@ -118,7 +118,7 @@ def _check_intent(command: str, args: Any, reference: Any, target: Target, expli
 def _build_facts(data_args: Any, seed: int, column: str | None) -> dict[str, Any] | None:
     """Chip size, examples' pool keys and rendered prompts of the recipe's build, or None if it is absent."""
     import pyarrow.parquet as pq
-    from urp_data.schema import load_manifest, render_messages, split_path
+    from urp_data.contract import load_manifest, render_messages, split_path
 
     from urp_train.dataset import chip_size, iter_examples
 
