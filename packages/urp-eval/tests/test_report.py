@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from urp_data.schema import split_path
 from urp_eval.cli import main
-from urp_eval.report import ReportConfig, _draw_basemap, _fmt, check_thresholds
+from urp_eval.html import _draw_basemap, _fmt
+from urp_eval.report import ReportConfig, check_thresholds
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -171,8 +172,8 @@ def test_groups_parquet_has_one_row_per_split_indicator_group(build: Path, predi
         (s, i): m["n"] for s, per in summary["metrics"].items() for i, m in per.items()}
 
 
-def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                 make_predictions) -> None:
+def test_compare_pairs_samples_and_refuses_other_splits(build: Path, predictions: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture, make_predictions) -> None:
     worse = make_predictions(build, tmp_path / "worse.parquet", seed=7, answer_rate=0.5)
     assert main(report_args(build, predictions, tmp_path / "a")) == 0
     assert main(report_args(build, worse, tmp_path / "b")) == 0
@@ -183,13 +184,28 @@ def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.
     a = json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"]["test_unseen"]["population"]
     b = json.loads((tmp_path / "b" / "summary.json").read_text())["metrics"]["test_unseen"]["population"]
     line = next(ln for ln in out.splitlines() if ln.startswith("test_unseen") and " population " in ln
-                and " answer_rate " in ln)
-    assert line.split()[-3:] == [f"{a['answer_rate']:.4g}", f"{b['answer_rate']:.4g}",
-                                 f"{b['answer_rate'] - a['answer_rate']:.4g}"]
-    code, out, _ = run(capsys, "compare", str(tmp_path / "seen"), str(tmp_path / "a"))
-    assert code == 0 and "test_seen / test_unseen" in out
+                and " answer_rate " in ln).split()
+    assert line[4:7] == [f"{a['answer_rate']:.4g}", f"{b['answer_rate']:.4g}",
+                         f"{b['answer_rate'] - a['answer_rate']:.4g}"]
+    assert line[-1] == "*"  # half the answers: significantly worse
+    code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-if-worse", "answer_rate")
+    assert code == 3 and "significantly worse than A on answer_rate" in err
+    code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-if-worse", "spearman")
+    assert code == 0, err
+    code, out, err = run(capsys, "compare", str(tmp_path / "seen"), str(tmp_path / "a"))
+    assert code == 1 and err.count("\n") == 1 and "different splits" in err and not out
     code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "nothing"))
     assert code == 1 and "not found" in err
+
+
+def test_compare_refuses_reports_of_different_builds(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     make_build, make_predictions) -> None:
+    other = make_build(tmp_path / "other", seed=3)
+    assert main(report_args(build, make_predictions(build, tmp_path / "p.parquet"), tmp_path / "a")) == 0
+    assert main(report_args(other, make_predictions(other, tmp_path / "q.parquet"), tmp_path / "b")) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert code == 1 and err.count("\n") == 1 and "different builds" in err and not out
 
 
 def test_label_warning_is_repeated_in_summary_and_html(build: Path, predictions: Path, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Flags are generated from the config dataclasses (one flag per field, its help from the field's
 metadata); ``--config FILE.yaml`` supplies any of them, explicit flags win. Errors and exit
 codes follow the shared contract in :mod:`urp_data.clikit`: 0 ok, 1 an error, 2 a usage
-error, 3 a ``--fail-under``/``--max-gap`` threshold breached. Library modules are imported
+error, 3 a ``--fail-under``/``--max-gap`` threshold breached or, for ``compare``, B significantly
+worse than A on a ``--fail-if-worse`` metric. Library modules are imported
 inside the commands so ``--help`` is instant and a report never imports torch.
 """
 
@@ -34,13 +35,17 @@ def cmd_bias_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from urp_eval.report import compare
+    from urp_eval.compare import CompareConfig, compare, render
 
-    print(compare(args.report_a, args.report_b))
-    return EXIT_OK
+    result = compare(args.report_a, args.report_b, config_from_args(CompareConfig, args))
+    print(render(result))
+    for line in result.failed:
+        print(line, file=sys.stderr)
+    return EXIT_THRESHOLD if result.failed else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from urp_eval.compare import CompareConfig
     from urp_eval.predict import PredictConfig
     from urp_eval.report import ReportConfig
 
@@ -54,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=ReportConfig.__doc__)
     add_dataclass_flags(r, ReportConfig)
     r.set_defaults(func=cmd_bias_report)
-    c = sub.add_parser("compare", help="two report summaries side by side")
+    c = sub.add_parser("compare", help="paired bootstrap differences B - A of two reports of one build and split",
+                       description=CompareConfig.__doc__)
     c.add_argument("report_a", help="report folder or its summary.json")
     c.add_argument("report_b", help="report folder or its summary.json")
+    add_dataclass_flags(c, CompareConfig)
     c.set_defaults(func=cmd_compare)
     return parser
 

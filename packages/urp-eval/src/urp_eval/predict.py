@@ -46,7 +46,7 @@ from urp_data.schema import (
     split_path,
 )
 
-from urp_eval.metrics import InputError
+from urp_eval.inputs import ReportInputError as InputError
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +348,8 @@ class PredictionWriter:
                 atomic_write_table(PREDICTION_SCHEMA.empty_table(), self.path, meta)
             remove_tree(self.path.parent, self.parts)
             return
-        from urp_eval.metrics import connect, parquet_source
+        from urp_eval.inputs import connect
+        from urp_eval.sql import parquet_source
 
         schema = PREDICTION_SCHEMA.with_metadata(meta)
         tmp = self.path.with_name(f".{self.path.name}.merge.tmp")
