@@ -27,18 +27,19 @@ class Method:
 
     name: str
     inverse: Callable[[np.ndarray], np.ndarray]
+    decreasing: bool = False  # the metric falls as θ rises (R²: θ = log(1 − R²))
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _clip_r2(x: np.ndarray) -> np.ndarray:
-    return np.minimum(x, 1.0)  # R² <= 1; it has no lower bound
+def _r2_from_log(x: np.ndarray) -> np.ndarray:
+    return 1 - np.exp(x)
 
 
-def _sqrt0(x: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.maximum(x, 0.0))
+def _rmse_from_log(x: np.ndarray) -> np.ndarray:
+    return np.exp(x / 2)
 
 
 def _nonneg(x: np.ndarray) -> np.ndarray:
@@ -49,9 +50,9 @@ METHODS: dict[str, Method] = {
     "answer_rate": Method("Wilson score interval", _identity),
     "pearson": Method("Fisher z: tanh(atanh(r) ± z/√(n−3))", np.tanh),
     "spearman": Method("Fisher z with the Bonett–Wright variance (1 + ρ²/2)/(n−3)", np.tanh),
-    "r2": Method("delta method: R² ± z·sd(influence)/√n, influence of each pair on 1 − MSE/Var(truth)",
-                 _clip_r2),
-    "rmse": Method("Student t interval of the mean squared error, square-rooted", _sqrt0),
+    "r2": Method("delta method on log(1 − R²) = log(MSE/Var(truth)) with the Student t quantile, back-transformed",
+                 _r2_from_log, decreasing=True),
+    "rmse": Method("delta method on log(MSE) with the Student t quantile, back-transformed", _rmse_from_log),
     "mae": Method("Student t interval of the mean absolute error", _nonneg),
     "mean_error": Method("Student t interval of the mean signed error", _identity),
 }
@@ -82,12 +83,13 @@ def theta_se(metric: str, c: Arrays, level: float) -> tuple[np.ndarray, np.ndarr
             se = np.where(na > 3, np.sqrt(var / (na - 3)), np.nan)
             return np.arctanh(v), se, np.full_like(v, z)
         root = np.sqrt(na)
-        if metric == "r2":
-            return v, c["sd_r2"] / root, np.full_like(v, z)
         q = np.where(na > 1, stats.t.ppf(0.5 + level / 2, np.maximum(na - 1, 1)), np.nan)
-        spread = {"rmse": "sd_ee", "mae": "sd_ae", "mean_error": "sd_e"}[metric]
-        theta = v * v if metric == "rmse" else v
-        return theta, c[spread] / root, q
+        if metric == "r2":  # sd_r2: spread of the influence on log(MSE/Var(truth))
+            return np.log(1 - v), c["sd_r2"] / root, q
+        if metric == "rmse":
+            return np.log(v * v), c["sd_ee"] / root / (v * v), q
+        spread = {"mae": "sd_ae", "mean_error": "sd_e"}[metric]
+        return v, c[spread] / root, q
 
 
 def interval(metric: str, c: Arrays, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -96,5 +98,17 @@ def interval(metric: str, c: Arrays, level: float) -> tuple[np.ndarray, np.ndarr
     inv = METHODS[metric].inverse
     with np.errstate(invalid="ignore", over="ignore"):
         lo, hi = inv(theta - q * se), inv(theta + q * se)
-    bad = ~np.isfinite(se) | np.isnan(c[metric])
+    if METHODS[metric].decreasing:
+        lo, hi = hi, lo
+    bad = ~np.isfinite(se) | ~np.isfinite(theta) | np.isnan(c[metric])
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def theta_direction(metric: str) -> str:
+    """Which way is good on ``metric``'s θ scale (``higher``, ``lower`` or ``zero``)."""
+    from urp_eval.metrics import METRICS
+
+    direction = METRICS[metric].direction
+    if METHODS[metric].decreasing:
+        return {"higher": "lower", "lower": "higher"}.get(direction, direction)
+    return direction

@@ -174,14 +174,15 @@ def _accuracy(con: duckdb.DuckDBPyConnection, ind: str, min_group_size: int, cre
 
 
 def r2_influence_sql(t: str, e: str = "e", truth: str = "j.truth") -> str:
-    """SQL for the influence of one answered pair on R² = 1 − MSE/V (delta method) in partition ``t``.
+    """SQL for the influence of one answered pair on log(1 − R²) = log(MSE/V) (delta method) in partition ``t``.
 
     ``t`` names a row with ``sse``, ``sst``, ``n_answered`` and ``ybar`` (mean truth) of the partition.
     With e = pred − truth, MSE = SSE/n and V the population variance of the truth,
-    IF = −[(e² − MSE)/V − MSE · ((truth − ȳ)² − V)/V²]; Var(R²) ≈ Var(IF)/n.
+    IF = (e² − MSE)/MSE − ((truth − ȳ)² − V)/V, and Var(log(1 − R²)) ≈ Var(IF)/n. The log scale
+    keeps the interval's coverage near its level at 50 pairs, where R² itself is skewed.
     """
-    mse, v = f"({t}.sse / {t}.n_answered)", f"nullif({t}.sst / {t}.n_answered, 0)"
-    return f"(({e}) ^ 2 - {mse}) / {v} - {mse} * (({truth} - {t}.ybar) ^ 2 - {v}) / ({v} ^ 2)"
+    mse, v = f"nullif({t}.sse / {t}.n_answered, 0)", f"nullif({t}.sst / {t}.n_answered, 0)"
+    return f"(({e}) ^ 2 - {mse}) / {mse} - (({truth} - {t}.ybar) ^ 2 - {v}) / {v}"
 
 
 def _spread_sql() -> str:

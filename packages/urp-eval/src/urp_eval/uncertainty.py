@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from urp_eval import resample
-from urp_eval.intervals import METHODS, Arrays, interval, theta_se
+from urp_eval.intervals import METHODS, Arrays, interval, theta_direction, theta_se
 from urp_eval.metrics import BIAS_SUM_COLUMNS, METRICS, SUM_COLUMNS
 from urp_eval.significance import CORRECTION, holm, worse_than_rest
 
@@ -57,7 +57,7 @@ def annotate_groups(con: duckdb.DuckDBPyConnection, level: float) -> dict[str, t
         scales[m.name] = (theta, se)
         p, flag = np.full(len(lo), np.nan), np.zeros(len(lo), dtype=bool)
         for rows in families.values():
-            p[rows] = worse_than_rest(theta[rows], se[rows], m.direction, ranked[rows])
+            p[rows] = worse_than_rest(theta[rows], se[rows], theta_direction(m.name), ranked[rows])
             flag[rows] = holm(p[rows]) < 1 - level
         for suffix, values in (("lo", lo), ("hi", hi), ("p_worse", p)):
             out = out.append_column(f"{m.name}_{suffix}", pa.array(values, pa.float64(), mask=np.isnan(values)))
