@@ -156,8 +156,8 @@ def test_paired_bootstrap_agrees_with_scipy() -> None:
     got = {r["metric"]: r for r in paired_bootstrap(y, a, b, ["mae", "spearman"], 2000, LEVEL,
                                                     np.random.default_rng(0))}
     for metric in ("mae", "spearman"):
-        ref = stats.bootstrap((y, a, b), lambda yy, aa, bb: sample_metrics(yy, bb)[metric]
-                              - sample_metrics(yy, aa)[metric], paired=True, vectorized=False, n_resamples=2000,
+        ref = stats.bootstrap((y, a, b), lambda yy, aa, bb, m=metric: sample_metrics(yy, bb)[m]
+                              - sample_metrics(yy, aa)[m], paired=True, vectorized=False, n_resamples=2000,
                               method="percentile", random_state=0).confidence_interval
         width = ref.high - ref.low
         assert got[metric]["diff_lo"] == pytest.approx(ref.low, abs=0.15 * width)
