@@ -162,3 +162,16 @@ def test_paired_bootstrap_agrees_with_scipy() -> None:
         width = ref.high - ref.low
         assert got[metric]["diff_lo"] == pytest.approx(ref.low, abs=0.15 * width)
         assert got[metric]["diff_hi"] == pytest.approx(ref.high, abs=0.15 * width)
+
+
+def test_sample_metrics_match_scipy_and_leave_constant_predictions_undefined() -> None:
+    rng = np.random.default_rng(4)
+    y = np.round(rng.gamma(2.0, 2.0, 60), 0)  # ties
+    p = np.round(y + rng.normal(0, 1, 60), 0)
+    p[:6] = np.nan
+    got, ok = sample_metrics(y, p), ~np.isnan(p)
+    assert got["pearson"] == pytest.approx(stats.pearsonr(p[ok], y[ok]).statistic)
+    assert got["spearman"] == pytest.approx(stats.spearmanr(p[ok], y[ok]).statistic)
+    assert got["answer_rate"] == pytest.approx(0.9)
+    flat = sample_metrics(y, np.where(ok, 0.1 + 0.2, np.nan))  # 0.30000000000000004: centres to rounding noise
+    assert np.isnan(flat["pearson"]) and np.isnan(flat["spearman"]) and np.isfinite(flat["mae"])

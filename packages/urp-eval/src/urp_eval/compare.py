@@ -130,14 +130,20 @@ def paired_rows(a: dict[str, Any], b: dict[str, Any], pred_a: Path, pred_b: Path
     return out
 
 
+def _constant(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, x, -np.inf).max(-1) <= np.where(mask, x, np.inf).min(-1)
+
+
 def _masked_corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Pearson's r along the last axis over the entries where ``mask`` holds (NaN when a side is constant)."""
+    """Pearson's r along the last axis over the entries where ``mask`` holds (NaN when a side is constant:
+    the centred values of a constant are rounding noise, not a correlation)."""
     n = mask.sum(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         mx = np.where(mask, x, 0).sum(-1) / n
         my = np.where(mask, y, 0).sum(-1) / n
         dx, dy = np.where(mask, x - mx[..., None], 0), np.where(mask, y - my[..., None], 0)
-        return (dx * dy).sum(-1) / np.sqrt((dx * dx).sum(-1) * (dy * dy).sum(-1))
+        r = (dx * dy).sum(-1) / np.sqrt((dx * dx).sum(-1) * (dy * dy).sum(-1))
+    return np.where(_constant(x, mask) | _constant(y, mask), np.nan, r)
 
 
 def sample_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
