@@ -92,3 +92,15 @@ def test_mismatched_image_tokens_are_caught(tiny_build, tiny_model_dir):
 def test_missing_build_is_a_clear_error(tmp_path):
     with pytest.raises(SchemaError, match="manifest.json not found"):
         load_examples(tmp_path, "train")
+
+
+def test_held_out_indicators_are_left_out_of_training_and_kept_for_evaluation(tiny_build):
+    from urp_train.dataset import URPDataArguments, load_data
+
+    args = URPDataArguments(build_dir=str(tiny_build), eval_split="val", train_indicators=["night_light"],
+                            eval_indicators=["population"])
+    train, evaluation = load_data(args, seed=0)
+    assert set(train["indicator"]) == {"night_light"} and set(evaluation["indicator"]) == {"population"}
+    train, evaluation = load_data(URPDataArguments(build_dir=str(tiny_build), eval_split="val",
+                                                   train_indicators=["population"]), seed=0)
+    assert set(train["indicator"]) == set(evaluation["indicator"]) == {"population"}  # eval follows train by default
