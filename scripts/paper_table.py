@@ -10,7 +10,7 @@ and MAE follow as further tables. Missing or undefined figures print as "–".
 
 Each cell is the value ± the half-width of its 95 % interval (the report's analytic interval,
 half of hi − lo; the mean columns have none). A dagger (†) marks a difference from the SFT row
-that is significant: ``urp-eval compare`` of the SFT report and that report (paired bootstrap over
+that is significant (``--table transfer``: from the base model row): ``urp-eval compare`` of the SFT report and that report (paired bootstrap over
 the shared samples, score scale, Holm-corrected per metric over split × indicator, alpha 0.05).
 """
 
@@ -34,15 +34,28 @@ METHODS = {  # report folder prefix -> row label, in the paper's order
     "grpo-no-image": "Urban-R1 w/o image",
     "grpo-no-text": "Urban-R1 w/o text",
 }
+TRANSFER = {  # scripts/paper.sh with PAPER_HELD_OUT: zero-shot on indicators left out of training
+    "knn": "kNN (GeoLLM baseline, trained on the indicator)",
+    "base": "base model (zero-shot)",
+    "transfer": "GRPO on the other indicators (zero-shot)",
+}
+TABLES = {"paper": (METHODS, "sft"), "transfer": (TRANSFER, "base")}  # rows, and the row others are tested against
+
+
+def sweep_rows(reports: Path) -> tuple[dict[str, str], str]:
+    """scripts/sweep.sh's runs, in the order it wrote them (the first is the reference), and the reference."""
+    names = [d.name.removesuffix("-unseen") for d in sorted(reports.glob("*-unseen"), key=lambda d: d.stat().st_mtime)
+             if (d / "summary.json").is_file()]
+    return {n: n for n in names}, (names[0] if names else "")
 SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
 METRICS = {"r2": "R²", "spearman": "Spearman ρ", "mae": "MAE"}
 
 
-def collect(reports: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+def collect(reports: Path, methods: dict[str, str]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
     """(method, seen|unseen) -> that report's score-scale metrics per indicator; and the indicators."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     indicators: list[str] = []
-    for method in METHODS:
+    for method in methods:
         for short, split in SPLITS.items():
             path = reports / f"{method}-{short}" / "summary.json"
             if not path.is_file():
@@ -65,25 +78,27 @@ def _cell_with_interval(m: dict[str, Any], metric: str, marked: bool) -> str:
     return text + (" †" if marked else "")
 
 
-def significant_vs_sft(reports: Path, found: dict) -> tuple[set[tuple[str, str, str, str]], list[str]]:
-    """(method, seen|unseen, indicator, metric) cells that differ significantly from SFT; and why some were not tested."""
+def significant_vs(reports: Path, found: dict, reference: str) -> tuple[set[tuple[str, str, str, str]], list[str]]:
+    """(method, seen|unseen, indicator, metric) cells that differ significantly from the ``reference`` row; and
+    why some were not tested."""
     marked, notes = set(), []
     for method, short in found:
-        sft = reports / f"sft-{short}"
-        if method == "sft" or ("sft", short) not in found:
+        if method == reference or (reference, short) not in found:
             continue
         try:
-            result = compare(sft, reports / f"{method}-{short}", CompareConfig(scale="score"))
+            result = compare(reports / f"{reference}-{short}", reports / f"{method}-{short}",
+                             CompareConfig(scale="score"))
         except ReportInputError as exc:
-            notes.append(f"{method} ({short}) not tested against SFT: {exc}")
+            notes.append(f"{method} ({short}) not tested against {reference}: {exc}")
             continue
         marked |= {(method, short, r["indicator"], r["metric"]) for r in result.rows if r["significant"]}
     return marked, notes
 
 
-def rows(found: dict, indicators: list[str], metric: str, marked: set | frozenset = frozenset()) -> list[list[str]]:
+def rows(found: dict, indicators: list[str], metric: str, marked: set | frozenset = frozenset(),
+         methods: dict[str, str] = METHODS) -> list[list[str]]:
     out = []
-    for method, label in METHODS.items():
+    for method, label in methods.items():
         if not any(k[0] == method for k in found):
             continue
         row, vals = [label], {"seen": [], "unseen": []}
@@ -102,27 +117,30 @@ def header(indicators: list[str]) -> list[str]:
     return ["method", *[f"{i} ({s})" for i in indicators for s in SPLITS], "mean (seen)", "mean (unseen)"]
 
 
-LEGEND = ("Cells: value ± half-width of the 95 % interval; † differs significantly from SFT (paired bootstrap, "
-          "Holm-corrected, alpha 0.05).")
+def legend(methods: dict[str, str], reference: str) -> str:
+    return (f"Cells: value ± half-width of the 95 % interval; † differs significantly from the {methods[reference]} "
+            "row (paired bootstrap, Holm-corrected, alpha 0.05).")
 
 
-def markdown(found: dict, indicators: list[str], marked: set, notes: list[str]) -> str:
-    parts = ["# Comparison table (0.0-9.9 score scale)", "", LEGEND, *[f"- {n}" for n in notes], ""]
+def markdown(found: dict, indicators: list[str], marked: set, notes: list[str],
+             table: tuple[dict[str, str], str] = TABLES["paper"]) -> str:
+    parts = ["# Comparison table (0.0-9.9 score scale)", "", legend(*table), *[f"- {n}" for n in notes], ""]
     for metric, title in METRICS.items():
         h = header(indicators)
         parts += [f"## {title}", "", "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
-        parts += ["| " + " | ".join(r) + " |" for r in rows(found, indicators, metric, marked)]
+        parts += ["| " + " | ".join(r) + " |" for r in rows(found, indicators, metric, marked, table[0])]
         parts.append("")
     return "\n".join(parts)
 
 
-def html_page(found: dict, indicators: list[str], marked: set, notes: list[str]) -> str:
-    body = ["<h1>Comparison table (0.0–9.9 score scale)</h1>", f"<p>{html.escape(LEGEND)}</p>",
+def html_page(found: dict, indicators: list[str], marked: set, notes: list[str],
+              table: tuple[dict[str, str], str] = TABLES["paper"]) -> str:
+    body = ["<h1>Comparison table (0.0–9.9 score scale)</h1>", f"<p>{html.escape(legend(*table))}</p>",
             *[f"<p>{html.escape(n)}</p>" for n in notes]]
     for metric, title in METRICS.items():
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header(indicators))
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                      for r in rows(found, indicators, metric, marked))
+                      for r in rows(found, indicators, metric, marked, table[0]))
         body.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
     css = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
     return f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>{css}</style></head><body>{''.join(body)}</body></html>"
@@ -132,15 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path, help="folder holding <method>-<seen|unseen>/ report folders")
     parser.add_argument("--out", type=Path, required=True, help="folder for table.md and table.html")
+    parser.add_argument("--table", choices=[*TABLES, "sweep"], default="paper", help="paper: the main table (rows "
+                        "kNN, SFT, GRPO, ablations; † against SFT); transfer: zero-shot on held-out indicators (rows "
+                        "kNN, base model, GRPO on the other indicators; † against the base model); sweep: one row per "
+                        "scripts/sweep.sh run (<name>-unseen folders; † against the first run)")
     args = parser.parse_args(argv)
-    found, indicators = collect(args.reports)
+    methods, reference = sweep_rows(args.reports) if args.table == "sweep" else TABLES[args.table]
+    found, indicators = collect(args.reports, methods)
     if not found:
         print(f"paper_table: error: no <method>-<seen|unseen>/summary.json under {args.reports}", file=sys.stderr)
         return 1
-    marked, notes = significant_vs_sft(args.reports, found)
+    marked, notes = significant_vs(args.reports, found, reference)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "table.md", markdown(found, indicators, marked, notes))
-    atomic_write_text(args.out / "table.html", html_page(found, indicators, marked, notes))
+    atomic_write_text(args.out / "table.md", markdown(found, indicators, marked, notes, (methods, reference)))
+    atomic_write_text(args.out / "table.html", html_page(found, indicators, marked, notes, (methods, reference)))
     print(args.out / "table.md")
     return 0
 
