@@ -65,7 +65,7 @@ class ReportConfig:
                           "geographic group), country, or h3:R (H3 parent cell at resolution R)"})
     out: str = field(default="bias-report", metadata={"help": "output folder"})
     min_group_size: int = field(default=30, metadata={"help": "groups with fewer evaluated samples are "
-                                "reported but not ranked"})
+                                "reported with their intervals but not ranked, tested or named the worst"})
     fail_under: list[str] = field(default_factory=list, metadata={"help": "METRIC=VALUE: exit 1 when the "
                                   "metric of any split and indicator is below VALUE or undefined"})
     max_gap: list[str] = field(default_factory=list, metadata={"help": "METRIC=VALUE: exit 1 when the "
