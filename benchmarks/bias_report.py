@@ -19,6 +19,9 @@ resident memory (``ru_maxrss`` of the child) is its own:
   ``group_by().agg()`` of expressions, average ranks for Spearman), what a performance-minded
   user would write instead of SQL.
 
+* ``baseline``: the same whole report from another copy of urp-eval's source (``--baseline-src``,
+  e.g. ``git archive`` of an earlier commit), run just before ``report``, for a before/after
+  ratio taken in one run on one machine.
 * ``report``: the whole ``urp-eval bias-report`` (``report.bias_report`` with its defaults:
   metrics, Moran's I over H3 ring-1 neighbours with its randomisation p-value, plots, HTML,
   summary and groups files), for its time and peak memory against the 2 GB target.
@@ -43,7 +46,7 @@ import time
 from pathlib import Path
 
 INDICATORS = [f"ind{i}" for i in range(5)]
-ENGINES = ("duckdb", "report", "polars", "pandas")  # ascending peak memory: ru_maxrss of children is a running maximum
+ENGINES = ("duckdb", "baseline", "report", "polars", "pandas")  # ascending peak memory: ru_maxrss of children is a running maximum
 
 
 def h3_cell_sql(i: str, res: int = 9, base_cell: int = 20) -> str:
@@ -96,14 +99,15 @@ def generate(out: Path, cells: int, groups: int, seed: float = 0.42) -> None:
 
 
 def run_duckdb(out: Path) -> dict:
-    from urp_eval import metrics as M
+    from urp_eval.inputs import connect, open_inputs, samples_with_truth
+    from urp_eval.metrics import bias_summary, group_metrics
     from urp_eval.report import ReportConfig
 
-    con = M.connect(next(f.default for f in dataclasses.fields(ReportConfig) if f.name == "memory_limit"))
-    indicators = M.open_inputs(con, out / "bench", ["test_unseen"], out / "preds.parquet", "group")
-    M.group_metrics(con, indicators, MIN_GROUP, anchor=INDICATORS[0])
-    M.bias_summary(con)
-    M.samples_with_truth(con, indicators)
+    con = connect(next(f.default for f in dataclasses.fields(ReportConfig) if f.name == "memory_limit"))
+    indicators = open_inputs(con, out / "bench", ["test_unseen"], out / "preds.parquet", "group")
+    group_metrics(con, indicators, MIN_GROUP, anchor=INDICATORS[0])
+    bias_summary(con)
+    samples_with_truth(con, indicators)
     return {"rows": con.execute("SELECT indicator, grp, spearman, r2 FROM metrics").fetchall(),
             "bias_score": dict(con.execute("SELECT indicator, bias_score FROM bias_scores").fetchall())}
 
@@ -219,18 +223,22 @@ def child(engine: str, out: Path, cells: int, groups: int) -> None:
         generate(out, cells, groups)
         return
     t0 = time.perf_counter()
-    result = {"duckdb": run_duckdb, "report": run_report, "polars": run_polars, "pandas": run_pandas}[engine](out)
+    result = {"duckdb": run_duckdb, "baseline": run_report, "report": run_report, "polars": run_polars,
+              "pandas": run_pandas}[engine](out)
     result["seconds"] = time.perf_counter() - t0
     (out / f"{engine}.json").write_text(json.dumps(result))
 
 
-def spawn(engine: str, out: Path, *extra: str) -> resource.struct_rusage:
+def spawn(engine: str, out: Path, *extra: str, src: Path | None = None) -> resource.struct_rusage:
     """Run ``--child engine`` and return its own resource usage (wait4), peak RSS included.
 
     Every child starts from this small parent: Linux carries ru_maxrss across fork and exec,
     so a parent that had generated the data itself would lend its peak to every child.
     """
-    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--out", str(out), *extra])
+    env = dict(os.environ)
+    if src is not None:  # the baseline's urp_eval package shadows the installed one
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--out", str(out), *extra], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
@@ -238,8 +246,8 @@ def spawn(engine: str, out: Path, *extra: str) -> resource.struct_rusage:
     return usage
 
 
-def measure(engine: str, out: Path) -> dict:
-    usage = spawn(engine, out)
+def measure(engine: str, out: Path, baseline_src: Path | None) -> dict:
+    usage = spawn(engine, out, src=baseline_src if engine == "baseline" else None)
     result = json.loads((out / f"{engine}.json").read_text())
     result["peak_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
     return result
@@ -252,6 +260,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
                         help="what to run (default: all)")
+    parser.add_argument("--baseline-src", type=Path, help="folder holding another urp_eval package (e.g. "
+                        "`git archive REV packages/urp-eval/src`), timed as engine `baseline`")
     parser.add_argument("--child", choices=["generate", *ENGINES], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -263,10 +273,16 @@ def main() -> None:
         spawn("generate", out, "--cells", str(args.cells), "--groups", str(args.groups))
         print(f"generated {args.cells:,} cells x {len(INDICATORS)} indicators, ~{args.groups} groups "
               f"in {time.perf_counter() - t0:.1f} s")
-        results = {engine: measure(engine, out) for engine in ENGINES if engine in args.engines}
+        if "baseline" in args.engines and not args.baseline_src:
+            parser.error("--engines baseline needs --baseline-src")
+        results = {engine: measure(engine, out, args.baseline_src) for engine in ENGINES if engine in args.engines}
         for engine, r in results.items():
-            stage = "whole report" if engine == "report" else "metric stage"
+            stage = "whole report" if engine in ("report", "baseline") else "metric stage"
             print(f"{engine:7s} {stage} {r['seconds']:7.1f} s   peak RSS {r['peak_gib']:6.2f} GiB")
+        if {"report", "baseline"} <= set(results):
+            print(f"report / baseline: {results['report']['seconds'] / results['baseline']['seconds']:.2f}x the time, "
+                  f"{results['report']['peak_gib'] / results['baseline']['peak_gib']:.2f}x the peak memory "
+                  "(target: <= 2x the time)")
         if "report" in results:
             for ind, m in results["report"]["moran"].items():
                 print(f"  Moran's I {ind}: {m['n_cells']:,} cells, {m['n_linked']:,} with neighbours, "

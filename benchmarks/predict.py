@@ -56,9 +56,11 @@ def run_once(backend: str, build: str, model: str, prompts: int, samples: int, t
 
 
 def _machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
     import os
+    from pathlib import Path
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
 
     import torch
 

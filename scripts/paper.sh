@@ -13,6 +13,13 @@
 # paper/RECIPE_SET). $PAPER_PREDICT holds extra `urp-eval predict` flags (a CPU-sized slice:
 # "--max-samples 16 --max-new-tokens 32"); set $PAPER_LAUNCH to "accelerate launch --config_file
 # configs/accelerate/zero3.yaml -m urp_train.cli" for multi-GPU training.
+#
+# Zero-shot transfer: with $PAPER_HELD_OUT set to indicator names (e.g. "canopy_signal", an
+# indicator defined only in the region YAML), the script also trains GRPO on the build's other
+# indicators (`--train_indicators`), predicts the held-out ones on the unseen split with that
+# model, with the base model (the recipe's model_name_or_path) and with kNN (which does see the
+# held-out indicator's training labels), and writes $OUT/transfer/table.md (`--table transfer`).
+# PAPER_ONLY_TRANSFER=1 skips the main table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -48,16 +55,48 @@ predict_and_report() {  # predict_and_report NAME [predict flags...]
   done
 }
 
-train grpo grpo "$GRPO" "$@"
-train sft sft "$SFT" "$@"
-train grpo-no-image grpo "$GRPO" --drop image "$@"
-train grpo-no-text grpo "$GRPO" --drop text "$@"
+transfer() {  # zero-shot transfer to the indicators in $PAPER_HELD_OUT
+  local held trained t=$OUT/transfer
+  read -r -a held <<< "$PAPER_HELD_OUT"
+  read -r -a trained <<< "$(python -c 'import json, sys
+held = set(sys.argv[2:])
+print(" ".join(i for i in json.load(open(sys.argv[1]))["indicators"] if i not in held))' "$BUILD/manifest.json" "${held[@]}")"
+  [ ${#trained[@]} -gt 0 ] || { echo "paper.sh: error: PAPER_HELD_OUT leaves no indicator to train on" >&2; exit 2; }
+  mkdir -p "$t/predictions" "$t/reports"
+  train transfer grpo "$GRPO" --train_indicators "${trained[@]}" "$@"
+  local name base_model prev=""
+  base_model=$(base "$GRPO")
+  for name in "$@"; do  # a --model_name_or_path flag overrides the recipe's base
+    [ "$prev" = --model_name_or_path ] && base_model=$name
+    prev=$name
+  done
+  for name in knn base transfer; do
+    local how=(--backend knn)
+    [ "$name" = base ] && how=(--backend transformers --model "$base_model" "${PREDICT[@]}")
+    [ "$name" = transfer ] && how=(--backend transformers --model "$OUT/runs/transfer" "${PREDICT[@]}")
+    urp-eval predict --data "$BUILD" --split unseen --indicators "${held[@]}" \
+      --out "$t/predictions/$name-unseen.parquet" "${how[@]}"
+    urp-eval bias-report --data "$BUILD" --predictions "$t/predictions/$name-unseen.parquet" --split unseen \
+      --out "$t/reports/$name-unseen" --permutations 99
+  done
+  python scripts/paper_table.py "$t/reports" --out "$t" --table transfer
+}
 
-predict_and_report knn --backend knn
-for name in grpo sft; do
-  predict_and_report "$name" --backend transformers --model "$OUT/runs/$name" "${PREDICT[@]}"
-done
-predict_and_report grpo-no-image --backend transformers --model "$OUT/runs/grpo-no-image" --drop image "${PREDICT[@]}"
-predict_and_report grpo-no-text --backend transformers --model "$OUT/runs/grpo-no-text" --drop text "${PREDICT[@]}"
+if [ -z "${PAPER_ONLY_TRANSFER:-}" ]; then
+  train grpo grpo "$GRPO" "$@"
+  train sft sft "$SFT" "$@"
+  train grpo-no-image grpo "$GRPO" --drop image "$@"
+  train grpo-no-text grpo "$GRPO" --drop text "$@"
 
-python scripts/paper_table.py "$OUT/reports" --out "$OUT"
+  predict_and_report knn --backend knn
+  for name in grpo sft; do
+    predict_and_report "$name" --backend transformers --model "$OUT/runs/$name" "${PREDICT[@]}"
+  done
+  predict_and_report grpo-no-image --backend transformers --model "$OUT/runs/grpo-no-image" --drop image "${PREDICT[@]}"
+  predict_and_report grpo-no-text --backend transformers --model "$OUT/runs/grpo-no-text" --drop text "${PREDICT[@]}"
+
+  python scripts/paper_table.py "$OUT/reports" --out "$OUT"
+fi
+if [ -n "${PAPER_HELD_OUT:-}" ]; then
+  transfer "$@"
+fi

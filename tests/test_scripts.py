@@ -49,3 +49,31 @@ def test_paper_table_lays_out_methods_by_indicator_seen_and_unseen(tmp_path):
     assert "<td>Urban-R1 (GRPO)</td>" in (tmp_path / "t" / "table.html").read_text()
     empty = _script("paper_table.py", str(tmp_path / "none"), "--out", str(tmp_path / "u"))
     assert empty.returncode == 1 and "no <method>" in empty.stderr
+
+
+def test_paper_table_gives_intervals_and_marks_significant_differences_from_sft(demo_build, tmp_path):
+    """Real reports of the demo (kNN as the SFT row, the training mean as GRPO): ± on every defined cell, and a
+    dagger exactly where `urp-eval compare` finds a significant difference."""
+    from urp_eval.cli import main
+    from urp_eval.compare import CompareConfig, compare
+
+    reports = tmp_path / "reports"
+    for method, backend in (("sft", "knn"), ("grpo", "mean")):
+        for short in ("seen", "unseen"):
+            preds = tmp_path / f"{method}-{short}.parquet"
+            assert main(["predict", "--data", str(demo_build), "--backend", backend, "--split", short,
+                         "--out", str(preds)]) == 0
+            assert main(["bias-report", "--data", str(demo_build), "--predictions", str(preds), "--split", short,
+                         "--out", str(reports / f"{method}-{short}"), "--permutations", "0"]) == 0
+    out = _script("paper_table.py", str(reports), "--out", str(tmp_path / "t"))
+    assert out.returncode == 0, out.stderr
+    md = (tmp_path / "t" / "table.md").read_text()
+    r2 = md.split("## R²")[1].split("##")[0]
+    grpo = next(line for line in r2.splitlines() if line.startswith("| Urban-R1 (GRPO) |")).split(" | ")[1:-2]
+    result = compare(reports / "sft-unseen", reports / "grpo-unseen", CompareConfig(scale="score"))
+    expected = {(r["split"], r["indicator"]) for r in result.rows if r["metric"] == "r2" and r["significant"]}
+    indicators = [h.split(" (")[0] for h in md.split("## R²")[1].splitlines()[2].split(" | ")[1:-2:2]]
+    unseen_cells = dict(zip(indicators, grpo[1::2]))
+    assert any("±" in c for c in grpo)
+    for ind, cell in unseen_cells.items():
+        assert cell.endswith("†") == (("test_unseen", ind) in expected), (ind, cell)

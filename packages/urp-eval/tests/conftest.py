@@ -109,3 +109,9 @@ def predictions(build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_predictions():
     """:func:`write_predictions`, for tests that need predictions of their own."""
     return write_predictions
+
+
+@pytest.fixture(scope="session")
+def make_build():
+    """:func:`write_build`, for tests that need a build of their own."""
+    return write_build

@@ -21,7 +21,11 @@ from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from urp_data.contract import split_path
 from urp_data.util.clikit import UsageError
-from urp_eval import metrics as M
+from urp_eval import moran
+from urp_eval.anchors import default_anchor
+from urp_eval.inputs import connect, open_inputs
+from urp_eval.metrics import METRICS, group_metrics
+from urp_eval.moran import morans_i
 from urp_eval.report import ReportConfig, bias_report
 
 INDICATORS = ("population", "night_light")  # those of the conftest build
@@ -106,7 +110,7 @@ def test_across_group_bias_matches_numpy(report: Path) -> None:
     groups = pq.read_table(report / "groups.parquet").to_pandas()
     summary = json.loads((report / "summary.json").read_text())
     for (split, ind), g in groups[groups.ranked].groupby(["split", "indicator"]):
-        for name, metric in M.METRICS.items():
+        for name, metric in METRICS.items():
             v = g[["group", name]].dropna()
             bad = {"higher": -v[name], "lower": v[name], "zero": v[name].abs()}[metric.direction]
             order = sorted(zip(bad, v.group))
@@ -173,11 +177,11 @@ def test_bias_score_matches_scipy(report: Path, frame: pd.DataFrame) -> None:
 
 def test_h3_parent_groups_match_h3(build: Path, predictions: Path) -> None:
     con = duckdb.connect()
-    M.open_inputs(con, build, SPLITS, predictions, "h3:5")
+    open_inputs(con, build, SPLITS, predictions, "h3:5")
     got = dict(con.execute("SELECT h3_cell, grp FROM samples").fetchall())
     assert got == {c: h3.cell_to_parent(c, 5) for c in got}
     with pytest.raises(UsageError, match="resolution 8"):
-        M.open_inputs(con, build, SPLITS, predictions, "h3:9")
+        open_inputs(con, build, SPLITS, predictions, "h3:9")
 
 
 def test_group_by_country(build: Path, predictions: Path, tmp_path: Path) -> None:
@@ -203,9 +207,9 @@ def test_model_that_answers_nothing(build: Path, tmp_path: Path, make_prediction
 
 
 def test_default_anchor_prefers_socio_economic_and_never_the_indicator() -> None:
-    assert M.default_anchor("population", ["population", "night_light", "gdp_per_capita"]) == "gdp_per_capita"
-    assert M.default_anchor("gdp_per_capita", ["population", "gdp_per_capita"]) == "population"
-    assert M.default_anchor("population", ["population"]) is None
+    assert default_anchor("population", ["population", "night_light", "gdp_per_capita"]) == "gdp_per_capita"
+    assert default_anchor("gdp_per_capita", ["population", "gdp_per_capita"]) == "population"
+    assert default_anchor("population", ["population"]) is None
 
 
 def test_explicit_anchor_applies_to_every_indicator(build: Path, predictions: Path, tmp_path: Path) -> None:
@@ -241,11 +245,11 @@ def test_score_scale_metrics_match_scipy(report: Path, frame: pd.DataFrame, buil
 def test_morans_i_neighbours_in_small_chunks_give_the_same_figures(build: Path, predictions: Path, report: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Python holds one chunk of neighbour pairs at a time; the chunk size must not change any figure."""
-    monkeypatch.setattr(M, "NEIGHBOUR_CHUNK", 7)
-    con = M.connect("64MB")
-    indicators = M.open_inputs(con, build, SPLITS, predictions, "group")
-    M.group_metrics(con, indicators, MIN_GROUP, INDICATORS[0])
-    got = {(r["split"], r["indicator"]): r for r in M.morans_i(con, indicators, 99, SEED)}
+    monkeypatch.setattr(moran, "NEIGHBOUR_CHUNK", 7)
+    con = connect("64MB")
+    indicators = open_inputs(con, build, SPLITS, predictions, "group")
+    group_metrics(con, indicators, MIN_GROUP, INDICATORS[0])
+    got = {(r["split"], r["indicator"]): r for r in morans_i(con, indicators, 99, SEED)}
     want = json.loads((report / "summary.json").read_text())["moran"]
     assert len(got) == len(SPLITS) * len(INDICATORS)
     for (split, ind), row in got.items():

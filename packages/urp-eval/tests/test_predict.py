@@ -14,6 +14,7 @@ from urp_eval import generators as G
 from urp_eval import predict as P
 from urp_eval.baselines import knn_mean
 from urp_eval.cli import main
+from urp_eval.inputs import ReportInputError
 from urp_eval.predict import PREDICTION_SCHEMA, PredictConfig, predict
 
 
@@ -105,7 +106,7 @@ def test_model_backend_parses_maps_and_resumes(build: Path, tmp_path: Path,
     for change, named in [({"model": "other-model"}, "model='fake-model'"), ({"temperature": 0.7}, "temperature=1.0"),
                           ({"max_new_tokens": 7}, "max_new_tokens=512"), ({"split": "seen"}, "split='test_unseen'"),
                           ({"drop": "text"}, "drop=None")]:
-        with pytest.raises(P.InputError, match=f"other settings .*{named}"):
+        with pytest.raises(ReportInputError, match=f"other settings .*{named}"):
             predict(PredictConfig(**{**cfg, **change}))
     assert pq.read_table(out).num_rows == len(second)  # untouched by the refusals
 

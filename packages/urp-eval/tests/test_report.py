@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -17,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from urp_data.contract import split_path
 from urp_eval.cli import main
-from urp_eval.report import ReportConfig, _draw_basemap, _fmt, check_thresholds
+from urp_eval.html import _draw_basemap, _fmt
+from urp_eval.report import ReportConfig, check_thresholds
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -172,8 +174,8 @@ def test_groups_parquet_has_one_row_per_split_indicator_group(build: Path, predi
         (s, i): m["n"] for s, per in summary["metrics"].items() for i, m in per.items()}
 
 
-def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                 make_predictions) -> None:
+def test_compare_pairs_samples_and_refuses_other_splits(build: Path, predictions: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture, make_predictions) -> None:
     worse = make_predictions(build, tmp_path / "worse.parquet", seed=7, answer_rate=0.5)
     assert main(report_args(build, predictions, tmp_path / "a")) == 0
     assert main(report_args(build, worse, tmp_path / "b")) == 0
@@ -184,13 +186,28 @@ def test_compare(build: Path, predictions: Path, tmp_path: Path, capsys: pytest.
     a = json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"]["test_unseen"]["population"]
     b = json.loads((tmp_path / "b" / "summary.json").read_text())["metrics"]["test_unseen"]["population"]
     line = next(ln for ln in out.splitlines() if ln.startswith("test_unseen") and " population " in ln
-                and " answer_rate " in ln)
-    assert line.split()[-3:] == [f"{a['answer_rate']:.4g}", f"{b['answer_rate']:.4g}",
-                                 f"{b['answer_rate'] - a['answer_rate']:.4g}"]
-    code, out, _ = run(capsys, "compare", str(tmp_path / "seen"), str(tmp_path / "a"))
-    assert code == 0 and "test_seen / test_unseen" in out
+                and " answer_rate " in ln).split()
+    assert line[4:7] == [f"{a['answer_rate']:.4g}", f"{b['answer_rate']:.4g}",
+                         f"{b['answer_rate'] - a['answer_rate']:.4g}"]
+    assert line[-1] == "*"  # half the answers: significantly worse
+    code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-if-worse", "answer_rate")
+    assert code == 3 and "significantly worse than A on answer_rate" in err
+    code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-if-worse", "spearman")
+    assert code == 0, err
+    code, out, err = run(capsys, "compare", str(tmp_path / "seen"), str(tmp_path / "a"))
+    assert code == 1 and err.count("\n") == 1 and "different splits" in err and not out
     code, _, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "nothing"))
     assert code == 1 and "not found" in err
+
+
+def test_compare_refuses_reports_of_different_builds(build: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     make_build, make_predictions) -> None:
+    other = make_build(tmp_path / "other", seed=3)
+    assert main(report_args(build, make_predictions(build, tmp_path / "p.parquet"), tmp_path / "a")) == 0
+    assert main(report_args(other, make_predictions(other, tmp_path / "q.parquet"), tmp_path / "b")) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert code == 1 and err.count("\n") == 1 and "different builds" in err and not out
 
 
 def test_label_warning_is_repeated_in_summary_and_html(build: Path, predictions: Path, tmp_path: Path) -> None:
@@ -241,3 +258,67 @@ def test_group_map_basemap_is_the_country_outlines_around_the_points() -> None:
     plt.close(fig)
     assert len(segments) == 3  # the rings of Argentina, Brazil and Paraguay, whose borders meet here
     assert x0 > -54.8 and x1 < -54.4  # the samples set the view, not the outlines of whole countries
+
+
+def test_every_output_carries_intervals_and_methods(build: Path, predictions: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from urp_eval.intervals import METHODS
+    from urp_eval.metrics import METRICS
+    from urp_eval.significance import CORRECTION
+
+    out = tmp_path / "r"
+    assert main(report_args(build, predictions, out, "--split", "test", "--min-group-size", "5")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["intervals"]["per_metric"] == {m: METHODS[m].name for m in METRICS}
+    assert summary["intervals"]["correction"] == CORRECTION and summary["intervals"]["level"] == 0.95
+    for per in summary["metrics"].values():
+        for m in per.values():
+            for name in METRICS:
+                assert m[f"{name}_lo"] <= m[name] <= m[f"{name}_hi"], name
+    for per in summary["metrics_score_scale"].values():
+        for m in per.values():
+            assert m["spearman_lo"] <= m["spearman"] <= m["spearman_hi"]
+    for per in summary["bias"].values():
+        for pm in per.values():
+            for b in pm.values():
+                assert {"worst_lo", "worst_hi", "gap_lo", "gap_hi", "worst_decile_lo", "worst_decile_hi",
+                        "best_lo", "best_hi", "significantly_worse"} <= set(b)
+    for d in summary["drop"].values():
+        assert d["mae_lo"] < d["mae_hi"]
+    for per in summary["bias_score"].values():
+        for b in per.values():
+            assert b["bias_score_lo"] <= b["bias_score"] <= b["bias_score_hi"]
+    groups = pq.read_table(out / "groups.parquet")
+    assert {f"{m}_{s}" for m in METRICS for s in ("lo", "hi", "p_worse", "worse")} <= set(groups.column_names)
+    assert json.loads(groups.schema.metadata[b"urp.intervals"]) == summary["intervals"]
+    page = (out / "report.html").read_text()
+    assert html.escape(CORRECTION) in page and "Brackets: 95% intervals" in page
+    assert "significantly worse (Holm)" in page and page.count("<small>[") >= 20
+    code, _, err = run(capsys, *report_args(build, predictions, tmp_path / "x", "--level", "95"))
+    assert code == 2 and "level" in err
+
+
+def test_group_bars_have_error_bars(build: Path, predictions: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar plot passes each group's interval to matplotlib as an error bar, on both panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.axes
+    from urp_eval.compute import compute
+    from urp_eval.html import _group_bars
+    from urp_eval.inputs import connect
+
+    drawn = []
+    real = matplotlib.axes.Axes.barh
+
+    def spy(self, *args, **kwargs):
+        drawn.append(kwargs.get("xerr"))
+        return real(self, *args, **kwargs)
+
+    con = connect("256MB")
+    compute(con, ReportConfig(data=str(build), predictions=str(predictions), out=str(tmp_path / "y"),
+                              permutations=0, min_group_size=5))
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", spy)
+    assert _group_bars(con, "test_unseen", "population", {}, 0.95).startswith("<img")
+    assert len(drawn) == 2 and all(x is not None and (x > 0).any() for x in drawn)

@@ -128,3 +128,15 @@ def test_image_token_rule_matches_qwen2_vl_for_odd_sizes():
                          (1000, 30, 3136, 12845056), (20, 20, 56 * 56, 28 * 28 * 1280), (4000, 3000, 3136, 1003520)]:
         assert smart_resize(h, w, lo, hi) == reference(h, w, 28, lo, hi)
     assert image_tokens(448, 448, 200704, 200704) == 256
+
+
+def test_held_out_indicators_are_left_out_of_training_and_kept_for_evaluation(tiny_build):
+    from urp_train.dataset import URPDataArguments, load_data
+
+    args = URPDataArguments(build_dir=str(tiny_build), eval_split="val", train_indicators=["night_light"],
+                            eval_indicators=["population"])
+    train, evaluation = load_data(args, seed=0)
+    assert set(train["indicator"]) == {"night_light"} and set(evaluation["indicator"]) == {"population"}
+    train, evaluation = load_data(URPDataArguments(build_dir=str(tiny_build), eval_split="val",
+                                                   train_indicators=["population"]), seed=0)
+    assert set(train["indicator"]) == set(evaluation["indicator"]) == {"population"}  # eval follows train by default

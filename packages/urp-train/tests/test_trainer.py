@@ -231,6 +231,28 @@ def test_a_training_step_changes_every_trainable_parameter_and_logs_groups(parts
     assert log["pools/count"] >= 1 and 0 <= log["pools/frac_reward_zero_std"] <= 1 and "pools/reward_std_mean" in log
 
 
+def test_a_frozen_vision_tower_stays_unchanged_and_the_rest_trains(parts, tmp_path):
+    from urp_train.models import freeze_vision_tower, vision_tower
+
+    trainer = _trainer(parts, tmp_path, advantage_grouping="group", learning_rate=1e-3)
+    tower = {id(p) for p in vision_tower(trainer.model).parameters()}
+    assert freeze_vision_tower(trainer.model) == sum(p.numel() for p in vision_tower(trainer.model).parameters()) > 0
+    params = dict(trainer.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    trainer.train()
+    frozen = [n for n, p in params.items() if id(p) in tower]
+    rest = [n for n, p in params.items() if id(p) not in tower]
+    assert frozen and rest
+    assert all(torch.equal(before[n], params[n]) for n in frozen)
+    assert [n for n in rest if torch.equal(before[n], params[n])] == []
+
+    from urp_train.models import URPModelConfig
+
+    model, _ = URPModelConfig(model_name_or_path=str(parts[1]), dtype="float32", freeze_vision_tower=True).load()
+    tower = {id(p) for p in vision_tower(model).parameters()}
+    assert all(p.requires_grad == (id(p) not in tower) for p in model.parameters())
+
+
 def test_config_checks_name_the_fix(tmp_path):
     base = {"output_dir": str(tmp_path), "per_device_train_batch_size": 4, "num_generations": 2, "use_cpu": True}
     with pytest.raises(ValueError, match="prompts_per_group=3 must divide the 2 prompts"):

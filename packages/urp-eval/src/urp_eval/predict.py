@@ -44,7 +44,7 @@ from urp_data.contract import (
 from urp_eval.baselines import knn_mean
 from urp_eval.config import MODEL_BACKENDS, PREDICTION_SCHEMA, PredictConfig
 from urp_eval.generators import Generator, make_generator
-from urp_eval.metrics import InputError
+from urp_eval.inputs import ReportInputError as InputError
 from urp_eval.writer import PredictionWriter, read_settings, run_settings
 
 __all__ = ["PREDICTION_SCHEMA", "PredictConfig", "predict", "read_settings"]

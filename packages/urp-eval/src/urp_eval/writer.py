@@ -17,7 +17,7 @@ from urp_data.contract import MANIFEST_NAME
 from urp_data.util.fs import atomic_write_table, atomic_write_text, inside, one_line, remove_tree
 
 from urp_eval.config import PREDICTION_SCHEMA, PredictConfig
-from urp_eval.metrics import InputError
+from urp_eval.inputs import ReportInputError as InputError
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ class PredictionWriter:
                 atomic_write_table(PREDICTION_SCHEMA.empty_table(), self.path, meta)
             remove_tree(self.path.parent, self.parts)
             return
-        from urp_eval.metrics import connect, parquet_source
+        from urp_eval.inputs import connect
+        from urp_eval.sql import parquet_source
 
         schema = PREDICTION_SCHEMA.with_metadata(meta)
         tmp = self.path.with_name(f".{self.path.name}.merge.tmp")

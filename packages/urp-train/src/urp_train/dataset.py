@@ -46,8 +46,13 @@ class URPDataArguments:
     eval_split: str | None = field(
         default=None, metadata={"help": "Split to evaluate on during training (e.g. 'val'); none by default."}
     )
-    indicators: list[str] | None = field(
-        default=None, metadata={"help": "Indicators to train on; all indicators of the build by default."}
+    train_indicators: list[str] | None = field(
+        default=None, metadata={"help": "Indicators to train on; all indicators of the build by default. Leave "
+                                "some out to measure zero-shot transfer to them (scripts/paper.sh, PAPER_HELD_OUT)."}
+    )
+    eval_indicators: list[str] | None = field(
+        default=None, metadata={"help": "Indicators of eval_split during training; train_indicators by default. "
+                                "Held-out indicators here show transfer while training."}
     )
     drop: str | None = field(
         default=None,
@@ -159,12 +164,13 @@ def load_examples(build_dir: str | Path, split: str = "train", *, indicators: li
 
 def load_data(args: URPDataArguments, seed: int) -> tuple[Any, Any]:
     """(train, eval or None) datasets for ``args``; ``max_examples`` keeps a seeded random subset."""
-    train = load_examples(args.build_dir, args.split, indicators=args.indicators, drop=args.drop)
+    train = load_examples(args.build_dir, args.split, indicators=args.train_indicators, drop=args.drop)
     if args.max_examples is not None and args.max_examples < len(train):
         train = train.shuffle(seed=seed).select(range(args.max_examples))
     evaluation = None
     if args.eval_split is not None:
-        evaluation = load_examples(args.build_dir, args.eval_split, indicators=args.indicators, drop=args.drop)
+        evaluation = load_examples(args.build_dir, args.eval_split, indicators=args.eval_indicators
+                                   or args.train_indicators, drop=args.drop)
     return train, evaluation
 
 

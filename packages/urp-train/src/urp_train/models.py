@@ -164,6 +164,10 @@ class URPModelConfig(ModelConfig):
     max_pixels: int | None = field(
         default=None, metadata={"help": "Image processor's upper bound on pixels per image; set with min_pixels."}
     )
+    freeze_vision_tower: bool = field(
+        default=False, metadata={"help": "Keep the vision encoder's weights fixed (requires_grad off) and train the "
+                                 "rest; the paper leaves open whether a frozen or trainable encoder matters."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -185,9 +189,12 @@ class URPModelConfig(ModelConfig):
         if not self.model_name_or_path:
             raise ValueError("no model given; set model_name_or_path (a hub id or a folder, e.g. from "
                              "`urp-train tiny-model --out models/tiny`)")
-        return load_model_and_processor(self.model_name_or_path, trust_remote_code=trust_remote_code,
-                                        dtype=self.dtype or "auto", attn_implementation=self.attn_implementation,
-                                        revision=self.model_revision, pixels=self.pixels)
+        model, processor = load_model_and_processor(
+            self.model_name_or_path, trust_remote_code=trust_remote_code, dtype=self.dtype or "auto",
+            attn_implementation=self.attn_implementation, revision=self.model_revision, pixels=self.pixels)
+        if self.freeze_vision_tower:
+            logger.info("froze the vision tower: %d parameters", freeze_vision_tower(model))
+        return model, processor
 
 
 def zero_stage_from_env() -> int:
@@ -199,6 +206,31 @@ def zero_stage_from_env() -> int:
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
         return 0
     return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 0)
+
+
+def vision_tower(model: Any) -> Any:
+    """The vision encoder of a vision-language model (Qwen2.5-VL: ``model.visual``), or ValueError."""
+    for owner in (model, getattr(model, "model", None)):
+        for name in ("visual", "vision_tower", "vision_model"):
+            tower = getattr(owner, name, None)
+            if tower is not None:
+                return tower
+    raise ValueError(f"{type(model).__name__} has no vision tower (visual, vision_tower or vision_model); "
+                     "set freeze_vision_tower: false")
+
+
+def freeze_vision_tower(model: Any) -> int:
+    """Turn off gradients of the vision encoder (its merger/projector included); returns the number of weights frozen.
+
+    The optimiser then never sees those weights, so they stay bit-identical through training,
+    and the language model and everything else train as before. With PEFT, the adapters' target
+    modules decide what trains; freezing only keeps adapters off the tower.
+    """
+    frozen = 0
+    for p in vision_tower(model).parameters():
+        p.requires_grad_(False)
+        frozen += p.numel()
+    return frozen
 
 
 def master_weight_warning(model: Any, use_peft: bool) -> str | None:
