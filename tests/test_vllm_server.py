@@ -40,7 +40,8 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     with log.open("w") as out:
         proc = subprocess.Popen(
             _server_command(build_command(
-                ScriptArguments(model=str(tiny_model_dir), host="127.0.0.1", port=port, max_model_len=1024),
+                ScriptArguments(model=str(tiny_model_dir), host="127.0.0.1", port=port, max_model_len=1024,
+                                enforce_eager=True),  # no torch.compile at start-up: this test is about requests
                 ["--mm-processor-kwargs", '{"min_pixels": 12544, "max_pixels": 12544}'])),
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})  # 1 GiB of KV cache

@@ -51,7 +51,7 @@ def main(build: str, model: str, out: str) -> None:
     args = URPGRPOConfig(output_dir=str(Path(out) / "run"), use_cpu=True, bf16=False, seed=0, max_steps=2,
                          per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
                          learning_rate=1e-2, beta=0.0, reward_funcs=["accuracy", "format"],
-                         advantage_grouping="group", prompts_per_group=1, remove_unused_columns=False,
+                         advantage_grouping="prompt", remove_unused_columns=False,
                          logging_steps=1, save_strategy="no", report_to="none", use_vllm=True,
                          vllm_mode="colocate", vllm_max_model_length=1024, vllm_gpu_memory_utilization=0.2,
                          vllm_enable_sleep_mode=False)

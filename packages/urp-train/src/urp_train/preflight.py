@@ -126,7 +126,7 @@ def _build_facts(data_args: Any, seed: int, column: str | None) -> dict[str, Any
     if not (build / "manifest.json").is_file():
         return None
     manifest = load_manifest(build)
-    examples = list(iter_examples(build, data_args.split, data_args.indicators, with_images=False))
+    examples = list(iter_examples(build, data_args.split, data_args.train_indicators, with_images=False))
     if data_args.max_examples is not None and data_args.max_examples < len(examples):
         import datasets  # load_data's seeded subset: the same permutation
 
