@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import shapely
 
+from urp_data.config.sources import read_poi
 from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
@@ -240,29 +241,17 @@ class OsmPOIs(NetworkSource):
 
 
 def poi_from_config(spec: dict[str, Any], resolve: Any) -> OsmPOIs:
-    """A POI source from one ``poi:`` entry: ``{type: osm_pbf|osm_xml, path}`` or ``{type: overpass, bbox, url,
-    min_interval_s}``, plus ``radius_km`` and ``max_places``."""
-    spec = dict(spec)
-    kind = spec.pop("type")
-    radius = float(spec.pop("radius_km", 1.0))
-    max_places = int(spec.pop("max_places", 10))
+    """A POI source from one ``poi:`` entry (:class:`urp_data.config.sources.PoiConfig`)."""
+    cfg = read_poi(spec, "poi source")
     overpass = None
-    if kind in ("osm_pbf", "osm_xml"):
-        if "path" not in spec:
-            raise InputError(f"poi source {kind} needs a path")
-        path = resolve(spec.pop("path"))
+    if cfg.type in ("osm_pbf", "osm_xml"):
+        path = resolve(str(cfg.path))
         if not Path(path).is_file():
             raise InputError(f"OSM extract {path} not found")
-        table = pois_from_pbf(path) if kind == "osm_pbf" else pois_from_xml(path)  # read now: bad input fails early
+        table = pois_from_pbf(path) if cfg.type == "osm_pbf" else pois_from_xml(path)  # read now: bad input fails early
         load, src = (lambda: table), str(path)
-    elif kind == "overpass":
-        if "bbox" not in spec:
-            raise InputError("poi source overpass needs a bbox: [left, bottom, right, top] in degrees")
-        overpass = Overpass(list(spec.pop("bbox")), str(spec.pop("url", OVERPASS_URL)),
-                            float(spec.pop("min_interval_s", OVERPASS_MIN_INTERVAL_S)))
-        load, src = overpass.fetch, f"overpass {http.redact(overpass.url)} bbox {overpass.bbox}"
     else:
-        raise InputError(f"unknown poi type {kind!r}; use osm_pbf, osm_xml or overpass")
-    if spec:
-        raise InputError(f"unknown key(s) {sorted(spec)} in poi source {kind}")
-    return OsmPOIs(load, src, radius, max_places, overpass)
+        interval = OVERPASS_MIN_INTERVAL_S if cfg.min_interval_s is None else cfg.min_interval_s
+        overpass = Overpass(list(cfg.bbox or []), cfg.url or OVERPASS_URL, float(interval))
+        load, src = overpass.fetch, f"overpass {http.redact(overpass.url)} bbox {overpass.bbox}"
+    return OsmPOIs(load, src, float(cfg.radius_km), cfg.max_places, overpass)
