@@ -8,7 +8,6 @@ are the default; Overpass, for small regions, is explicit.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -24,7 +23,7 @@ import shapely
 
 from urp_data.config.sources import read_poi
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import answers, http
 from urp_data.net.budget import RequestBudget
 from urp_data.sources.base import NetworkSource
 from urp_data.sources.places.gazetteer import PlaceTable
@@ -180,13 +179,7 @@ class Overpass:
             shown = http.redact(http.canonical_url(self.url, params))
             raise InputError(f"Overpass query of bbox {self.bbox}: " + str(exc).replace(shown, http.redact(self.url))) \
                 from exc
-        rows = []
-        for el in json.loads(body)["elements"]:
-            tags = el.get("tags", {})
-            name, kind = tags.get("name"), next((tags[k] for k in POI_KEYS if k in tags), None)
-            where = el if "lat" in el else el.get("center")
-            if name and kind and where:
-                rows.append((name, kind, float(where["lat"]), float(where["lon"])))
+        rows = overpass_rows(answers.load_json(body))
         logger.info("%d named POIs from Overpass in %s", len(rows), self.bbox)
         return _table(rows)
 
@@ -198,13 +191,31 @@ class Overpass:
                               min_interval_s=self.min_interval_s)]
 
 
-def check_overpass(body: bytes) -> None:
-    """Raise unless ``body`` is a complete Overpass JSON answer (``elements``, no runtime-error ``remark``)."""
-    doc = json.loads(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("elements"), list):
-        raise TypeError("no elements list")
+def overpass_rows(doc: Any) -> list[tuple[str, str, float, float]]:
+    """(name, kind, lat, lon) of every named POI in an Overpass JSON answer, each value checked
+    (:mod:`urp_data.net.answers`); raises on an incomplete answer (a runtime-error ``remark``)."""
+    doc = answers.obj(doc, "(the answer)")
+    if not isinstance(doc.get("elements"), list):
+        raise answers.BadValue("no elements list")
     if "runtime error" in str(doc.get("remark", "")):
-        raise ValueError(f"Overpass stopped the query: {doc['remark']}")
+        raise answers.BadValue(f"Overpass stopped the query: {answers.text(doc['remark'], 'remark')}")
+    rows = []
+    for i, el in enumerate(doc["elements"]):
+        el = answers.obj(el, f"elements[{i}]")
+        tags = answers.obj(el.get("tags", {}), f"elements[{i}].tags")
+        name = answers.text(tags.get("name"), f"elements[{i}].tags.name", optional=True)
+        key = next((k for k in POI_KEYS if k in tags), None)
+        kind = answers.text(tags[key], f"elements[{i}].tags.{key}") if key else None
+        where = el if "lat" in el else el.get("center")
+        if name and kind and where is not None:
+            lat, lon = answers.lat_lon(answers.obj(where, f"elements[{i}].center"), f"elements[{i}]")
+            rows.append((name, kind, lat, lon))
+    return rows
+
+
+def check_overpass(body: bytes) -> None:
+    """Raise unless ``body`` is a complete Overpass JSON answer whose values we can use."""
+    overpass_rows(answers.load_json(body))
 
 
 def bbox_area_km2(bbox: list[float]) -> float:
