@@ -106,3 +106,15 @@ def test_any_region_config_builds_or_is_refused_in_one_line(region, tmp_path, ca
     assert code in (0, 1), captured.err
     if code == 1:
         assert captured.err.count("\n") == 1 and "unexpected" not in captured.err, (region, captured.err)
+
+
+@pytest.mark.parametrize("name", ["train.parquet", "manifest.json", "README.md", "sub/page.html", "."])
+def test_preview_never_writes_into_the_build_but_its_default(name, tmp_path, capsys):
+    """Before, ``preview BUILD --out BUILD/train.parquet`` exited 0 and overwrote the train split with HTML."""
+    build = tmp_path / "b"
+    build.mkdir()
+    (build / "manifest.json").write_text('{"region": "b", "resolution": 8, "indicators": {}}')
+    (build / "train.parquet").write_bytes(b"PAR1 the split")
+    err = _refused(capsys, ["preview", str(build), "--out", str(build / name)])
+    assert "is inside the build" in err
+    assert (build / "train.parquet").read_bytes() == b"PAR1 the split"
