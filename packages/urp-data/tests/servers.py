@@ -3,7 +3,8 @@ Nominatim, Photon and Overpass APIs built from the sample data in data/ (test_ht
 
 Faults (``Faulty.faults[path]``, played in order before normal answers, ``ok`` being a normal one):
 429 with Retry-After in seconds or as an HTTP date, 503, 404, an HTML page sent with status 200,
-truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), redirects,
+truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), a status line and
+headers trickled one byte a second (bounded at 30 s), redirects,
 Overpass's runtime-error remark, a STAC API error object and an empty object sent with status 200.
 :meth:`Faulty.play` plays them; the STAC emulation (stac_servers.py) reuses it.
 A fault on a served file (``Faulty.files``, with range requests, as a COG or download host) cuts or
@@ -158,6 +159,16 @@ class Faulty(BaseHTTPRequestHandler):
                 self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
                 time.sleep(0.02)
+        elif fault == "trickle-headers":  # the status line and headers one byte a second (bounded: 30 s)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            try:
+                for i in range(min(len(head), 30)):
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(1.0)
+            except OSError:
+                pass  # the client gave up: what it should do
+            self.close_connection = True
         elif fault.startswith("redirect:"):
             self.send_response(302)
             self.send_header("Location", fault[len("redirect:"):])

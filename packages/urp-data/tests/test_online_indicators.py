@@ -186,14 +186,17 @@ def test_chips_read_concurrently_are_byte_identical_to_a_sequential_read(server,
 
 
 def test_the_shipped_online_recipe_states_resolution_licence_and_prompt_honesty():
+    from dataclasses import fields
+
     import yaml
     from urp_data.config.regions import list_regions
+    from urp_data.config.sources import RasterIndicatorConfig
 
     recipe = yaml.safe_load(list_regions()["global-online"].read_text())
     online = [s for s in recipe["indicators"] if "url" in s]
     assert {s["name"] for s in online} >= {"population", "gdp_per_capita"}
     for spec in online:
-        assert set(spec) <= indicators._KEYS["raster"], spec["name"]
+        assert set(spec) <= {f.name for f in fields(RasterIndicatorConfig)}, spec["name"]
         assert spec["url"].startswith("https://") and spec["mode"] in indicators.REMOTE_MODES
         assert spec["mode"] == "cog" or len(spec["sha256"]) == 64  # a download is always verified
         assert "km" in spec["resolution"] and spec["licence"] and spec["derived_from_prompt"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,37 @@ MAX_POLYFILL_CELLS = 20_000_000
 """Grid sampling lists every cell of the area first; beyond this many (~2 GB of cell ids) it is refused."""
 
 
+BYTES_PER_SAMPLE = 1000
+"""Driver memory a planned sample takes (ours, measured with margin: its cell id, centre, country, group and
+split in the plan, and the settlement draw's candidates); a count beyond what the machine holds is refused."""
+
+
+def available_memory_bytes() -> int:
+    """Memory this machine has free now (physical pages; a container's cgroup limit is not read)."""
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_sample_count(region: RegionConfig) -> None:
+    """Refuse, before anything is allocated, a sample count that has no cells to draw or no memory to plan.
+
+    Settlement sampling draws ``samples`` distinct cells (H3 has ~122 * 7**resolution of them), and
+    the plan holds every one in the driver's memory.
+    """
+    import h3
+
+    s = region.sampling
+    if s.samples is None:
+        return
+    cells = h3.get_num_cells(s.resolution)
+    if s.mode == "settlement" and s.samples > cells:
+        raise RegionError(f"sampling.samples={s.samples:,} is more than the {cells:,} H3 cells at resolution "
+                          f"{s.resolution}; lower --samples or raise --resolution")
+    need, free = s.samples * BYTES_PER_SAMPLE, available_memory_bytes()
+    if need > free:
+        raise RegionError(f"sampling.samples={s.samples:,} needs ~{need / 2**30:,.1f} GiB to plan and this machine has "
+                          f"{free / 2**30:,.1f} GiB free; lower --samples to at most {free // BYTES_PER_SAMPLE:,}")
+
+
 def _check_polyfill_size(region: RegionConfig, area: shapely.Geometry) -> None:
     """Refuse, in one line and before any work, an area whose H3 grid would not fit in memory.
 
@@ -68,7 +100,7 @@ def _check_polyfill_size(region: RegionConfig, area: shapely.Geometry) -> None:
     to_equal_area = Transformer.from_crs("EPSG:4326", "EPSG:6933", always_xy=True)
     km2 = shapely.transform(area, lambda xy: np.column_stack(to_equal_area.transform(xy[:, 0], xy[:, 1]))).area / 1e6
     cells = km2 / h3.average_hexagon_area(region.sampling.resolution, "km^2")
-    if cells > MAX_POLYFILL_CELLS:
+    if not cells <= MAX_POLYFILL_CELLS:  # NaN (an area no projection can measure) is refused too
         raise RegionError(f"region {region.name}: its area ({km2:,.0f} km2) holds ~{cells:,.0f} H3 cells at "
                           f"resolution {region.sampling.resolution}, too many to list; give area: bbox or boundary "
                           "(a STAC API source without bbox covers the globe), or use sampling mode settlement")
@@ -160,6 +192,7 @@ def apply_overrides(region: RegionConfig, cfg: BuildConfig) -> RegionConfig:
     if cfg.seed is not None:
         s.seed = cfg.seed
     s.__post_init__()
+    check_sample_count(region)
     if cfg.allow_bulk:
         region.geocoder.allow_bulk = True
     return region

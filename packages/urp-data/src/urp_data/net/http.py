@@ -57,6 +57,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
+from urp_data.net.deadline import install as watch_sockets
+from urp_data.net.deadline import watch
 from urp_data.net.pacing import file_reserve
 from urp_data.util import settings
 from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line
@@ -204,6 +206,7 @@ class PoliteSession(requests.Session):
                       raise_on_status=False, raise_on_redirect=False)
         retry.min_interval_s = min_interval_s
         adapter = HTTPAdapter(max_retries=retry, pool_connections=8, pool_maxsize=16)
+        watch_sockets(adapter)  # the request's deadline closes its socket, whatever it is waiting for
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
@@ -381,16 +384,23 @@ def read_with_retries(url: str, shown: str, min_interval_s: float, deadline: flo
     download (:mod:`urp_data.net.downloads`) differ only in how they read and check a response.
     """
     failure = ""
-    for _ in range(1 + BODY_RETRIES):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        with send(url, shown, min_interval_s, params, remaining, headers, ok) as resp:
-            try:
-                return read(resp)
-            except BadBody as exc:
-                failure = str(exc)
-                logger.warning("%s; trying again", failure)
+    with watch(deadline) as watchdog:
+        try:
+            for _ in range(1 + BODY_RETRIES):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with send(url, shown, min_interval_s, params, remaining, headers, ok) as resp:
+                    try:
+                        return read(resp)
+                    except BadBody as exc:
+                        failure = str(exc)
+                        logger.warning("%s; trying again", failure)
+        except InputError:
+            if not watchdog.expired:
+                raise
+    if watchdog.expired:
+        failure = f"{shown} did not answer in full before the request's deadline"
     raise InputError(failure or f"cannot fetch {shown} before the request's deadline")
 
 

@@ -9,6 +9,7 @@ Everything comes from the manifest and the split files, so the card never disagr
 
 from __future__ import annotations
 
+import html
 import re
 from importlib import metadata
 from pathlib import Path
@@ -117,8 +118,31 @@ def _example(build_dir: Path, manifest: Manifest) -> tuple[str, str, str] | None
     return None
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
+
+
+def text(v: Any) -> str:
+    """``v`` as literal text in Markdown: one line, HTML characters as entities, Markdown punctuation
+    backslash-escaped (strings in the card come from region files and online sources)."""
+    one = " ".join(str(v).split())
+    return _MARKDOWN.sub(r"\\\1", html.escape(one, quote=False))
+
+
+def code(v: Any) -> str:
+    """``v`` as an inline code span, delimited by more backticks than any run inside it."""
+    one = " ".join(str(v).split())
+    ticks = "`" * (max((len(r) for r in re.findall(r"`+", one)), default=0) + 1)
+    return f"{ticks} {one} {ticks}" if "`" in one else f"{ticks}{one}{ticks}"
+
+
+def fenced(body: str, lang: str) -> list[str]:
+    """``body`` in a fenced code block whose fence is longer than any backtick run inside it."""
+    ticks = "`" * max(3, max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
+    return [ticks + lang, body, ticks]
+
+
 def _cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ") if v not in (None, "") else "–"
+    return text(v) if v not in (None, "") else "–"
 
 
 def _derived_from_prompt(spec: dict[str, Any]) -> str:
@@ -141,16 +165,18 @@ def _how_built(manifest: Manifest) -> list[str]:
                        (("countries", "unseen_countries"), ("continents", "unseen_continents")) if splits.get(key))
     size = chip.get("size_px", "?")
     return [
-        (f"- **Region**: `{manifest.region}`; H3 resolution {manifest.resolution}; sampling mode "
-        f"`{sampling.get('mode', '?')}`{requested}, seed {sampling.get('seed')}."),
-        (f"- **Chips**: {size}×{size} px over ~{chip.get('footprint_m', '?')} m, {chip.get('format', '?')}; "
+        (f"- **Region**: {code(manifest.region)}; H3 resolution {manifest.resolution}; sampling mode "
+        f"{code(sampling.get('mode', '?'))}{text(requested)}, seed {text(sampling.get('seed'))}."),
+        (f"- **Chips**: {text(size)}×{text(size)} px over ~{text(chip.get('footprint_m', '?'))} m, "
+        f"{text(chip.get('format', '?'))}; "
         f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}."),
-        (f"- **Splits**: grouped by `{splits.get('group_by', '?')}`; `test_unseen` is "
-        f"{len(manifest.config.get('unseen_groups', []))} whole group(s){held_out} that never appear in train or "
+        (f"- **Splits**: grouped by {code(splits.get('group_by', '?'))}; `test_unseen` is "
+        f"{len(manifest.config.get('unseen_groups', []))} whole group(s){text(held_out)} that never appear in train or "
         f"val; the other cells go to val / test_seen / train by a seeded hash of their H3 block at resolution "
-        f"{rule.get('block_resolution', '?')} (fractions {splits.get('val_fraction')} / "
-        f"{splits.get('test_seen_fraction')}); held-out cells whose chip could touch a train chip, and seen cells "
-        f"within {rule.get('buffer_km', '?')} km of an unseen cell ({rule.get('buffer_reason', '?')}), are dropped "
+        f"{text(rule.get('block_resolution', '?'))} (fractions {text(splits.get('val_fraction'))} / "
+        f"{text(splits.get('test_seen_fraction'))}); held-out cells whose chip could touch a train chip, and seen "
+        f"cells within {text(rule.get('buffer_km', '?'))} km of an unseen cell ({text(rule.get('buffer_reason', '?'))}), "
+        "are dropped "
         f"({counts.get('buffer_dropped', 0)} cells)."),
         ("- **Score scale**: indicators are asked as 0.0–9.9 scores, the percentile on the train split "
         "(the quantiles are in `manifest.json`)."),
@@ -166,9 +192,9 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
     except metadata.PackageNotFoundError:
         version = "unknown"
     front = yaml.safe_dump(front_matter(manifest), sort_keys=False, allow_unicode=True).strip()
-    lines = ["---", front, "---", "", f"# urp dataset `{manifest.region}`", ""]
+    lines = ["---", front, "---", "", f"# urp dataset {code(manifest.region)}", ""]
     if region.get("description"):
-        lines += [region["description"], ""]
+        lines += [text(region["description"]), ""]
     lines += [
         ("Urban region profiling samples (one per H3 cell): a satellite image chip, an address and nearby "
         "places, and indicator values, in geographic splits for training and for measuring geographic bias "
@@ -213,15 +239,15 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
     specs = {s.get("name"): s for s in region.get("indicators", [])}
     for name, info in manifest.indicators.items():
         source = Path(info.source).name if "/" in info.source else info.source
-        lines.append(f"| `{name}` | {_cell(info.description)} | {_cell(info.unit)} | {_cell(info.resolution)} | "
+        lines.append(f"| {code(name)} | {_cell(info.description)} | {_cell(info.unit)} | {_cell(info.resolution)} | "
                      f"{_cell(source)} | {_cell(info.licence)} | {_derived_from_prompt(specs.get(name, {}))} |")
     lines += ["", "Missing values are null, never 0.", "", "## Prompt format", ""]
     example = _example(Path(build_dir), manifest)
     if example:
         sid, ind, prompt = example
         lines += [("Each (sample, indicator) pair is one question; the user turn holds the image and this text "
-                  f"(`urp_data.contract.render_prompt`, here for `{sid}` and `{ind}`):"),
-                  "", "```text", prompt, "```", "",
+                  f"(`urp_data.contract.render_prompt`, here for {code(sid)} and {code(ind)}):"),
+                  "", *fenced(prompt, "text"), "",
                   "The answer is `<think>…</think><answer>5.3</answer>`: a score from 0.0 to 9.9.", ""]
     lines += ["## Citation", "", "Cite Urban-R1 for the method and credit the sources listed above:", "",
               "```bibtex", URBAN_R1_BIBTEX, "```", ""]

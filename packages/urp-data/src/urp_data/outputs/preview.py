@@ -48,7 +48,12 @@ def write_preview(build_dir: str | Path, out: str | Path | None = None, per_spli
     """
     build_dir = Path(build_dir)
     manifest = load_manifest(build_dir)
-    out = Path(out) if out else build_dir / PREVIEW_NAME
+    default = build_dir / PREVIEW_NAME
+    out = Path(out) if out else default
+    target, base = out.resolve(), build_dir.resolve()
+    if (target == base or base in target.parents) and target != default.resolve():
+        raise OutputError(f"--out {out} is inside the build {build_dir}, where it could replace the build's own "
+                          f"files; write the preview to {default} (the default) or outside the build")
     page = render_preview(build_dir, manifest, per_split)
     try:
         atomic_write_text(out, page)

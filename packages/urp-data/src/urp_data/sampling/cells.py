@@ -83,5 +83,9 @@ def cell_centres(cells: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bbox_polygon(bbox: list[float]) -> shapely.Geometry:
-    """A lon/lat polygon for (left, bottom, right, top)."""
+    """A lon/lat polygon for (left, bottom, right, top); left > right crosses the antimeridian and gives
+    two boxes, one on each side of it."""
+    left, bottom, right, top = bbox
+    if left > right:
+        return shapely.MultiPolygon([box(left, bottom, 180, top), box(-180, bottom, right, top)])
     return box(*bbox)

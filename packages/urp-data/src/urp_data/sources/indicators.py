@@ -31,6 +31,7 @@ from rasterio.errors import RasterioError
 from rasterio.transform import from_bounds as transform_from_bounds
 from rasterio.windows import Window, from_bounds
 
+from urp_data.config.sources import given, read_indicator
 from urp_data.contract import IndicatorInfo, indicator_spec
 from urp_data.errors import InputError
 from urp_data.net import downloads, http, ranges
@@ -340,14 +341,6 @@ class GeonamesPopulation(IndicatorSource):
         return self.gazetteer.population_within(batch.lat, batch.lon, self.radius_km)
 
 
-_COMMON_KEYS = {"type", "name", "description", "unit", "resolution", "resolution_km", "derived_from_prompt", "licence"}
-_KEYS = {
-    "raster": _COMMON_KEYS | {"path", "url", "mode", "sha256", "member", "min_interval_s", "band", "stat", "crs", "bounds", "nodata", "scale"},
-    "vector": _COMMON_KEYS | {"path", "column", "method", "key"},
-    "geonames_population": _COMMON_KEYS | {"radius_km"},
-}
-
-
 def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, float]:
     """ISO3 -> value from a column of ISO alpha-2 or alpha-3 codes (unknown codes are dropped)."""
     out = {}
@@ -362,11 +355,7 @@ def _country_table(keys: Any, values: Any, gazetteer: Gazetteer) -> dict[str, fl
 def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazetteer) -> IndicatorSource:
     """An indicator source from one ``indicators:`` entry of a region config."""
     kind = str(spec.get("type"))
-    if "name" not in spec:
-        raise InputError(f"indicator source {kind}: needs a name (the column it fills)")
-    unknown = sorted(set(spec) - _KEYS.get(kind, set(spec)))
-    if unknown:
-        raise InputError(f"indicator {spec['name']}: unknown key(s) {unknown}; allowed: {sorted(_KEYS[kind])}")
+    spec = given(read_indicator(spec, "indicator source"), spec)  # the checked values of the keys given
     if kind == "raster" and "url" in spec:
         if "path" in spec:
             raise InputError(f"indicator {spec['name']}: give path (a local file) or url, not both")
@@ -378,6 +367,4 @@ def indicator_from_config(spec: dict[str, Any], resolve: Any, gazetteer: Gazette
         if not Path(path).is_file():
             raise InputError(f"indicator {spec['name']}: {path} not found")
         return raster_indicator(spec, path) if kind == "raster" else VectorIndicator(spec, path, gazetteer)
-    if kind == "geonames_population":
-        return GeonamesPopulation(spec, gazetteer)
-    raise InputError(f"unknown indicator type {kind!r}; use raster, vector or geonames_population")
+    return GeonamesPopulation(spec, gazetteer)

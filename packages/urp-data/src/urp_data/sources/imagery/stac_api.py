@@ -7,7 +7,6 @@ import io
 import json
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import rasterio
 import shapely
 
+from urp_data.config.sources import StacApiConfig
 from urp_data.errors import InputError
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
@@ -31,47 +31,6 @@ from urp_data.sources.imagery.stac_catalog import (
     stac_refusal,
 )
 from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line
-
-
-@dataclass
-class StacApiConfig:
-    """A STAC API searched chip by chip (``type: stac`` with ``api:``), e.g. Sentinel-2 L2A on Earth Search."""
-
-    api: str = field(metadata={"help": "the API's landing page, e.g. https://earth-search.aws.element84.com/v1"})
-    collections: list[str] = field(metadata={"help": "collections searched, e.g. [sentinel-2-l2a]"})
-    asset: str = field(default="visual", metadata={
-        "help": "the item asset read as the chip; Sentinel-2's `visual` is ESA's 8-bit true-colour image (TCI)"})
-    datetime: str | None = field(default=None, metadata={
-        "help": "RFC 3339 instant or interval searched, e.g. 2024-01-01/2024-12-31 (none: any date)"})
-    max_cloud_cover: float | None = field(default=20.0, metadata={
-        "help": "largest eo:cloud_cover (percent of the scene) accepted; null accepts items without one"})
-    bands: list[int] | None = field(default=None, metadata={"help": "1-based bands in R, G, B order (default 1, 2, 3)"})
-    rescale: Any = field(default=None, metadata={
-        "help": "null (8-bit assets such as the TCI, used as they are), auto (2-98 % per COG) or [low, high]"})
-    bbox: list[float] | None = field(default=None, metadata={
-        "help": "[left, bottom, right, top] lon/lat the source is used in (default: the whole globe)"})
-    limit: int = field(default=10, metadata={
-        "help": "items per search page (sorted by cloud cover, the first page usually holds the answer)"})
-    max_items: int = field(default=100, metadata={"help": "most items looked at per chip (bounds the paging)"})
-    min_interval_s: float = field(default=http.STAC_MIN_INTERVAL_S, metadata={
-        "help": "seconds between two requests to the API host, and between two chip reads from a COG host"})
-    gsd_m: float = field(default=10.0, metadata={"help": "ground sample distance of the asset in metres (budgets only)"})
-    block_px: int = field(default=1024, metadata={"help": "COG tile size in pixels (budgets only)"})
-    licence: str = field(default="", metadata={
-        "help": "licence recorded in the manifest; default: the collections' `license` and licence links"})
-    attribution: str = field(default="", metadata={
-        "help": "credit line recorded with the licence, e.g. 'Contains modified Copernicus Sentinel data 2024'"})
-    name: str | None = field(default=None, metadata={"help": "name shown in logs (default: the API URL)"})
-
-    def __post_init__(self) -> None:
-        http.canonical_url(self.api)  # a bad scheme or host fails here, before any request
-        if not self.collections or not all(isinstance(c, str) for c in self.collections):
-            raise InputError(f"stac api {http.redact(self.api)}: collections must name at least one collection")
-        if self.bbox is not None and (len(self.bbox) != 4 or self.bbox[0] >= self.bbox[2] or self.bbox[1] >= self.bbox[3]):
-            raise InputError(f"stac api {http.redact(self.api)}: bbox must be [left, bottom, right, top], got {self.bbox}")
-        if not 1 <= self.limit <= 10_000 or self.max_items < 1:
-            raise InputError(f"stac api {http.redact(self.api)}: limit must be 1-10000 and max_items >= 1 "
-                             f"(got {self.limit}, {self.max_items})")
 
 
 def _chip_cache_path(key: dict[str, Any]) -> Path:

@@ -21,7 +21,6 @@ on that server). A local catalog may point anywhere, as before.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any
@@ -32,7 +31,7 @@ import rasterio
 import shapely
 
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import answers, http
 from urp_data.net.budget import RequestBudget
 from urp_data.sources.base import Chip, NetworkSource
 from urp_data.sources.imagery.raster import RasterImagery
@@ -86,17 +85,39 @@ def check_stac_json(body: bytes) -> None:
 
     An error sent with status 200 (a proxy, a gateway) must not be cached as a document.
     """
-    doc = json.loads(body)
+    doc = answers.load_json(body)
     if not isinstance(doc, dict) or ("code" in doc and "description" in doc and "type" not in doc):
         raise ValueError(f"not a STAC document: {str(doc)[:120]}")
 
 
 def _search_page(body: bytes) -> None:
-    """:func:`check_stac_json`, and an item collection: a cached page without ``features`` would hide items for good."""
+    """:func:`check_stac_json`, and an item collection whose items hold the values a chip is chosen by: a
+    cached page without ``features``, or with an item that cannot be read, would trip every rerun."""
     check_stac_json(body)
-    doc = json.loads(body)
+    doc = answers.load_json(body)
     if doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
         raise ValueError("a search page must be a FeatureCollection with a features list")
+    for i, item in enumerate(doc["features"]):
+        check_item(item, f"features[{i}]")
+
+
+def check_item(item: Any, where: str) -> None:
+    """Raise :class:`urp_data.net.answers.BadValue` naming the field unless ``item`` has the values we read:
+    an id, a bbox of finite lon/lat, a cloud cover in 0-100 when given, and asset hrefs."""
+    item = answers.obj(item, where)
+    answers.text(item.get("id"), f"{where}.id")
+    bbox = item.get("bbox")
+    if bbox is not None:
+        if not isinstance(bbox, list) or len(bbox) not in (4, 6):
+            raise answers.BadValue(f"field {where}.bbox is not [left, bottom, right, top]")
+        for j, v in enumerate(bbox):
+            answers.number(v, f"{where}.bbox[{j}]")
+    props = answers.obj(item.get("properties", {}), f"{where}.properties")
+    if props.get("eo:cloud_cover") is not None:
+        answers.number(props["eo:cloud_cover"], f"{where}.properties.eo:cloud_cover", 0, 100)
+    answers.text(props.get("datetime"), f"{where}.properties.datetime", optional=True)
+    for name, asset in answers.obj(item.get("assets", {}), f"{where}.assets").items():
+        answers.text(answers.obj(asset, f"{where}.assets.{name}").get("href"), f"{where}.assets.{name}.href")
 
 
 def stac_refusal(exc: BaseException) -> InputError | None:

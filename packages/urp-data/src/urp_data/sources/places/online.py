@@ -31,7 +31,6 @@ on a self-hosted instance (``geocoder.url``). Data © OpenStreetMap contributors
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -39,7 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import answers, http
 from urp_data.net.budget import RequestBudget
 from urp_data.net.hosts import PUBLIC_MAX_REQUESTS, PUBLIC_URLS, is_public
 from urp_data.sources.base import NetworkSource
@@ -60,10 +59,10 @@ _PLACE = ("city", "town", "village", "municipality", "hamlet")
 _ADMIN = ("state", "province", "region", "state_district", "county")
 
 
-def _compose(fields: dict[str, Any], place_fallback: str | None = None) -> str | None:
+def _compose(fields: dict[str, Any], where: str, place_fallback: str | None = None) -> str | None:
     """``"Bairro Novo, Olinda, Pernambuco, Brazil"``: neighbourhood, place, admin area, country (any may be missing)."""
     def first(keys: tuple[str, ...]) -> str | None:
-        return next((str(fields[k]) for k in keys if isinstance(fields.get(k), str) and fields[k]), None)
+        return next((v for k in keys if (v := answers.text(fields.get(k), f"{where}.{k}", optional=True))), None)
 
     parts: list[str] = []
     for part in (first(_LOCAL), first(_PLACE) or place_fallback, first(_ADMIN), first(("country",))):
@@ -72,43 +71,47 @@ def _compose(fields: dict[str, Any], place_fallback: str | None = None) -> str |
     return ", ".join(parts) or None
 
 
-def nominatim_address(doc: dict[str, Any]) -> str | None:
-    """The address of a Nominatim ``jsonv2`` reverse answer, or None where it found nothing."""
+def nominatim_address(doc: Any) -> str | None:
+    """The address of a Nominatim ``jsonv2`` reverse answer, or None where it found nothing ("Unable to
+    geocode"). Every value used is checked (:mod:`urp_data.net.answers`): this runs before the answer is cached."""
+    doc = answers.obj(doc, "(the answer)")
     if "error" in doc:
+        if doc["error"] != NOT_FOUND:
+            raise answers.BadValue(f"Nominatim error {answers.text(doc['error'], 'error')!r}")
         return None
-    return _compose(doc["address"], doc.get("name") or None)
+    answers.lat_lon(doc, "place")
+    address = answers.obj(doc.get("address"), "address (was addressdetails=1 sent?)")
+    return _compose(address, "address", answers.text(doc.get("name"), "name", optional=True) or None)
 
 
-def photon_address(doc: dict[str, Any]) -> str | None:
-    """The address of a Photon reverse answer (its first feature), or None where it found nothing."""
-    if not doc["features"]:
+def photon_address(doc: Any) -> str | None:
+    """The address of a Photon reverse answer (its first feature), or None where it found nothing; checked
+    by value as :func:`nominatim_address` is."""
+    doc = answers.obj(doc, "(the answer)")
+    features = doc.get("features")
+    if doc.get("type") != "FeatureCollection" or not isinstance(features, list):
+        raise answers.BadValue("not a GeoJSON FeatureCollection with a features list")
+    if not features:
         return None
-    props = doc["features"][0]["properties"]
+    feature = answers.obj(features[0], "features[0]")
+    coords = answers.obj(feature.get("geometry"), "features[0].geometry").get("coordinates")
+    if not isinstance(coords, list) or len(coords) != 2:
+        raise answers.BadValue("field features[0].geometry.coordinates is not [lon, lat]")
+    answers.lat_lon({"lon": coords[0], "lat": coords[1]}, "features[0].geometry.coordinates")
+    props = answers.obj(feature.get("properties"), "features[0].properties")
     name = props.get("name") if props.get("osm_key") == "place" else None
-    return _compose(props, name)
+    return _compose(props, "features[0].properties",
+                    answers.text(name, "features[0].properties.name", optional=True))
 
 
 def check_nominatim(body: bytes) -> None:
-    """Raise unless ``body`` is a Nominatim reverse answer: one place with an address, or "Unable to geocode"."""
-    doc = json.loads(body)
-    if not isinstance(doc, dict):
-        raise TypeError("not a JSON object")
-    if "error" in doc:
-        if doc["error"] != NOT_FOUND:
-            raise ValueError(f"Nominatim error {doc['error']!r}")
-        return
-    if not isinstance(doc.get("address"), dict) or "lat" not in doc or "lon" not in doc:
-        raise ValueError("a place without address, lat or lon (was addressdetails=1 sent?)")
+    """Raise unless ``body`` is a Nominatim reverse answer whose values we can use."""
+    nominatim_address(answers.load_json(body))
 
 
 def check_photon(body: bytes) -> None:
-    """Raise unless ``body`` is a GeoJSON FeatureCollection of Photon features."""
-    doc = json.loads(body)
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
-        raise ValueError("not a GeoJSON FeatureCollection")
-    for f in doc["features"]:
-        if not isinstance(f, dict) or not isinstance(f.get("properties"), dict) or "geometry" not in f:
-            raise ValueError("a feature without properties or geometry")
+    """Raise unless ``body`` is a Photon reverse answer whose values we can use."""
+    photon_address(answers.load_json(body))
 
 
 _PROVIDERS = {"nominatim": (nominatim_address, check_nominatim), "photon": (photon_address, check_photon)}
@@ -152,7 +155,7 @@ class OnlineGeocoder(NetworkSource):
         """The service's address of one point (lat/lon degrees), or None where it found nothing."""
         body = http.get(self.endpoint, min_interval_s=self.min_interval_s, params=self.params(lat, lon),
                         content_types=("application/json", "application/geo+json"), check=self._check)
-        return self._parse(json.loads(body))
+        return self._parse(answers.load_json(body))
 
     def addresses(self, lat: np.ndarray, lon: np.ndarray, iso3: list[str | None]) -> list[str]:
         """One address per point; the GeoNames address where the service has none."""

@@ -8,7 +8,6 @@ are the default; Overpass, for small regions, is explicit.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -22,8 +21,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import shapely
 
+from urp_data.config.sources import read_poi
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import answers, http
 from urp_data.net.budget import RequestBudget
 from urp_data.sources.base import NetworkSource
 from urp_data.sources.places.gazetteer import PlaceTable
@@ -179,13 +179,7 @@ class Overpass:
             shown = http.redact(http.canonical_url(self.url, params))
             raise InputError(f"Overpass query of bbox {self.bbox}: " + str(exc).replace(shown, http.redact(self.url))) \
                 from exc
-        rows = []
-        for el in json.loads(body)["elements"]:
-            tags = el.get("tags", {})
-            name, kind = tags.get("name"), next((tags[k] for k in POI_KEYS if k in tags), None)
-            where = el if "lat" in el else el.get("center")
-            if name and kind and where:
-                rows.append((name, kind, float(where["lat"]), float(where["lon"])))
+        rows = overpass_rows(answers.load_json(body))
         logger.info("%d named POIs from Overpass in %s", len(rows), self.bbox)
         return _table(rows)
 
@@ -197,13 +191,31 @@ class Overpass:
                               min_interval_s=self.min_interval_s)]
 
 
-def check_overpass(body: bytes) -> None:
-    """Raise unless ``body`` is a complete Overpass JSON answer (``elements``, no runtime-error ``remark``)."""
-    doc = json.loads(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("elements"), list):
-        raise TypeError("no elements list")
+def overpass_rows(doc: Any) -> list[tuple[str, str, float, float]]:
+    """(name, kind, lat, lon) of every named POI in an Overpass JSON answer, each value checked
+    (:mod:`urp_data.net.answers`); raises on an incomplete answer (a runtime-error ``remark``)."""
+    doc = answers.obj(doc, "(the answer)")
+    if not isinstance(doc.get("elements"), list):
+        raise answers.BadValue("no elements list")
     if "runtime error" in str(doc.get("remark", "")):
-        raise ValueError(f"Overpass stopped the query: {doc['remark']}")
+        raise answers.BadValue(f"Overpass stopped the query: {answers.text(doc['remark'], 'remark')}")
+    rows = []
+    for i, el in enumerate(doc["elements"]):
+        el = answers.obj(el, f"elements[{i}]")
+        tags = answers.obj(el.get("tags", {}), f"elements[{i}].tags")
+        name = answers.text(tags.get("name"), f"elements[{i}].tags.name", optional=True)
+        key = next((k for k in POI_KEYS if k in tags), None)
+        kind = answers.text(tags[key], f"elements[{i}].tags.{key}") if key else None
+        where = el if "lat" in el else el.get("center")
+        if name and kind and where is not None:
+            lat, lon = answers.lat_lon(answers.obj(where, f"elements[{i}].center"), f"elements[{i}]")
+            rows.append((name, kind, lat, lon))
+    return rows
+
+
+def check_overpass(body: bytes) -> None:
+    """Raise unless ``body`` is a complete Overpass JSON answer whose values we can use."""
+    overpass_rows(answers.load_json(body))
 
 
 def bbox_area_km2(bbox: list[float]) -> float:
@@ -240,29 +252,17 @@ class OsmPOIs(NetworkSource):
 
 
 def poi_from_config(spec: dict[str, Any], resolve: Any) -> OsmPOIs:
-    """A POI source from one ``poi:`` entry: ``{type: osm_pbf|osm_xml, path}`` or ``{type: overpass, bbox, url,
-    min_interval_s}``, plus ``radius_km`` and ``max_places``."""
-    spec = dict(spec)
-    kind = spec.pop("type")
-    radius = float(spec.pop("radius_km", 1.0))
-    max_places = int(spec.pop("max_places", 10))
+    """A POI source from one ``poi:`` entry (:class:`urp_data.config.sources.PoiConfig`)."""
+    cfg = read_poi(spec, "poi source")
     overpass = None
-    if kind in ("osm_pbf", "osm_xml"):
-        if "path" not in spec:
-            raise InputError(f"poi source {kind} needs a path")
-        path = resolve(spec.pop("path"))
+    if cfg.type in ("osm_pbf", "osm_xml"):
+        path = resolve(str(cfg.path))
         if not Path(path).is_file():
             raise InputError(f"OSM extract {path} not found")
-        table = pois_from_pbf(path) if kind == "osm_pbf" else pois_from_xml(path)  # read now: bad input fails early
+        table = pois_from_pbf(path) if cfg.type == "osm_pbf" else pois_from_xml(path)  # read now: bad input fails early
         load, src = (lambda: table), str(path)
-    elif kind == "overpass":
-        if "bbox" not in spec:
-            raise InputError("poi source overpass needs a bbox: [left, bottom, right, top] in degrees")
-        overpass = Overpass(list(spec.pop("bbox")), str(spec.pop("url", OVERPASS_URL)),
-                            float(spec.pop("min_interval_s", OVERPASS_MIN_INTERVAL_S)))
-        load, src = overpass.fetch, f"overpass {http.redact(overpass.url)} bbox {overpass.bbox}"
     else:
-        raise InputError(f"unknown poi type {kind!r}; use osm_pbf, osm_xml or overpass")
-    if spec:
-        raise InputError(f"unknown key(s) {sorted(spec)} in poi source {kind}")
-    return OsmPOIs(load, src, radius, max_places, overpass)
+        interval = OVERPASS_MIN_INTERVAL_S if cfg.min_interval_s is None else cfg.min_interval_s
+        overpass = Overpass(list(cfg.bbox or []), cfg.url or OVERPASS_URL, float(interval))
+        load, src = overpass.fetch, f"overpass {http.redact(overpass.url)} bbox {overpass.bbox}"
+    return OsmPOIs(load, src, float(cfg.radius_km), cfg.max_places, overpass)
