@@ -66,7 +66,7 @@ def main(build: str, model: str, out: str) -> None:
     engine = gen.llm.llm_engine.model_executor.driver_worker.model_runner.model
     initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     report: dict = {"syncs": [], "vllm_calls": 0, "hf_generate_calls": 0,
-                    "mm_processor_kwargs": gen.llm.llm_engine.model_config.mm_processor_kwargs}
+                    "mm_processor_kwargs": gen.llm.llm_engine.model_config.multimodal_config.mm_processor_kwargs}
 
     sync, generate, hf_generate = gen.sync_weights, gen.generate, trainer.model.generate
 
