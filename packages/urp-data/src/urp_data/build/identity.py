@@ -19,7 +19,7 @@ from urp_data.sources.places.online import OnlineGeocoder
 from urp_data.util.fs import sidecars
 from urp_data.util.versions import file_sha256, package_versions
 
-PLAN_VERSION = 3  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km
+PLAN_VERSION = 4  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km; 4: area-weighted rasters
 
 
 def config_key(region: RegionConfig, chunk_size: int, inputs: list[dict[str, Any]],
