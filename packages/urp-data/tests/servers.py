@@ -76,6 +76,8 @@ class Faulty(BaseHTTPRequestHandler):
     slot_wait_s: ClassVar[int] = 0  # the emulated Overpass status reports a busy slot once, for this long
     latency_s: ClassVar[float] = 0.0  # injected before every answer: a round trip to a distant host
     in_flight: ClassVar[list[tuple[float, int]]] = []  # (time, requests being answered after it changed)
+    ignore_range: ClassVar[bool] = False  # answer range requests 200 with the whole file, as data.worldpop.org does
+    range_encodings: ClassVar[list[str]] = []  # the Accept-Encoding of each range request
     _lock = threading.Lock()
     _active = 0
 
@@ -185,6 +187,8 @@ class Faulty(BaseHTTPRequestHandler):
         """Send ``data``, or the part that ``Range: bytes=a-b`` asks for (206, as GDAL's range reads need)."""
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
+            Faulty.range_encodings.append(self.headers.get("Accept-Encoding", ""))
+        if match and not Faulty.ignore_range:
             start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
             self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
                                                         "Accept-Ranges": "bytes"}, head)
@@ -258,6 +262,7 @@ def serve_tiles() -> Iterator[str]:
 def serve() -> Iterator[str]:
     """:class:`Faulty` with empty faults and logs; yields its base URL."""
     Faulty.faults, Faulty.log, Faulty.agents, Faulty.routes = {}, [], [], {}
+    Faulty.ignore_range, Faulty.range_encodings = False, []
     Faulty.in_flight, Faulty.latency_s = [], 0.0
     with _running(Faulty) as url:
         yield url

@@ -101,7 +101,8 @@ class IndicatorSource(Protocol):
     name: str  # the column it fills
     info: IndicatorInfo  # what the manifest records; its scale is fitted by the build
     path: str | None  # the input the manifest checksums, or None when the values come from no file
-    sha256: str | None = None  # the checksum the config gave a downloaded input (the manifest records it)
+    sha256: str | None = None  # the checksum of a downloaded input (the manifest records it)
+    sha256_note: str | None = None  # why ``sha256`` was not checked against the config (e.g. "first seen: ...")
 
     def values(self, batch: CellBatch) -> np.ndarray:
         """float64 values, one per cell of ``batch``, NaN for no data (written as null, never 0)."""

@@ -233,15 +233,35 @@ class CogIndicator(RasterIndicator, NetworkSource):
     def __init__(self, spec: dict[str, Any]) -> None:
         self._named(spec)
         self.url, self.min_interval_s = _remote(spec)
-        if "sha256" in spec or "member" in spec:
-            raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
-        self._file_bytes = ranges.RangeFile(self.url, self.min_interval_s).size
-        self._open(spec, self.url, ranges.opener(self.url, self.min_interval_s), http.redact(self.url))
+        if "member" in spec:
+            raise InputError(f"indicator {self.name}: member applies to mode: download only")
+        given = downloads.sha256_digest(spec["sha256"], self.url) if "sha256" in spec else None
+        shown = http.redact(self.url)
+        self.whole_bytes: int | None = None  # set when the host ignores Range: one download of this size
+        try:
+            self._file_bytes = ranges.RangeFile(self.url, self.min_interval_s, given).size
+        except downloads.RangesIgnored as exc:  # --dry-run: counted as one download, not fetched
+            self.whole_bytes = self._file_bytes = exc.advertised or 0
+            self.info = _info(spec, shown, "not read (--dry-run)", spec.get("licence", ""),
+                              method=RASTER_METHODS[self.stat])
+            return
+        whole = downloads.whole_file(self.url)
+        if whole is None:
+            self._open(spec, self.url, ranges.opener(self.url, self.min_interval_s, given), shown)
+            return
+        self.whole_bytes = self._file_bytes
+        self.sha256 = whole.sha256
+        self.sha256_note = None if whole.checked else "first seen: the host ignores Range, the file was " \
+            "downloaded whole and no sha256 was given to check it against"
+        self._open(spec, str(whole.path), None, shown)
 
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
         """The first chunk (the header), then for each block under a sample's footprint its
         uncompressed size in chunks, once (an upper bound: compressed blocks are smaller and
         neighbours share chunks); bytes are whole chunks. Samples centred on (lat, lon) degrees."""
+        host = urlsplit(self.url).netloc.lower()
+        if self.whole_bytes is not None:  # a host that ignores Range: the whole file, once
+            return [RequestBudget(f"indicator {self.name}", host, 1, self.whole_bytes, self.min_interval_s)]
         fps = [shapely.box(*square_lonlat(float(la), float(lo), footprint_m)) for la, lo in zip(lat, lon, strict=True)]
         blocks: set[tuple[int, int]] = set()
         for win in self._windows(fps):
@@ -250,7 +270,7 @@ class CogIndicator(RasterIndicator, NetworkSource):
         bh, bw = self.block_shape
         per_block = -(-bh * bw * self.itemsize // ranges.CHUNK_BYTES)
         requests = 1 + len(blocks) * per_block
-        return [RequestBudget(f"indicator {self.name}", urlsplit(self.url).netloc.lower(), requests,
+        return [RequestBudget(f"indicator {self.name}", host, requests,
                               min(requests * ranges.CHUNK_BYTES, self._file_bytes), self.min_interval_s)]
 
     def _blocks(self, win: tuple[int, int, int, int]) -> set[tuple[int, int]]:
@@ -270,8 +290,8 @@ class DownloadIndicator(RasterIndicator, NetworkSource):
         if "sha256" not in spec:
             raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
                              "before it is used)")
-        local = downloads.download(self.url, str(spec["sha256"]), self.min_interval_s)
-        self.sha256 = str(spec["sha256"]).lower()
+        self.sha256 = downloads.sha256_digest(spec["sha256"], self.url)
+        local = downloads.download(self.url, self.sha256, self.min_interval_s)
         self._file_bytes = local.stat().st_size
         member = spec.get("member")
         if member is not None and not zipfile.is_zipfile(local):
