@@ -2,7 +2,7 @@
 Nominatim, Photon and Overpass APIs built from the sample data in data/ (test_http.py, test_online_places.py).
 
 Faults (``Faulty.faults[path]``, played in order before normal answers, ``ok`` being a normal one):
-429 with Retry-After in seconds or as an HTTP date, 503, 404, an HTML page sent with status 200,
+429 with Retry-After in seconds or as an HTTP date or without it (``429-bare``), 503, 404, 403, an HTML page sent with status 200,
 truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), redirects,
 Overpass's runtime-error remark, a STAC API error object and an empty object sent with status 200.
 :meth:`Faulty.play` plays them; the STAC emulation (stac_servers.py) reuses it.
@@ -134,6 +134,10 @@ class Faulty(BaseHTTPRequestHandler):
             if wait.startswith("date+"):
                 wait = email.utils.formatdate(time.time() + float(wait[5:]), usegmt=True)
             self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
+        elif fault == "429-bare":  # Zenodo's and Overpass's: a 429 with no Retry-After
+            self._send(429, b"slow down", "text/plain")
+        elif fault == "403":  # a block
+            self._send(403, b"<html><body>Access blocked</body></html>", "text/html")
         elif fault == "remark":  # Overpass out of time: status 200, no elements, a runtime-error remark
             self._send(200, json.dumps({"version": 0.6, "elements": [], "remark": 'runtime error: Query timed out '
                                         'in "query" at line 1 after 2 seconds.'}).encode(), "application/json")

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import requests
 
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import hosts, http
 from urp_data.util.fs import atomic_write_bytes, default_mode
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def get_range(url: str, start: int, length: int, min_interval_s: float = http.DE
     file's) must be answered 206 with a ``Content-Range`` that starts at ``a``, a body of the
     stated length and a content type that is not an HTML page; a cut body is fetched again and
     never cached. A host that ignores ``Range`` and answers 200 with the whole file (data.worldpop.org
-    does) is not an error: the file is streamed into the cache once (at most ``DOWNLOAD_MAX_BYTES``,
+    does; its policy in :mod:`urp_data.net.hosts` says so, and it is sent no Range at all) is not an error: the file is streamed into the cache once (at most ``DOWNLOAD_MAX_BYTES``,
     checked against ``sha256`` when given) and every range is read from that copy.
     """
     end = start + length - 1
@@ -223,8 +223,10 @@ def get_range(url: str, start: int, length: int, min_interval_s: float = http.DE
                 raise http.BadBody(f"{shown} is truncated: {len(body)} of {int(got[2]) - start + 1} bytes")
             return body, got[3]
 
+        policy = hosts.policy(base)
+        ask = {"Range": f"bytes={start}-{end}"} if policy is None or policy.ranges else {}  # known to ignore it
         answer = http.read_with_retries(url, shown, min_interval_s, deadline, read, ok=(200, 206),
-                                        headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
+                                        headers={**ask, "Accept-Encoding": "identity"})
         if isinstance(answer, WholeFile):
             return _slice(answer, start, length)
         body, total = answer
