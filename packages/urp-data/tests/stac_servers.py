@@ -13,7 +13,7 @@ query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {t
 Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources, and the files of
 its folder with HTTP range requests (206 and ``Content-Range``), as GDAL's ``/vsicurl/`` needs.
 Each host keeps its own request log (time, method, path, query) and fault queues (``faults[path]``,
-played in order before normal answers, whatever the query string; HEAD requests play none) with
+played in order before normal answers, whatever the query string; HEAD requests play none but a 403) with
 :meth:`servers.Faulty.play`, whose faults are listed in servers.py. Unlike ``servers.Faulty``
 (one state for its class), the state lives on each server, so an API and a COG host can run at once.
 """
@@ -149,7 +149,7 @@ class _Handler(Faulty):
         with srv.lock:
             srv.log.append((time.time(), method, path, query))
             queue = srv.faults.get(path, [])
-            fault = queue.pop(0) if queue and method != "HEAD" else "ok"
+            fault = queue.pop(0) if queue and (method != "HEAD" or queue[0] == "403") else "ok"  # a block blocks HEAD too
         doc = srv.document(method, path, query, body)
         file = srv.files / path.lstrip("/") if srv.files is not None else None
         if doc is not None:

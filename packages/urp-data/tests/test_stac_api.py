@@ -22,6 +22,8 @@ from stac_servers import Host, running
 from urp_data.build.run import build
 from urp_data.cli import main
 from urp_data.config.build import BuildConfig
+from urp_data.contract import load_manifest
+from urp_data.errors import SampleSkipped
 from urp_data.net import http
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
@@ -367,3 +369,57 @@ def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
             query={"eo:cloud_cover": {"lte": 20}}, sortby="+properties.eo:cloud_cover")
         assert [i.id for i in search.items()] == ["no-visual", "b", "a"]
         assert [m for _, m, p, _ in api.log if p == "/search"] == [method] * 3  # one item a page, next links
+
+
+def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # listed, but 404 (earth-search#36)
+        backup = json.loads(json.dumps(items[0]))
+        backup["id"], backup["properties"]["eo:cloud_cover"] = "backup", 15.0
+        backup["assets"]["visual"]["href"] = cog.url + "/b.tif"
+        api.items = [*items, backup]
+        src = StacApiImagery(_config(api.url))
+        chip = src.read_chip(*EAST, 300, 16)
+        np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "b.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # no other item holds the chip
+        with pytest.raises(SampleSkipped, match="unreadable scene") as err:
+            StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
+        assert err.value.reason == "unreadable scene"
+
+
+@pytest.mark.parametrize("share", [0.05, 1.0])
+def test_failed_samples_are_counted_per_reason_or_stop_the_build_past_their_share(cogs, tmp_path, cache, capsys, share):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # east of lon -34.87 every chip fails
+        region = _region(tmp_path, api.url)
+        import yaml
+
+        doc = yaml.safe_load(region.read_text())
+        doc["chip"]["max_failed_fraction"] = share
+        region.write_text(yaml.safe_dump(doc))
+        out = tmp_path / "out"
+        code = main(["build", "--region", str(region), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    if share < 1:
+        assert code == 1 and "samples failed" in err[-1] and "unreadable scene" in err[-1] and "unusable" in err[-1]
+        assert not (out / "s2").exists()
+        return
+    assert code == 0
+    m = load_manifest(out / "s2")
+    [(reason, n)] = m.counts["skipped_failed"].items()
+    assert reason.endswith(": unreadable scene") and n > 0
+    assert sum(m.counts["per_split"].values()) + n + m.counts["skipped_no_imagery"] + m.counts["buffer_dropped"] \
+        == m.counts["sampled"]
+    assert f"unreadable scene: {n}" in (out / "s2" / "README.md").read_text()
+
+
+def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, cache, capsys):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        cog.faults = {"/a.tif": ["403"] * 20, "/b.tif": ["403"] * 20}
+        out = tmp_path / "out"
+        code = main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "403" in err[-1] and "blocks us" in err[-1]
+    assert not (out / "s2").exists()

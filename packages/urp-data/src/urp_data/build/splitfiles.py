@@ -13,6 +13,7 @@ appending the chunks it finds on disk first.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from urp_data.contract import SPLITS, split_path
+from urp_data.errors import InputError
+
+FAILED_MIN_SAMPLES = 20
+"""Samples appended before a share of failures can stop a build (ours: a first unlucky chunk is no verdict)."""
 
 
 class SplitFiles:
@@ -33,8 +38,9 @@ class SplitFiles:
     have; use it as a context manager so that a failed build stops the thread.
     """
 
-    def __init__(self, folder: Path, schema: pa.Schema, chunks: list[Path]) -> None:
+    def __init__(self, folder: Path, schema: pa.Schema, chunks: list[Path], max_failed_fraction: float = 0.05) -> None:
         self.schema = schema
+        self.max_failed_fraction = max_failed_fraction
         self._chunks = chunks
         self._next = 0
         self._folder = folder
@@ -45,6 +51,8 @@ class SplitFiles:
         self._per_group: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
         self._nulls: Counter[str] = Counter()
         self._skipped = 0
+        self._failed: Counter[str] = Counter()
+        self._planned = 0
         self._events: SimpleQueue[bool] = SimpleQueue()  # True: look for chunks; False: stop
         self._error: BaseException | None = None
         self._abort = False
@@ -79,12 +87,24 @@ class SplitFiles:
             raise self._error
         if self._next < len(self._chunks):
             raise RuntimeError(f"split files: chunk {self._chunks[self._next].name} is missing")
+        self._check_failures(final=True)
         for s in SPLITS:  # a split without rows is an empty file with the schema
             if s not in self._writers:
                 pq.ParquetWriter(split_path(self._folder, s), self.schema).close()
         return {"per_split": {s: self._per_split[s] for s in SPLITS},
                 "per_group": {s: dict(sorted(self._per_group[s].items())) for s in SPLITS},
-                "indicator_nulls": dict(self._nulls), "skipped_no_imagery": self._skipped}
+                "indicator_nulls": dict(self._nulls), "skipped_no_imagery": self._skipped,
+                "skipped_failed": dict(sorted(self._failed.items()))}
+
+    def _check_failures(self, final: bool) -> None:
+        """Stop the build when more than ``max_failed_fraction`` of the samples so far failed: the
+        source is unusable. Checked from ``FAILED_MIN_SAMPLES`` samples on, and at the end."""
+        n = self._failed.total()
+        if n and (final or self._planned >= FAILED_MIN_SAMPLES) and n > self.max_failed_fraction * self._planned:
+            reasons = ", ".join(f"{k}: {v}" for k, v in self._failed.most_common())
+            raise InputError(f"{n} of {self._planned} samples failed ({reasons}), more than "
+                             f"chip.max_failed_fraction = {self.max_failed_fraction:g}: the source is unusable; "
+                             "check it or raise the fraction")
 
     def _stop(self) -> None:
         if self._thread.is_alive():
@@ -108,7 +128,13 @@ class SplitFiles:
 
     def _append(self, path: Path) -> None:
         pf = pq.ParquetFile(path)
-        self._skipped += int((pf.schema_arrow.metadata or {}).get(b"urp_skipped_no_imagery", b"0"))
+        meta = pf.schema_arrow.metadata or {}
+        skipped = int(meta.get(b"urp_skipped_no_imagery", b"0"))
+        failed = Counter(json.loads(meta.get(b"urp_failed", b"{}")))
+        self._skipped += skipped
+        self._failed += failed
+        self._planned += pf.metadata.num_rows + skipped + failed.total()
+        self._check_failures(final=False)
         table = pf.read().cast(self.schema)
         split_col = table.column("split").to_numpy(zero_copy_only=False)
         for s in SPLITS:

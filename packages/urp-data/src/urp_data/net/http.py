@@ -322,6 +322,11 @@ def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] 
         raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
     finally:
         _deadline.at = None
+    if resp.status_code == 403:  # a block: no retry, no other source of the same host will fare better
+        resp.close()
+        policy = hosts.policy(url)
+        raise InputError(f"{shown} answered HTTP 403: the host blocks us; "
+                         + (f"see its usage policy ({policy.source})" if policy else "check its usage policy"))
     if resp.status_code not in ok:
         resp.close()
         hint = "the server is overloaded or limiting us" if resp.status_code in RETRY_STATUS else \

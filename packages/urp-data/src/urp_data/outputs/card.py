@@ -144,7 +144,9 @@ def _how_built(manifest: Manifest) -> list[str]:
         (f"- **Region**: `{manifest.region}`; H3 resolution {manifest.resolution}; sampling mode "
         f"`{sampling.get('mode', '?')}`{requested}, seed {sampling.get('seed')}."),
         (f"- **Chips**: {size}×{size} px over ~{chip.get('footprint_m', '?')} m, {chip.get('format', '?')}; "
-        f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}."),
+        f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}"
+        + "".join(f"; failed and skipped, {reason}: {n}" for reason, n in counts.get("skipped_failed", {}).items())
+        + "."),
         (f"- **Splits**: grouped by `{splits.get('group_by', '?')}`; `test_unseen` is "
         f"{len(manifest.config.get('unseen_groups', []))} whole group(s){held_out} that never appear in train or "
         f"val; the other cells go to val / test_seen / train by a seeded hash of their H3 block at resolution "
