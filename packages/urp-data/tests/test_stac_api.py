@@ -423,3 +423,16 @@ def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "403" in err[-1] and "blocks us" in err[-1]
     assert not (out / "s2").exists()
+
+
+def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_offered(cogs, cache):
+    from urllib.parse import parse_qs
+
+    offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+               "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
+    with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=offered)) as api:
+        api.items = _items(cogs, cog.url)
+        StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
+        [query, *_] = [parse_qs(q) for _, _, p, q in api.log if p == "/search"]
+    assert query["filter-lang"] == ["cql2-json"]
+    assert json.loads(query["filter"][0]) == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}

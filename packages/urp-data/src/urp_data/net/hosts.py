@@ -7,10 +7,12 @@ where its figures come from, and ``--dry-run`` prints that with the pace it will
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from urp_data.errors import InputError
+from urp_data.util import settings
 
 PUBLIC_URLS = {"nominatim": "https://nominatim.openstreetmap.org", "photon": "https://photon.komoot.io",
                "overpass": "https://overpass-api.de/api/interpreter"}
@@ -35,17 +37,20 @@ class HostPolicy:
     source: str  # where the figures come from (a policy page, an issue thread)
     ranges: bool = True  # False: the host ignores Range, so files are downloaded whole (no range request)
     refused: str = ""  # non-empty: builds never send it a request, for this reason
+    needs_contact: bool = False  # a public service whose policy asks every client to identify itself
 
 
 POLICIES = {p.host: p for p in (
     HostPolicy("zenodo.org", 0.7, 60.0, "developers.zenodo.org#rate-limiting: 100 requests/min for guests "
                "(zenodo-rdm#1226, #1206); 0.7 s is ~86/min"),
     HostPolicy("nominatim.openstreetmap.org", PUBLIC_MIN_INTERVAL_S, 60.0,
-               "operations.osmfoundation.org/policies/nominatim: an absolute maximum of 1 request/s"),
+               "operations.osmfoundation.org/policies/nominatim: an absolute maximum of 1 request/s",
+               needs_contact=True),
     HostPolicy("photon.komoot.io", PUBLIC_MIN_INTERVAL_S, 60.0,
-               "photon.komoot.io: fair use, no bulk geocoding; paced as the public Nominatim"),
+               "photon.komoot.io: fair use, no bulk geocoding; paced as the public Nominatim", needs_contact=True),
     HostPolicy("overpass-api.de", 1.0, 60.0, "dev.overpass-api.de/overpass-doc/en/preface/commons.html: a few slots "
-               "per IP, ~10,000 queries/day; each query also waits for a slot named by /api/status"),
+               "per IP, ~10,000 queries/day; each query also waits for a slot named by /api/status",
+               needs_contact=True),
     HostPolicy("data.worldpop.org", 0.1, 60.0, "WorldPop's server ignores Range (mapme.biodiversity#265, "
                "open-climate-service#297): files are downloaded whole, once", ranges=False),
     HostPolicy("tile.openstreetmap.org", 1.0, 60.0, "operations.osmfoundation.org/policies/tiles",
@@ -78,6 +83,23 @@ def refuse_refused(url: str, what: str) -> None:
     p = policy(url)
     if p is not None and p.refused:
         raise InputError(f"{what}: {p.refused}")
+
+
+_CONTACT = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+|https?://\S+")
+
+
+def refuse_anonymous(url: str, what: str, user_agent: str) -> None:
+    """Raise an InputError before the first request to a public service (Nominatim, Photon, Overpass)
+    unless ``user_agent`` (``URP_USER_AGENT``) names the project and a contact (an e-mail or a URL),
+    as their usage policies ask of every client."""
+    p = policy(url)
+    if p is None or not p.needs_contact:
+        return
+    if "urp" not in user_agent.lower() or not _CONTACT.search(user_agent) or user_agent == settings.USER_AGENT.default:
+        raise InputError(f"{what}: the public {p.host} asks every client to identify itself ({p.source}); set "
+                         "URP_USER_AGENT to name the project and your contact, e.g. "
+                         "URP_USER_AGENT='urp-data/0.1 (your study; you@example.org)', or point the URL at a "
+                         "self-hosted instance")
 
 
 def is_public(provider: str, url: str | None) -> bool:

@@ -177,7 +177,9 @@ class StacApiImagery(NetworkSource):
         if c.max_cloud_cover is not None and self._query:
             params["query"] = {"eo:cloud_cover": {"lte": c.max_cloud_cover}}
         elif c.max_cloud_cover is not None and self._filter:
-            params.update(filter=f'"eo:cloud_cover" <= {c.max_cloud_cover}', filter_lang="cql2-text")
+            # cql2-json: stac-server (Earth Search) parses no cql2-text; on GET it goes as a JSON string
+            params.update(filter={"op": "<=", "args": [{"property": "eo:cloud_cover"}, c.max_cloud_cover]},
+                          filter_lang="cql2-json")
         if self._sorted:
             params["sortby"] = "+properties.eo:cloud_cover"
         return params
