@@ -43,7 +43,7 @@ class StacApiConfig:
     """A STAC API searched chip by chip (``type: stac`` with ``api:``), e.g. Sentinel-2 L2A on Earth Search."""
 
     api: str = field(metadata={"help": "the API's landing page, e.g. https://earth-search.aws.element84.com/v1"})
-    collections: list[str] = field(metadata={"help": "collections searched, e.g. [sentinel-2-l2a]"})
+    collections: list[str] = field(metadata={"help": "collections searched, e.g. [sentinel-2-c1-l2a] (Collection 1; the legacy sentinel-2-l2a is losing items)"})
     asset: str = field(default="visual", metadata={
         "help": "the item asset read as the chip; Sentinel-2's `visual` is ESA's 8-bit true-colour image (TCI)"})
     datetime: str | None = field(default=None, metadata={
