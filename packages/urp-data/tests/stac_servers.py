@@ -44,10 +44,11 @@ class Host(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, files: Path | None = None, items: list[dict] | None = None,
-                 conforms: list[str] | None = None) -> None:
+                 conforms: list[str] | None = None, landing: dict | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.files, self.items, self.conforms = files, items, conforms or CONFORMS
+        self.landing = landing  # a recorded landing page served as ``/`` instead of the emulated one
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[float, str, str, str]] = []  # (time, method, path, query)
         self.lock = threading.Lock()
@@ -59,6 +60,8 @@ class Host(ThreadingHTTPServer):
             return None
         base = self.url
         link = {"type": "application/json"}
+        if path == "/" and self.landing is not None:
+            return self.landing
         if path == "/":
             return {"type": "Catalog", "stac_version": "1.0.0", "id": "loopback", "description": "emulated STAC API",
                     "conformsTo": self.conforms,

@@ -302,3 +302,13 @@ def test_allow_bulk_lifts_the_refusal_which_only_public_instances_have(tmp_path)
     region = load_region(monaco(tmp_path, None))
     assert not region.geocoder.allow_bulk
     assert apply_overrides(region, BuildConfig(region="x", allow_bulk=True)).geocoder.allow_bulk  # --allow-bulk
+
+
+def test_the_documented_nominatim_answer_is_read_unchanged(api):
+    # Nominatim's own jsonv2 example (docs/api/Reverse.md, see data/recorded/README.md), served as recorded
+    body = (Path(__file__).parent / "data" / "recorded" / "nominatim_reverse_jsonv2.json").read_bytes()
+    Faulty.routes["/nominatim/reverse"] = lambda query: (body, "application/json; charset=utf-8")
+    geocoder = OnlineGeocoder("nominatim", Gazetteer(1000), url=f"{api}/nominatim", min_interval_s=0.0)
+    assert geocoder.address(-34.44076, -58.70521) == "El Triángulo, Buenos Aires, Argentina"
+    [(_, sent)] = Faulty.log
+    assert "format=jsonv2" in sent and "addressdetails=1" in sent

@@ -436,3 +436,26 @@ def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_off
         [query, *_] = [parse_qs(q) for _, _, p, q in api.log if p == "/search"]
     assert query["filter-lang"] == ["cql2-json"]
     assert json.loads(query["filter"][0]) == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}
+
+
+RECORDED = Path(__file__).parent / "data" / "recorded"
+
+
+def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(cogs, cache):
+    # Earth Search's own landing page (pystac-client's cassette, see data/recorded/README.md), its
+    # host rewritten to the loopback: its v1.0.0-rc.2 Query and Sort classes must be recognised
+    text = (RECORDED / "earth_search_v1_landing.json").read_text()
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.landing = json.loads(text.replace("https://earth-search.aws.element84.com/v1", api.url))
+        api.conforms = api.landing["conformsTo"]
+        api.items = _items(cogs, cog.url)
+        src = StacApiImagery(_config(api.url))
+        chip = src.read_chip(*EAST, 300, 16)
+        searches = [q for _, m, p, q in api.log if p == "/search"]
+    assert src._query and src._sorted and not src._filter
+    np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    from urllib.parse import parse_qs
+
+    [first] = [parse_qs(q) for q in searches[:1]]
+    assert json.loads(first["query"][0]) == {"eo:cloud_cover": {"lte": 20.0}}
+    assert first["sortby"] == ["+properties.eo:cloud_cover"] and len(searches) == 1  # sorted: one page
