@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,28 +71,39 @@ def download(url: str, sha256: str, min_interval_s: float = http.DEFAULT_MIN_INT
         path.parent.mkdir(parents=True, exist_ok=True)
 
         def keep(resp: requests.Response) -> Path:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-            try:
-                h = hashlib.sha256()
-                with os.fdopen(fd, "wb") as f:
-                    http.check_type(resp, shown, DOWNLOAD_TYPES)
-                    for chunk in http.stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
-                        h.update(chunk)
-                        f.write(chunk)
-                sized = resp.headers.get("Content-Length") is not None
-                if h.hexdigest() != digest and not sized:  # without a length, a cut body looks complete
+            def check(got: str) -> None:
+                if got != digest and resp.headers.get("Content-Length") is None:  # a cut body looks complete
                     raise http.BadBody(f"{shown} does not match its sha256 and sent no Content-Length: maybe cut off")
-                if h.hexdigest() != digest:
+                if got != digest:
                     raise InputError(f"checksum mismatch for {shown}: expected sha256 {digest[:12]}..., got "
-                                     f"{h.hexdigest()[:12]}...; the provider may have changed the file: check it "
+                                     f"{got[:12]}...; the provider may have changed the file: check it "
                                      "and update sha256: in the region config")
-                os.chmod(tmp, default_mode())
-                os.replace(tmp, path)
-                return path
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+
+            _stream_into(resp, path, shown, deadline, check)
+            return path
 
         return http.read_with_retries(url, shown, min_interval_s, deadline, keep)
+
+
+def _stream_into(resp: requests.Response, path: Path, shown: str, deadline: float,
+                 check: Callable[[str], None]) -> str:
+    """Stream a checked body (type, length, ``DOWNLOAD_MAX_BYTES``, ``deadline``) to a temporary file
+    next to ``path`` while hashing it; ``check(sha256)`` raises to keep nothing, else the file is
+    renamed to ``path``. Returns the body's sha256."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as f:
+            http.check_type(resp, shown, DOWNLOAD_TYPES)
+            for chunk in http.stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
+                h.update(chunk)
+                f.write(chunk)
+        check(h.hexdigest())
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+        return h.hexdigest()
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 class RangesIgnored(Exception):
@@ -154,22 +165,14 @@ def _keep_whole(resp: requests.Response, base: str, shown: str, sha256: str | No
     folder = _whole_folder(base)
     folder.mkdir(parents=True, exist_ok=True)
     name = Path(urlsplit(base).path).name or "download"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f:
-            http.check_type(resp, shown, DOWNLOAD_TYPES)
-            for chunk in http.stream_body(resp, shown, time.monotonic() + DOWNLOAD_DEADLINE_S, DOWNLOAD_MAX_BYTES):
-                h.update(chunk)
-                f.write(chunk)
-        if sha256 is not None and h.hexdigest() != sha256:
+
+    def check(got: str) -> None:
+        if sha256 is not None and got != sha256:
             raise InputError(f"checksum mismatch for {shown} (downloaded whole: its host ignores Range): expected "
-                             f"sha256 {sha256[:12]}..., got {h.hexdigest()[:12]}...; check the file and update sha256:")
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, folder / name)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    whole = WholeFile(folder / name, h.hexdigest(), sha256 is not None)
+                             f"sha256 {sha256[:12]}..., got {got[:12]}...; check the file and update sha256:")
+
+    got = _stream_into(resp, folder / name, shown, time.monotonic() + DOWNLOAD_DEADLINE_S, check)
+    whole = WholeFile(folder / name, got, sha256 is not None)
     atomic_write_bytes(folder / "meta.json", json.dumps({"name": name, "sha256": whole.sha256,
                                                          "checked": whole.checked}).encode())
     return whole
