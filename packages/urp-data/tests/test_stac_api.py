@@ -459,3 +459,20 @@ def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(co
     [first] = [parse_qs(q) for q in searches[:1]]
     assert json.loads(first["query"][0]) == {"eo:cloud_cover": {"lte": 20.0}}
     assert first["sortby"] == ["+properties.eo:cloud_cover"] and len(searches) == 1  # sorted: one page
+
+
+def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        out = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "out")))
+    rows = [r for split in _rows(out).values() for r in split]
+    clouds = {"a": 12.0, "b": 3.0}  # the least-cloudy item holding each chip (see _items)
+    assert {r["scene_id"] for r in rows} == {"a", "b"}
+    for r in rows:
+        assert r["scene_cloud_cover"] == clouds[r["scene_id"]]
+        assert r["scene_datetime"].startswith("2024-06-01T12:00:00")
+        assert (r["scene_id"] == "b") == (r["lon"] < -34.87)  # b holds only the west
+    m = load_manifest(out)
+    assert m.counts["scenes"]["chips"] == len(rows) and m.counts["scenes"]["first_acquired"].startswith("2024-06-01")
+    card = (out / "README.md").read_text()
+    assert f"{len(rows)} chips were cut from satellite scenes acquired 2024-06-01" in card and "`scene_id`" in card

@@ -29,7 +29,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
     """Samples ``rows`` of the plan as an Arrow table, how many were skipped for lack of imagery, and
     how many failed (no readable scene), per reason."""
     chip = region.chip
-    keep, images, fps = [], [], []
+    keep, images, fps, scenes = [], [], [], []
     failed: Counter[str] = Counter()
     for i, got in zip(rows, read_chips(src.imagery, plan.lat[rows], plan.lon[rows], chip), strict=True):
         if isinstance(got, str):
@@ -45,6 +45,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         images.append({"bytes": encode_image(got.image, chip.format, chip.quality),
                        "path": f"{sid}.{'jpg' if chip.format == 'jpeg' else 'png'}"})
         fps.append(got.footprint)
+        scenes.append(got.scene)
         keep.append(i)
     idx = np.asarray(keep, dtype=np.int64)
     lat, lon = plan.lat[idx], plan.lon[idx]
@@ -68,6 +69,9 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         "image": images,
         "address": src.geocoder.addresses(lat, lon, countries) if len(idx) else [],
         "nearby_places": places,
+        "scene_id": [s.id if s else None for s in scenes],
+        "scene_datetime": [s.datetime if s else None for s in scenes],
+        "scene_cloud_cover": [s.cloud_cover if s else None for s in scenes],
     }
     for ind in src.indicators:
         v = ind.values(batch) if len(idx) else np.array([], np.float64)

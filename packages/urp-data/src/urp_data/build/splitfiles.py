@@ -24,7 +24,7 @@ from typing import Any, Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from urp_data.contract import SPLITS, split_path
+from urp_data.contract import SPLITS, indicator_columns, split_path
 from urp_data.errors import InputError
 
 FAILED_MIN_SAMPLES = 20
@@ -52,6 +52,9 @@ class SplitFiles:
         self._nulls: Counter[str] = Counter()
         self._skipped = 0
         self._failed: Counter[str] = Counter()
+        self._scene_dates: list[str] = []
+        self._with_scene = 0  # first and last acquisition time seen
+        self._clouds: list[float] = []
         self._planned = 0
         self._events: SimpleQueue[bool] = SimpleQueue()  # True: look for chunks; False: stop
         self._error: BaseException | None = None
@@ -94,7 +97,25 @@ class SplitFiles:
         return {"per_split": {s: self._per_split[s] for s in SPLITS},
                 "per_group": {s: dict(sorted(self._per_group[s].items())) for s in SPLITS},
                 "indicator_nulls": dict(self._nulls), "skipped_no_imagery": self._skipped,
-                "skipped_failed": dict(sorted(self._failed.items()))}
+                "skipped_failed": dict(sorted(self._failed.items())), **self._scene_counts()}
+
+    def _scenes(self, table: pa.Table) -> None:
+        """Keep the first and last acquisition time and every cloud cover of the chips' scenes."""
+        if "scene_id" not in table.column_names:  # a table of another schema (the tests' small ones)
+            return
+        dates = [d for d in table.column("scene_datetime").to_pylist() if d] + self._scene_dates
+        self._scene_dates = [min(dates), max(dates)] if dates else []
+        self._clouds += [c for c in table.column("scene_cloud_cover").to_pylist() if c is not None]
+        self._with_scene += sum(s is not None for s in table.column("scene_id").to_pylist())
+
+    def _scene_counts(self) -> dict[str, Any]:
+        """``scenes`` for the manifest: chips cut from catalogued scenes, their acquisition span and clouds."""
+        if not self._with_scene:
+            return {}
+        clouds = sorted(self._clouds)
+        return {"scenes": {"chips": self._with_scene, "first_acquired": self._scene_dates[0],
+                           "last_acquired": self._scene_dates[1],
+                           "median_cloud_cover": clouds[len(clouds) // 2] if clouds else None}}
 
     def _check_failures(self, final: bool) -> None:
         """Stop the build when more than ``max_failed_fraction`` of the samples so far failed: the
@@ -145,6 +166,6 @@ class SplitFiles:
                 self._writers[s].write_table(part)
                 self._per_split[s] += part.num_rows
                 self._per_group[s].update(part.column("group").to_pylist())
-        for name in self.schema.names:
-            if pa.types.is_floating(self.schema.field(name).type) and name not in ("lat", "lon"):
-                self._nulls[name] += table.column(name).null_count
+        for name in indicator_columns(self.schema):
+            self._nulls[name] += table.column(name).null_count
+        self._scenes(table)

@@ -146,7 +146,10 @@ def _how_built(manifest: Manifest) -> list[str]:
         (f"- **Chips**: {size}×{size} px over ~{chip.get('footprint_m', '?')} m, {chip.get('format', '?')}; "
         f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}"
         + "".join(f"; failed and skipped, {reason}: {n}" for reason, n in counts.get("skipped_failed", {}).items())
-        + "."),
+        + "."
+        + (f" {sc['chips']} chips were cut from satellite scenes acquired {sc['first_acquired']} to "
+           f"{sc['last_acquired']} (median cloud cover {sc['median_cloud_cover']} %); each row names its scene in "
+           "`scene_id`, `scene_datetime` and `scene_cloud_cover`." if (sc := counts.get("scenes")) else "")),
         (f"- **Splits**: grouped by `{splits.get('group_by', '?')}`; `test_unseen` is "
         f"{len(manifest.config.get('unseen_groups', []))} whole group(s){held_out} that never appear in train or "
         f"val; the other cells go to val / test_seen / train by a seeded hash of their H3 block at resolution "

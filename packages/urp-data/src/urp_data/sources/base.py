@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from urp_data.net.budget import RequestBudget
 
 
+@dataclass(frozen=True)
+class Scene:
+    """The satellite scene a chip was cut from: STAC item id, acquisition time (RFC 3339, as the item
+    states it) and cloud cover (percent of the scene, None when the item gives none)."""
+
+    id: str
+    datetime: str | None
+    cloud_cover: float | None
+
+
 @dataclass
 class Chip:
     """One cut chip: its RGB image, the fraction of valid pixels, and its lon/lat footprint.
@@ -37,6 +47,7 @@ class Chip:
     image: Image.Image | np.ndarray
     valid_fraction: float
     footprint: shapely.Geometry
+    scene: Scene | None = None  # set by sources that cut chips from catalogued scenes (STAC)
 
     def __post_init__(self) -> None:
         if isinstance(self.image, np.ndarray):

@@ -21,7 +21,7 @@ from rasterio.errors import RasterioError
 from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, NetworkSource, square_lonlat
+from urp_data.sources.base import Chip, NetworkSource, Scene, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_catalog import (
     ITEM_JSON_BYTES,
@@ -223,7 +223,12 @@ class StacApiImagery(NetworkSource):
             for item in self.candidates(box):
                 href = remote_href(str(item.assets[self.cfg.asset].get_absolute_href()), self.cfg.api)
                 try:
-                    return self._read(href, lat, lon, footprint_m, size_px)
+                    chip = self._read(href, lat, lon, footprint_m, size_px)
+                    if chip is not None:
+                        cloud = item.properties.get("eo:cloud_cover")
+                        chip.scene = Scene(item.id, item.properties.get("datetime"),
+                                           None if cloud is None else float(cloud))
+                    return chip
                 except InputError as exc:
                     if "403" in str(exc):
                         raise InputError(f"{http.redact(href)} answered HTTP 403: the asset host blocks us; "
