@@ -23,8 +23,9 @@ from urp_data.build.run import build
 from urp_data.cli import main
 from urp_data.config.build import BuildConfig
 from urp_data.contract import load_manifest
-from urp_data.errors import SampleSkipped
+from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
+from urp_data.sources.base import square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
 
@@ -476,3 +477,16 @@ def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cach
     assert m.counts["scenes"]["chips"] == len(rows) and m.counts["scenes"]["first_acquired"].startswith("2024-06-01")
     card = (out / "README.md").read_text()
     assert f"{len(rows)} chips were cut from satellite scenes acquired 2024-06-01" in card and "`scene_id`" in card
+
+
+def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        items = _items(cogs, cog.url)
+        winter = json.loads(json.dumps(items[0]))  # a clearer scene of a, but acquired in January
+        winter["id"], winter["properties"]["eo:cloud_cover"] = "winter", 1.0
+        winter["properties"]["datetime"] = "2024-01-15T12:00:00+00:00"
+        api.items = [*items, winter]
+        assert StacApiImagery(_config(api.url)).best_item(square_lonlat(*EAST, 300)).id == "winter"
+        assert StacApiImagery(_config(api.url, months=[6, 7, 8])).best_item(square_lonlat(*EAST, 300)).id == "a"
+    with pytest.raises(InputError, match="months must list months 1-12"):
+        _config("http://127.0.0.1:1", months=[13])

@@ -48,6 +48,9 @@ class StacApiConfig:
         "help": "the item asset read as the chip; Sentinel-2's `visual` is ESA's 8-bit true-colour image (TCI)"})
     datetime: str | None = field(default=None, metadata={
         "help": "RFC 3339 instant or interval searched, e.g. 2024-01-01/2024-12-31 (none: any date)"})
+    months: list[int] | None = field(default=None, metadata={
+        "help": "optional season: months of the year (1-12) an item may be acquired in, e.g. [6, 7, 8]; others "
+                "are passed over (checked here, since no STAC API query names a month across years)"})
     max_cloud_cover: float | None = field(default=20.0, metadata={
         "help": "largest eo:cloud_cover (percent of the scene) accepted; null accepts items without one"})
     bands: list[int] | None = field(default=None, metadata={"help": "1-based bands in R, G, B order (default 1, 2, 3)"})
@@ -74,6 +77,9 @@ class StacApiConfig:
             raise InputError(f"stac api {http.redact(self.api)}: collections must name at least one collection")
         if self.bbox is not None and (len(self.bbox) != 4 or self.bbox[0] >= self.bbox[2] or self.bbox[1] >= self.bbox[3]):
             raise InputError(f"stac api {http.redact(self.api)}: bbox must be [left, bottom, right, top], got {self.bbox}")
+        if self.months is not None and (not self.months or not all(isinstance(m, int) and 1 <= m <= 12
+                                                                   for m in self.months)):
+            raise InputError(f"stac api {http.redact(self.api)}: months must list months 1-12, got {self.months}")
         if not 1 <= self.limit <= 10_000 or self.max_items < 1:
             raise InputError(f"stac api {http.redact(self.api)}: limit must be 1-10000 and max_items >= 1 "
                              f"(got {self.limit}, {self.max_items})")
@@ -200,6 +206,8 @@ class StacApiImagery(NetworkSource):
             if c.max_cloud_cover is not None and (cloud is None or cloud > c.max_cloud_cover):
                 continue  # the server's filter is checked again: not every API offers one
             if not shapely.geometry.shape(item.geometry).contains(chip):
+                continue
+            if c.months is not None and (item.datetime is None or item.datetime.month not in c.months):
                 continue
             if self._sorted:
                 yield item
