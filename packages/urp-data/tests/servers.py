@@ -2,9 +2,9 @@
 Nominatim, Photon and Overpass APIs built from the sample data in data/ (test_http.py, test_online_places.py).
 
 Faults (``Faulty.faults[path]``, played in order before normal answers, ``ok`` being a normal one):
-429 with Retry-After in seconds or as an HTTP date, 503, 404, an HTML page sent with status 200,
-truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), a status line and
-headers trickled one byte a second (bounded at 30 s), redirects,
+429 with Retry-After in seconds or as an HTTP date or without it (``429-bare``), 503, 404, 403, an HTML page
+sent with status 200, truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), a status
+line and headers trickled one byte a second (bounded at 30 s), redirects,
 Overpass's runtime-error remark, a STAC API error object and an empty object sent with status 200.
 :meth:`Faulty.play` plays them; the STAC emulation (stac_servers.py) reuses it.
 A fault on a served file (``Faulty.files``, with range requests, as a COG or download host) cuts or
@@ -77,6 +77,8 @@ class Faulty(BaseHTTPRequestHandler):
     slot_wait_s: ClassVar[int] = 0  # the emulated Overpass status reports a busy slot once, for this long
     latency_s: ClassVar[float] = 0.0  # injected before every answer: a round trip to a distant host
     in_flight: ClassVar[list[tuple[float, int]]] = []  # (time, requests being answered after it changed)
+    ignore_range: ClassVar[bool] = False  # answer range requests 200 with the whole file, as data.worldpop.org does
+    range_encodings: ClassVar[list[str]] = []  # the Accept-Encoding of each range request
     _lock = threading.Lock()
     _active = 0
 
@@ -133,6 +135,10 @@ class Faulty(BaseHTTPRequestHandler):
             if wait.startswith("date+"):
                 wait = email.utils.formatdate(time.time() + float(wait[5:]), usegmt=True)
             self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
+        elif fault == "429-bare":  # Zenodo's and Overpass's: a 429 with no Retry-After
+            self._send(429, b"slow down", "text/plain")
+        elif fault == "403":  # a block
+            self._send(403, b"<html><body>Access blocked</body></html>", "text/html")
         elif fault == "remark":  # Overpass out of time: status 200, no elements, a runtime-error remark
             self._send(200, json.dumps({"version": 0.6, "elements": [], "remark": 'runtime error: Query timed out '
                                         'in "query" at line 1 after 2 seconds.'}).encode(), "application/json")
@@ -196,6 +202,8 @@ class Faulty(BaseHTTPRequestHandler):
         """Send ``data``, or the part that ``Range: bytes=a-b`` asks for (206, as GDAL's range reads need)."""
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
+            Faulty.range_encodings.append(self.headers.get("Accept-Encoding", ""))
+        if match and not Faulty.ignore_range:
             start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
             self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
                                                         "Accept-Ranges": "bytes"}, head)
@@ -269,6 +277,7 @@ def serve_tiles() -> Iterator[str]:
 def serve() -> Iterator[str]:
     """:class:`Faulty` with empty faults and logs; yields its base URL."""
     Faulty.faults, Faulty.log, Faulty.agents, Faulty.routes = {}, [], [], {}
+    Faulty.ignore_range, Faulty.range_encodings = False, []
     Faulty.in_flight, Faulty.latency_s = [], 0.0
     with _running(Faulty) as url:
         yield url

@@ -13,7 +13,7 @@ query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {t
 Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources, and the files of
 its folder with HTTP range requests (206 and ``Content-Range``), as GDAL's ``/vsicurl/`` needs.
 Each host keeps its own request log (time, method, path, query) and fault queues (``faults[path]``,
-played in order before normal answers, whatever the query string; HEAD requests play none) with
+played in order before normal answers, whatever the query string; HEAD requests play none but a 403) with
 :meth:`servers.Faulty.play`, whose faults are listed in servers.py. Unlike ``servers.Faulty``
 (one state for its class), the state lives on each server, so an API and a COG host can run at once.
 """
@@ -44,10 +44,11 @@ class Host(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, files: Path | None = None, items: list[dict] | None = None,
-                 conforms: list[str] | None = None) -> None:
+                 conforms: list[str] | None = None, landing: dict | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.files, self.items, self.conforms = files, items, conforms or CONFORMS
+        self.landing = landing  # a recorded landing page served as ``/`` instead of the emulated one
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[float, str, str, str]] = []  # (time, method, path, query)
         self.lock = threading.Lock()
@@ -59,6 +60,8 @@ class Host(ThreadingHTTPServer):
             return None
         base = self.url
         link = {"type": "application/json"}
+        if path == "/" and self.landing is not None:
+            return self.landing
         if path == "/":
             return {"type": "Catalog", "stac_version": "1.0.0", "id": "loopback", "description": "emulated STAC API",
                     "conformsTo": self.conforms,
@@ -149,7 +152,7 @@ class _Handler(Faulty):
         with srv.lock:
             srv.log.append((time.time(), method, path, query))
             queue = srv.faults.get(path, [])
-            fault = queue.pop(0) if queue and method != "HEAD" else "ok"
+            fault = queue.pop(0) if queue and (method != "HEAD" or queue[0] == "403") else "ok"  # a block blocks HEAD too
         doc = srv.document(method, path, query, body)
         file = srv.files / path.lstrip("/") if srv.files is not None else None
         if doc is not None:

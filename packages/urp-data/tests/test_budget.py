@@ -21,9 +21,21 @@ def test_hosts_add_up_their_sources_and_the_slowest_sets_the_floor():
     assert hosts[1].seconds == pytest.approx(400.0)
     text = format_budget(budgets, samples=1000)
     lines = text.splitlines()
-    assert len(lines) == 2 + len(budgets) + 1
+    hosts_at = lines.index("pace per host, and where it comes from:")
+    assert hosts_at == 2 + len(budgets) and len(lines) == hosts_at + 1 + 3 + 1  # a line per host
+    assert all("the source's min_interval_s" in x for x in lines[hosts_at + 1:-1])  # none of them has a policy
     assert "4,000" in lines[2] and "80.0 MB" in lines[2] and "7 min" in lines[2]
     assert lines[-1].startswith("at least 17 min (the politeness limit of nominatim.example: 1,000 requests)")
+
+
+def test_a_hosts_policy_is_a_floor_under_the_configured_pace_and_is_named():
+    budgets = [RequestBudget("indicator gdp", "zenodo.org", 100, 100 * 262_144, 0.1),
+               RequestBudget("indicator pop", "data.example", 100, 1_000, 0.2)]
+    assert [b.pace_s for b in budgets] == [0.7, 0.2]
+    assert per_host(budgets)[0].seconds == pytest.approx(70.0)
+    lines = format_budget(budgets, samples=100).splitlines()
+    [zenodo] = [x for x in lines if x.strip().startswith("zenodo.org") and "policy" in x]
+    assert "0.70s" in zenodo and "developers.zenodo.org" in zenodo
 
 
 def test_dry_run_of_a_local_region_fetches_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -83,6 +83,52 @@ def test_an_online_indicator_through_faults_equals_the_file_read_from_disk(host,
     assert _rows(again) == _rows(out)
 
 
+@pytest.mark.parametrize("checksum", ["given", "first seen"])
+def test_a_host_that_ignores_range_is_read_from_one_whole_download(host, write_region, tmp_path, caplog, checksum):
+    # data.worldpop.org answers a range request 200 with the whole file (advertising Accept-Ranges)
+    base, cog, digest = host
+    Faulty.ignore_range = True
+    online = {"url": base + "/nir.tif", "mode": "cog", "min_interval_s": 0.0,
+              **({"sha256": digest} if checksum == "given" else {})}
+    with caplog.at_level("WARNING", logger="urp_data.net.downloads"):
+        out = _build(write_region, tmp_path, "a", online, cog)
+    rows = [r for split in _rows(out).values() for r in split]
+    nir, ref = np.array([r[NIR] for r in rows], float), np.array([r[REF] for r in rows], float)
+    assert np.isfinite(nir).sum() > 20
+    np.testing.assert_array_equal(nir, ref)
+    assert [p for p in _requests() if p.startswith("/nir.tif")] == ["/nir.tif"]  # one request: the whole file
+    assert Faulty.range_encodings == ["identity"]  # no gzip: the offsets are the file's
+    said = [r.getMessage() for r in caplog.records if "ignores Range" in r.getMessage()]
+    assert len(said) == 1 and str(cog.stat().st_size) in said[0]  # said once
+    [entry] = [i for i in json.loads((out / "manifest.json").read_text())["inputs"] if i["role"] == f"indicator:{NIR}"]
+    assert entry["sha256"] == digest
+    assert ("sha256_note" in entry) == (checksum == "first seen")
+    Faulty.log = []
+    again = _build(write_region, tmp_path, "b", online, cog)
+    assert _requests() == [] and _rows(again) == _rows(out)
+
+
+def test_a_whole_file_from_a_host_that_ignores_range_is_checked_against_its_sha256(host, tmp_path):
+    base, _, digest = host
+    Faulty.ignore_range = True
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    with pytest.raises(InputError, match="checksum mismatch.*ignores Range"):
+        indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "sha256": wrong, "min_interval_s": 0}, None)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
+
+
+def test_dry_run_counts_a_host_that_ignores_range_as_one_download(host, write_region, tmp_path, capsys):
+    base, cog, _ = host
+    Faulty.ignore_range = True
+    region = write_region(indicators=[{"name": NIR, "type": "raster", "url": base + "/nir.tif", "min_interval_s": 0.5}])
+    assert main(["build", "--region", str(region), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if f"indicator {NIR}" in x)
+    size = cog.stat().st_size
+    assert line.split()[3] == "1" and f"{size / 1000:.1f} kB" in line  # one request of the advertised size
+    assert len(_requests()) == 1  # the probe, whose body was not read on
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
+
+
 def test_a_zip_member_is_read_from_the_verified_download(host, write_region, tmp_path):
     base, cog, _ = host
     archive = cog.parent / "layers.zip"
@@ -120,7 +166,8 @@ def test_download_through_a_trickle_stops_at_its_deadline_and_keeps_nothing(host
 
 @pytest.mark.parametrize("spec, message", [
     ({"mode": "download"}, "needs sha256"),
-    ({"mode": "cog", "sha256": "0" * 64}, "download only"),
+    ({"mode": "cog", "member": "a.tif"}, "download only"),
+    ({"mode": "cog", "sha256": "abc"}, "64 hexadecimal digits"),
     ({"mode": "stream"}, "mode must be cog or download"),
     ({"mode": "download", "sha256": "abc"}, "64 hexadecimal digits"),
 ])

@@ -34,7 +34,7 @@ from urp_data.config.build import BuildConfig
 from urp_data.config.regions import GeocoderConfig, load_region
 from urp_data.contract import SPLITS, load_manifest
 from urp_data.errors import InputError, RegionError
-from urp_data.net import http
+from urp_data.net import hosts, http
 from urp_data.net.hosts import PUBLIC_MAX_REQUESTS
 from urp_data.sources.places.gazetteer import Gazetteer
 from urp_data.sources.places.online import OnlineGeocoder, nominatim_address, photon_address
@@ -177,12 +177,33 @@ def test_two_workers_keep_the_default_one_request_per_second(api, tmp_path, caps
     assert len(times) == 4 and min(np.diff(times)) >= 0.95  # server-side: never two in the same second
 
 
-def test_a_bulk_job_on_the_public_nominatim_is_refused_before_anything_is_sent(tmp_path, capsys):
+def test_a_bulk_job_on_the_public_nominatim_is_refused_before_anything_is_sent(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(http, "USER_AGENT", "urp-data/0.1 (a study; someone@example.org)")
     region = monaco(tmp_path, None, samples=6 * PUBLIC_MAX_REQUESTS, resolution=11, poi=False)
     # (held-out cells that touch a train chip are dropped: the plan keeps well over the limit)
     err = error_line(*cli_build(capsys, region, tmp_path / "out"))
     assert "allow_bulk" in err and "self-hosted" in err and "nominatim.openstreetmap.org" in err
     assert not list((tmp_path / "out").iterdir())  # nothing written, not even a partial build
+
+
+@pytest.mark.parametrize("agent", [None, "urp-data/0.1", "my-script (someone@example.org)"])
+@pytest.mark.parametrize("provider", ["nominatim", "photon"])
+def test_a_public_geocoder_is_refused_to_a_client_without_project_and_contact(tmp_path, capsys, monkeypatch,
+                                                                             agent, provider):
+    if agent is not None:
+        monkeypatch.setattr(http, "USER_AGENT", agent)
+    err = error_line(*cli_build(capsys, monaco(tmp_path, None, provider=provider, samples=2, poi=False),
+                                tmp_path / "out"))
+    assert "URP_USER_AGENT" in err and "identify itself" in err and ("policies" in err or "fair use" in err)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_403_from_a_geocoder_stops_the_build_naming_the_policy(api, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(hosts.POLICIES, "127.0.0.1", hosts.HostPolicy("127.0.0.1", 0.0, 60.0, "the test's usage policy"))
+    Faulty.faults = {"/nominatim/reverse": ["403"]}
+    err = error_line(*cli_build(capsys, monaco(tmp_path, api, samples=2, min_interval_s=0.0), tmp_path / "out"))
+    assert "HTTP 403" in err and "blocks us" in err and "the test's usage policy" in err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.suffix in (".parquet", ".json") and p.name != "state.json"]
 
 
 def test_the_public_nominatim_refuses_more_than_one_request_per_second():
@@ -281,3 +302,13 @@ def test_allow_bulk_lifts_the_refusal_which_only_public_instances_have(tmp_path)
     region = load_region(monaco(tmp_path, None))
     assert not region.geocoder.allow_bulk
     assert apply_overrides(region, BuildConfig(region="x", allow_bulk=True)).geocoder.allow_bulk  # --allow-bulk
+
+
+def test_the_documented_nominatim_answer_is_read_unchanged(api):
+    # Nominatim's own jsonv2 example (docs/api/Reverse.md, see data/recorded/README.md), served as recorded
+    body = (Path(__file__).parent / "data" / "recorded" / "nominatim_reverse_jsonv2.json").read_bytes()
+    Faulty.routes["/nominatim/reverse"] = lambda query: (body, "application/json; charset=utf-8")
+    geocoder = OnlineGeocoder("nominatim", Gazetteer(1000), url=f"{api}/nominatim", min_interval_s=0.0)
+    assert geocoder.address(-34.44076, -58.70521) == "El Triángulo, Buenos Aires, Argentina"
+    [(_, sent)] = Faulty.log
+    assert "format=jsonv2" in sent and "addressdetails=1" in sent

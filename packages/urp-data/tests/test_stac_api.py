@@ -22,7 +22,10 @@ from stac_servers import Host, running
 from urp_data.build.run import build
 from urp_data.cli import main
 from urp_data.config.build import BuildConfig
+from urp_data.contract import load_manifest
+from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
+from urp_data.sources.base import square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
 
@@ -367,3 +370,123 @@ def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
             query={"eo:cloud_cover": {"lte": 20}}, sortby="+properties.eo:cloud_cover")
         assert [i.id for i in search.items()] == ["no-visual", "b", "a"]
         assert [m for _, m, p, _ in api.log if p == "/search"] == [method] * 3  # one item a page, next links
+
+
+def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # listed, but 404 (earth-search#36)
+        backup = json.loads(json.dumps(items[0]))
+        backup["id"], backup["properties"]["eo:cloud_cover"] = "backup", 15.0
+        backup["assets"]["visual"]["href"] = cog.url + "/b.tif"
+        api.items = [*items, backup]
+        src = StacApiImagery(_config(api.url))
+        chip = src.read_chip(*EAST, 300, 16)
+        np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "b.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # no other item holds the chip
+        with pytest.raises(SampleSkipped, match="unreadable scene") as err:
+            StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
+        assert err.value.reason == "unreadable scene"
+
+
+@pytest.mark.parametrize("share", [0.05, 1.0])
+def test_failed_samples_are_counted_per_reason_or_stop_the_build_past_their_share(cogs, tmp_path, cache, capsys, share):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # east of lon -34.87 every chip fails
+        region = _region(tmp_path, api.url)
+        import yaml
+
+        doc = yaml.safe_load(region.read_text())
+        doc["chip"]["max_failed_fraction"] = share
+        region.write_text(yaml.safe_dump(doc))
+        out = tmp_path / "out"
+        code = main(["build", "--region", str(region), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    if share < 1:
+        assert code == 1 and "samples failed" in err[-1] and "unreadable scene" in err[-1] and "unusable" in err[-1]
+        assert not (out / "s2").exists()
+        return
+    assert code == 0
+    m = load_manifest(out / "s2")
+    [(reason, n)] = m.counts["skipped_failed"].items()
+    assert reason.endswith(": unreadable scene") and n > 0
+    assert sum(m.counts["per_split"].values()) + n + m.counts["skipped_no_imagery"] + m.counts["buffer_dropped"] \
+        == m.counts["sampled"]
+    assert f"unreadable scene: {n}" in (out / "s2" / "README.md").read_text()
+
+
+def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, cache, capsys):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        cog.faults = {"/a.tif": ["403"] * 20, "/b.tif": ["403"] * 20}
+        out = tmp_path / "out"
+        code = main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "403" in err[-1] and "blocks us" in err[-1]
+    assert not (out / "s2").exists()
+
+
+def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_offered(cogs, cache):
+    from urllib.parse import parse_qs
+
+    offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+               "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
+    with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=offered)) as api:
+        api.items = _items(cogs, cog.url)
+        StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
+        [query, *_] = [parse_qs(q) for _, _, p, q in api.log if p == "/search"]
+    assert query["filter-lang"] == ["cql2-json"]
+    assert json.loads(query["filter"][0]) == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}
+
+
+RECORDED = Path(__file__).parent / "data" / "recorded"
+
+
+def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(cogs, cache):
+    # Earth Search's own landing page (pystac-client's cassette, see data/recorded/README.md), its
+    # host rewritten to the loopback: its v1.0.0-rc.2 Query and Sort classes must be recognised
+    text = (RECORDED / "earth_search_v1_landing.json").read_text()
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.landing = json.loads(text.replace("https://earth-search.aws.element84.com/v1", api.url))
+        api.conforms = api.landing["conformsTo"]
+        api.items = _items(cogs, cog.url)
+        src = StacApiImagery(_config(api.url))
+        chip = src.read_chip(*EAST, 300, 16)
+        searches = [q for _, m, p, q in api.log if p == "/search"]
+    assert src._query and src._sorted and not src._filter
+    np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    from urllib.parse import parse_qs
+
+    [first] = [parse_qs(q) for q in searches[:1]]
+    assert json.loads(first["query"][0]) == {"eo:cloud_cover": {"lte": 20.0}}
+    assert first["sortby"] == ["+properties.eo:cloud_cover"] and len(searches) == 1  # sorted: one page
+
+
+def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        api.items = _items(cogs, cog.url)
+        out = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "out")))
+    rows = [r for split in _rows(out).values() for r in split]
+    clouds = {"a": 12.0, "b": 3.0}  # the least-cloudy item holding each chip (see _items)
+    assert {r["scene_id"] for r in rows} == {"a", "b"}
+    for r in rows:
+        assert r["scene_cloud_cover"] == clouds[r["scene_id"]]
+        assert r["scene_datetime"].startswith("2024-06-01T12:00:00")
+        assert (r["scene_id"] == "b") == (r["lon"] < -34.87)  # b holds only the west
+    m = load_manifest(out)
+    assert m.counts["scenes"]["chips"] == len(rows) and m.counts["scenes"]["first_acquired"].startswith("2024-06-01")
+    card = (out / "README.md").read_text()
+    assert f"{len(rows)} chips were cut from satellite scenes acquired 2024-06-01" in card and "`scene_id`" in card
+
+
+def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):
+    with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
+        items = _items(cogs, cog.url)
+        winter = json.loads(json.dumps(items[0]))  # a clearer scene of a, but acquired in January
+        winter["id"], winter["properties"]["eo:cloud_cover"] = "winter", 1.0
+        winter["properties"]["datetime"] = "2024-01-15T12:00:00+00:00"
+        api.items = [*items, winter]
+        assert StacApiImagery(_config(api.url)).best_item(square_lonlat(*EAST, 300)).id == "winter"
+        assert StacApiImagery(_config(api.url, months=[6, 7, 8])).best_item(square_lonlat(*EAST, 300)).id == "a"
+    with pytest.raises(InputError, match="months must list months 1-12"):
+        _config("http://127.0.0.1:1", months=[13])

@@ -61,6 +61,7 @@ def write_build(out: Path, seed: int = 0) -> Path:
             "country": np.where(latlon[m, 1] < -34.86, "BRA", "PRY"), "split": [s] * m.sum(),
             "image": [{"bytes": image, "path": None}] * m.sum(), "address": ["Olinda, Pernambuco, Brazil"] * m.sum(),
             "nearby_places": [[{"name": "Olinda", "kind": "city", "distance_km": 1.5, "direction": "North"}]] * m.sum(),
+            **{c: [None] * m.sum() for c in ("scene_id", "scene_datetime", "scene_cloud_cover")},  # no STAC scenes
             **{k: pa.array(v[m], mask=np.isnan(v[m])) for k, v in values.items()},  # null, never NaN
             "geometry": [None] * m.sum(),
         }

@@ -28,6 +28,15 @@ class NoImageryError(URPDataError, LookupError):
     """No imagery source covers a sample (raised only with ``on_missing_imagery: fail``)."""
 
 
+class SampleSkipped(URPDataError, LookupError):
+    """One sample cannot be served (every scene holding it is unreadable): skipped and counted per
+    ``reason``, unless too many are (``chip.max_failed_fraction``), when the build stops."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
 class OutputError(URPDataError, OSError):
     """The output folder cannot be written."""
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import shapely
 from urp_data.build.plan import Plan
 from urp_data.build.sources import Sources
 from urp_data.config.regions import ChipConfig, RegionConfig
-from urp_data.errors import NoImageryError
+from urp_data.errors import NoImageryError, SampleSkipped
 from urp_data.sources.base import CellBatch, Chip, ImagerySource, NetworkSource, encode_image, footprint_array
 from urp_data.util.fs import atomic_write_table
 
@@ -24,11 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
-                  schema: pa.Schema) -> tuple[pa.Table, int]:
-    """Samples ``rows`` of the plan as an Arrow table, and how many were skipped for lack of imagery."""
+                  schema: pa.Schema) -> tuple[pa.Table, int, Counter[str]]:
+    """Samples ``rows`` of the plan as an Arrow table, how many were skipped for lack of imagery, and
+    how many failed (no readable scene), per reason."""
     chip = region.chip
-    keep, images, fps = [], [], []
+    keep, images, fps, scenes = [], [], [], []
+    failed: Counter[str] = Counter()
     for i, got in zip(rows, read_chips(src.imagery, plan.lat[rows], plan.lon[rows], chip), strict=True):
+        if isinstance(got, str):
+            failed[got] += 1
+            continue
         if got is None:
             if chip.on_missing_imagery == "fail":
                 raise NoImageryError(f"no imagery covers cell {plan.cells[i]} (lat={plan.lat[i]:.5f}, "
@@ -39,6 +45,7 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         images.append({"bytes": encode_image(got.image, chip.format, chip.quality),
                        "path": f"{sid}.{'jpg' if chip.format == 'jpeg' else 'png'}"})
         fps.append(got.footprint)
+        scenes.append(got.scene)
         keep.append(i)
     idx = np.asarray(keep, dtype=np.int64)
     lat, lon = plan.lat[idx], plan.lon[idx]
@@ -62,17 +69,21 @@ def process_chunk(region: RegionConfig, src: Sources, plan: Plan, rows: range,
         "image": images,
         "address": src.geocoder.addresses(lat, lon, countries) if len(idx) else [],
         "nearby_places": places,
+        "scene_id": [s.id if s else None for s in scenes],
+        "scene_datetime": [s.datetime if s else None for s in scenes],
+        "scene_cloud_cover": [s.cloud_cover if s else None for s in scenes],
     }
     for ind in src.indicators:
         v = ind.values(batch) if len(idx) else np.array([], np.float64)
         cols[ind.name] = pa.array(v, pa.float64(), mask=~np.isfinite(v))  # NaN/nodata -> null, never 0
     cols["geometry"] = [shapely.to_wkb(f) for f in fps]
-    return pa.table(cols, schema=schema), len(rows) - len(idx)
+    return pa.table(cols, schema=schema), len(rows) - len(idx) - sum(failed.values()), failed
 
 
 def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray,
-               chip: ChipConfig) -> Iterator[Chip | None]:
-    """Per sample (lat/lon degrees), the chip of the first imagery source that covers it well enough, or None.
+               chip: ChipConfig) -> Iterator[Chip | str | None]:
+    """Per sample (lat/lon degrees), the chip of the first imagery source that covers it well enough, or None;
+    a sample a source holds but cannot read (:class:`SampleSkipped`) is the reason, ``"<source>: <reason>"``.
 
     Chips are read by up to ``max(max_in_flight)`` threads, so a network source keeps that many
     requests in flight and a build waits on its host's politeness limit (paced in
@@ -91,7 +102,11 @@ def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray,
     def first(k: int) -> Any:
         for source, slot in zip(imagery, slots, strict=True):
             with slot:
-                c = source.read_chip(float(lat[k]), float(lon[k]), chip.footprint_m, chip.size_px)
+                try:
+                    c = source.read_chip(float(lat[k]), float(lon[k]), chip.footprint_m, chip.size_px)
+                except SampleSkipped as exc:
+                    logger.warning("sample at lat=%.5f, lon=%.5f skipped: %s", lat[k], lon[k], exc)
+                    return f"{source.name}: {exc.reason}"
             if c is not None and c.valid_fraction >= chip.min_valid_fraction:
                 return c
         return None
@@ -116,6 +131,6 @@ def read_chips(imagery: list[ImagerySource], lat: np.ndarray, lon: np.ndarray,
 def write_chunk(region: RegionConfig, src: Sources, plan: Plan, schema: pa.Schema, path: Path,
                  rows: range) -> int:
     """Process one chunk and write it atomically; returns how many planned cells it covered."""
-    table, skipped = process_chunk(region, src, plan, rows, schema)
-    atomic_write_table(table, path, {"urp_skipped_no_imagery": str(skipped)})
+    table, skipped, failed = process_chunk(region, src, plan, rows, schema)
+    atomic_write_table(table, path, {"urp_skipped_no_imagery": str(skipped), "urp_failed": json.dumps(failed)})
     return len(rows)

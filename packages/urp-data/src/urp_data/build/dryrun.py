@@ -15,6 +15,7 @@ from urp_data.build.plan import apply_overrides, make_plan
 from urp_data.build.sources import Sources, open_sources
 from urp_data.config.build import BuildConfig
 from urp_data.config.regions import RegionConfig, load_region
+from urp_data.net import downloads
 from urp_data.net.budget import RequestBudget, format_budget
 from urp_data.sources.base import NetworkSource
 
@@ -51,6 +52,7 @@ def plan_budget(region: RegionConfig, src: Sources, lat: np.ndarray, lon: np.nda
 def dry_run(cfg: BuildConfig) -> str:
     """The ``--dry-run`` report for a build config: sources opened and cells planned, nothing fetched."""
     region = apply_overrides(load_region(cfg.region), cfg)
-    src = open_sources(region)
+    with downloads.whole_files_deferred():  # a host that ignores Range is counted, not downloaded
+        src = open_sources(region)
     plan = make_plan(region, src)
     return format_budget(plan_budget(region, src, plan.lat, plan.lon), len(plan.cells))

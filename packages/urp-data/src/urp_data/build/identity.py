@@ -19,7 +19,7 @@ from urp_data.sources.places.online import OnlineGeocoder
 from urp_data.util.fs import sidecars
 from urp_data.util.versions import file_sha256, package_versions
 
-PLAN_VERSION = 3  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km
+PLAN_VERSION = 4  # 2: rows in H3 index order; 3: block holdouts, footprint rule, buffer in km; 4: area-weighted rasters
 
 
 def config_key(region: RegionConfig, chunk_size: int, inputs: list[dict[str, Any]],
@@ -78,7 +78,8 @@ def manifest_inputs(region: RegionConfig, src: Sources) -> list[dict[str, Any]]:
     if isinstance(src.geocoder, OnlineGeocoder):
         items += [{"role": "geocoder", "path": src.geocoder.path, "sha256": None, "licence": src.geocoder.licence}]
     items += [{**_input(f"indicator:{ind.name}", ind.path, ind.info.licence),
-               **({"sha256": ind.sha256} if ind.sha256 else {})} if ind.path else
+               **({"sha256": ind.sha256} if ind.sha256 else {}),
+               **({"sha256_note": ind.sha256_note} if ind.sha256_note else {})} if ind.path else
               {"role": f"indicator:{ind.name}", "path": ind.info.source, "sha256": None, "licence": ind.info.licence}
               for ind in src.indicators]
     return items

@@ -122,7 +122,7 @@ def _cut(cfg: BuildConfig, region: RegionConfig, src: Sources, plan: Plan, schem
     todo = [(path, rows) for path, rows in chunks if not path.is_file()]
     if progress is not None:
         progress(done, n)
-    with SplitFiles(final, schema, [path for path, _ in chunks]) as splits:
+    with SplitFiles(final, schema, [path for path, _ in chunks], region.chip.max_failed_fraction) as splits:
         splits.chunk_done()  # those of an earlier run
         for count in _engine(cfg, region, src, plan, schema, todo, pool):
             splits.chunk_done()

@@ -9,6 +9,7 @@ from pathlib import Path
 from urp_data.config.regions import RegionConfig
 from urp_data.contract import check_indicator_names
 from urp_data.errors import InputError, RegionError
+from urp_data.net import hosts, http
 from urp_data.sources.base import ImagerySource, IndicatorSource, NetworkSource
 from urp_data.sources.imagery import imagery_from_config
 from urp_data.sources.indicators import indicator_from_config
@@ -58,14 +59,19 @@ def _geocoder(region: RegionConfig, gaz: Gazetteer) -> Gazetteer | OnlineGeocode
 
 
 def before_network(src: Sources, samples: int) -> None:
-    """Refuse a bulk job on a public geocoder, open STAC APIs, then fetch network POIs once, before any chunk.
+    """Refuse an anonymous client or a bulk job on a public service, open STAC APIs, then fetch network
+    POIs once, before any chunk.
 
     Both happen in the build's own process: the refusal before anything is fetched or written,
     and the POI download before workers start, so that they read it from the cache rather than
     each asking the server.
     """
     if isinstance(src.geocoder, OnlineGeocoder):
+        hosts.refuse_anonymous(src.geocoder.endpoint, f"geocoder {src.geocoder.provider}", http.USER_AGENT)
         src.geocoder.refuse_bulk(samples)
+    for p in src.pois:
+        if p.overpass is not None:
+            hosts.refuse_anonymous(p.overpass.url, "poi overpass", http.USER_AGENT)
     for s in src.imagery:
         if isinstance(s, NetworkSource):  # a STAC API checks its landing page and licence here
             s.connect()

@@ -89,6 +89,9 @@ class ChipConfig:
     on_missing_imagery: Literal["skip", "fail"] = field(
         default="skip", metadata={"help": "a sample no imagery covers: skip it (counted) or fail the build"}
     )
+    max_failed_fraction: float = field(default=0.05, metadata={
+        "help": "share of samples that may fail (every scene holding them unreadable) before the build stops "
+                "as the source is unusable; failed samples are skipped and counted per reason (ours: 5 %)"})
 
     def __post_init__(self) -> None:
         check_fields(self, "chip")

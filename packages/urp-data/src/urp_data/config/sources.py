@@ -95,11 +95,15 @@ class StacApiConfig(SourceConfig):
     """A STAC API searched chip by chip (``type: stac`` with ``api:``), e.g. Sentinel-2 L2A on Earth Search."""
 
     api: str = field(metadata={"help": "the API's landing page, e.g. https://earth-search.aws.element84.com/v1"})
-    collections: list[str] = field(metadata={"help": "collections searched, e.g. [sentinel-2-l2a]"})
+    collections: list[str] = field(metadata={"help": "collections searched, e.g. [sentinel-2-c1-l2a] (Collection 1; "
+                                             "the legacy sentinel-2-l2a is losing items)"})
     asset: str = field(default="visual", metadata={
         "help": "the item asset read as the chip; Sentinel-2's `visual` is ESA's 8-bit true-colour image (TCI)"})
     datetime: str | None = field(default=None, metadata={
         "help": "RFC 3339 instant or interval searched, e.g. 2024-01-01/2024-12-31 (none: any date)"})
+    months: list[int] | None = field(default=None, metadata={
+        "help": "optional season: months of the year (1-12) an item may be acquired in, e.g. [6, 7, 8]; others "
+                "are passed over (checked here, since no STAC API query names a month across years)"})
     max_cloud_cover: float | None = field(default=20.0, metadata={
         "help": "largest eo:cloud_cover (percent of the scene) accepted; null accepts items without one",
         "min": 0, "max": 100})
@@ -131,6 +135,8 @@ class StacApiConfig(SourceConfig):
         http.canonical_url(self.api)  # a bad scheme or host fails here, before any request
         if not self.collections:
             raise InputError(f"stac api {http.redact(self.api)}: collections must name at least one collection")
+        if self.months is not None and (not self.months or not all(1 <= m <= 12 for m in self.months)):
+            raise InputError(f"stac api {http.redact(self.api)}: months must list months 1-12, got {self.months}")
 
 
 @dataclass

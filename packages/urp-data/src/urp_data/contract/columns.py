@@ -43,6 +43,9 @@ BASE_COLUMNS: tuple[str, ...] = (
     "image",
     "address",
     "nearby_places",
+    "scene_id",
+    "scene_datetime",
+    "scene_cloud_cover",
     "geometry",
 )
 
@@ -135,6 +138,12 @@ def arrow_schema(indicators: Sequence[str]) -> pa.Schema:
         pa.field("image", IMAGE_TYPE),
         pa.field("address", pa.string()),
         pa.field("nearby_places", pa.list_(PLACE_TYPE)),
+        # the satellite scene a chip was cut from (STAC imagery; null for other sources), so a user
+        # can see and filter acquisition dates and clouds: item id, acquisition time (RFC 3339,
+        # as the item states it) and eo:cloud_cover in percent of the scene
+        pa.field("scene_id", pa.string()),
+        pa.field("scene_datetime", pa.string()),
+        pa.field("scene_cloud_cover", pa.float64()),
     ]
     check_indicator_names(indicators)
     fields += [pa.field(name, pa.float64()) for name in indicators]

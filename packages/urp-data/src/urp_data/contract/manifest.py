@@ -21,7 +21,8 @@ class IndicatorInfo:
     polygon; None when it is a whole country), ``radius_km`` the radius a label is pooled over
     (None when it is not pooled). ``derived_from_prompt`` is true when the label is computed
     from the same inputs the prompt shows (e.g. GeoNames population and the nearby-places
-    list): a model can then score well by reading the prompt, not the place. The defaults
+    list): a model can then score well by reading the prompt, not the place. ``method`` says
+    how a sample's value is computed from the source (e.g. an area-weighted sum). The defaults
     let manifests written before these fields load.
     """
 
@@ -35,6 +36,7 @@ class IndicatorInfo:
     resolution_km: float | None = None
     radius_km: float | None = None
     derived_from_prompt: bool = False
+    method: str = ""
 
     def support_km(self) -> float | None:
         """Ground distance over which one label pools its inputs: the larger of the source

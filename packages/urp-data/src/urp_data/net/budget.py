@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from urp_data.net import hosts
+
 
 @dataclass(frozen=True)
 class RequestBudget:
@@ -25,12 +27,17 @@ class RequestBudget:
     host: str  # the host the requests go to (politeness is per host)
     requests: int  # requests the build would send (cache ignored)
     bytes: int  # expected bytes transferred
-    min_interval_s: float  # the per-host pacing this source uses
+    min_interval_s: float  # the per-host pacing this source's config asks for
+
+    @property
+    def pace_s(self) -> float:
+        """The pause actually kept: the configured one, never under the host's policy (:mod:`urp_data.net.hosts`)."""
+        return hosts.pace_s(self.host, self.min_interval_s)
 
     @property
     def seconds(self) -> float:
         """The least time these requests take under their pacing, on their own."""
-        return self.requests * self.min_interval_s
+        return self.requests * self.pace_s
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,14 @@ def format_budget(budgets: list[RequestBudget], samples: int) -> str:
               f"{'paced time':>10s}")]
     for b in budgets:
         lines.append(f"  {b.source:{width}s}  {b.host:{hwidth}s}  {b.requests:>10,d}  {_size(b.bytes):>9s}  "
-                     f"{b.min_interval_s:>6.2f}s  {_duration(b.seconds):>10s}")
+                     f"{b.pace_s:>6.2f}s  {_duration(b.seconds):>10s}")
+    lines.append("pace per host, and where it comes from:")
+    for host in sorted({b.host for b in budgets}):
+        paces = sorted({b.pace_s for b in budgets if b.host == host})
+        policy = hosts.policy(host)
+        said = f"the host's policy: {policy.source}" if policy and paces[0] == policy.min_interval_s else \
+            "the source's min_interval_s (config or default)"
+        lines.append(f"  {host:{hwidth}s}  {' / '.join(f'{p:.2f}s' for p in paces)}  {said}")
     slowest = per_host(budgets)[0]
     lines.append(f"at least {_duration(slowest.seconds)} (the politeness limit of {slowest.host}: "
                  f"{slowest.requests:,d} requests); hosts are paced independently")

@@ -11,8 +11,9 @@ keeps one bad response keeps it forever:
   decode, JSON must parse);
 - retries are urllib3's ``Retry`` (429/500/502/503/504, exponential backoff capped at
   ``BACKOFF_MAX_S``; ``Retry-After`` honoured in seconds and HTTP-date form, capped at
-  ``RETRY_AFTER_MAX_S``); a body that fails a check is fetched again up to ``BODY_RETRIES`` times;
-- every request has a total deadline (``DEADLINE_S``, retries and waits included), so a server
+  ``RETRY_AFTER_MAX_S``; a 429 without it waits for the host's documented window,
+  :mod:`urp_data.net.hosts`); a body that fails a check is fetched again up to ``BODY_RETRIES`` times;
+- every request has a total deadline (``DEADLINE_S``, retries and every wait included), so a server
   that trickles one byte at a time cannot hold a build; bodies over ``MAX_BYTES`` are refused;
 - redirects stay within http(s) and never go from https to http;
 - errors that no retry can fix (a scheme other than http(s), a malformed URL, a 4xx other
@@ -24,12 +25,13 @@ Politeness is per host and shared by every worker process of a build: send times
 out from a small slot file per host under the cache folder, under a file lock (so a limit of
 1 request/s holds for ``--workers 4`` as a whole); under the Ray engine one named actor does
 the same for the cluster (:func:`set_pacer`). Each source sets its own ``min_interval_s``;
-the defaults follow the providers' usage policies:
+the defaults follow the providers' usage policies, and a host's policy in :mod:`urp_data.net.hosts`
+is a floor under any of them:
 
 =====================================  =========================================
 source                                 default ``min_interval_s`` (seconds)
 =====================================  =========================================
-XYZ tile server (``type: xyz``)        0.1 (set 1.0 or more for tile.openstreetmap.org)
+XYZ tile server (``type: xyz``)        0.1 (tile.openstreetmap.org is refused)   
 STAC catalogs and APIs                 ``STAC_MIN_INTERVAL_S`` = 0.1
 anything else (:func:`get`)            ``DEFAULT_MIN_INTERVAL_S`` = 1.0
 =====================================  =========================================
@@ -47,16 +49,18 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
+from urp_data.net import hosts
 from urp_data.net.deadline import install as watch_sockets
 from urp_data.net.deadline import watch
 from urp_data.net.pacing import file_reserve
@@ -145,8 +149,9 @@ def cache_file(key: str) -> Path:
 
 
 def _pace(host: str, min_interval_s: float) -> None:
-    """Wait for ``host``'s next politeness slot (shared by every process of the build)."""
-    wait = _reserve(host, min_interval_s)
+    """Wait for ``host``'s next politeness slot (shared by every process of the build), never
+    closer than the host's policy allows (:mod:`urp_data.net.hosts`)."""
+    wait = _reserve(host, hosts.pace_s(host, min_interval_s))
     if wait > 0:
         time.sleep(wait)
 
@@ -181,10 +186,38 @@ class _PacedRetry(Retry):
         return retry
 
     def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
+        """Wait as the server asks (``Retry-After``), for the host's window after a 429 without
+        it, else urllib3's backoff; never past the deadline of the request being sent."""
         pool = getattr(response, "_pool", None)  # urllib3 sets it on every response of a pool
+        host = f"{pool.host}:{pool.port}" if pool is not None else ""
+        wait = retry_wait_s(self, response, host)
+        deadline = getattr(_deadline, "at", None)
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise InputError(f"{host or 'the server'} asks us to wait {wait:.0f} s before trying again, past the "
+                             "request's deadline; try again later")
+        time.sleep(wait)
         if pool is not None:
-            _pace(f"{pool.host}:{pool.port}", self.min_interval_s)
+            _pace(host, self.min_interval_s)
+
+
+_deadline = threading.local()  # .at: the monotonic deadline of the request this thread is sending
+
+
+def retry_wait_s(retry: Retry, response: Any, host: str) -> float:
+    """Seconds to wait before retrying ``response``: its ``Retry-After`` (capped at ``RETRY_AFTER_MAX_S``);
+    after a 429 without one, until its ``X-RateLimit-Reset`` or else the host's documented window
+    (:mod:`urp_data.net.hosts`); otherwise ``retry``'s exponential backoff."""
+    headers = getattr(response, "headers", None) or {}
+    if headers.get("Retry-After") is not None:
+        with suppress(InvalidHeader):  # an unreadable Retry-After counts as none
+            return min(retry.parse_retry_after(headers["Retry-After"]), float(RETRY_AFTER_MAX_S))
+    policy = hosts.policy(host) if host else None
+    if getattr(response, "status", None) == 429 and policy is not None:
+        reset = headers.get("X-RateLimit-Reset", "")
+        if reset.isdigit():
+            return min(max(int(reset) - time.time(), 0.0), policy.window_s)
+        return policy.window_s
+    return retry.get_backoff_time()
 
 
 class PoliteSession(requests.Session):
@@ -279,6 +312,7 @@ def read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
 def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
           remaining: float, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
     """A paced, retried, streaming GET; a status not in ``ok`` is an InputError that says what to do."""
+    _deadline.at = time.monotonic() + remaining  # urllib3's retry waits count against it too
     try:
         # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
         resp = session(min_interval_s).get(url, params=params, stream=True, headers=headers,
@@ -289,6 +323,13 @@ def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] 
         raise InputError(f"malformed URL {shown}: {one_line(exc)}") from exc
     except requests.RequestException as exc:
         raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
+    finally:
+        _deadline.at = None
+    if resp.status_code == 403:  # a block: no retry, no other source of the same host will fare better
+        resp.close()
+        policy = hosts.policy(url)
+        raise InputError(f"{shown} answered HTTP 403: the host blocks us; "
+                         + (f"see its usage policy ({policy.source})" if policy else "check its usage policy"))
     if resp.status_code not in ok:
         resp.close()
         hint = "the server is overloaded or limiting us" if resp.status_code in RETRY_STATUS else \

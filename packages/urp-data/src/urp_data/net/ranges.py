@@ -21,11 +21,12 @@ CHUNKS_IN_MEMORY = 64
 
 
 class RangeFile(io.RawIOBase):
-    """A read-only, seekable file over ``url`` whose bytes come from cached chunk requests."""
+    """A read-only, seekable file over ``url`` whose bytes come from cached chunk requests
+    (``sha256``: the file's checksum, checked if its host ignores ``Range`` and sends it whole)."""
 
-    def __init__(self, url: str, min_interval_s: float) -> None:
+    def __init__(self, url: str, min_interval_s: float, sha256: str | None = None) -> None:
         super().__init__()
-        self.url, self.min_interval_s = url, min_interval_s
+        self.url, self.min_interval_s, self.sha256 = url, min_interval_s, sha256
         self._pos = 0
         self._chunks: OrderedDict[int, bytes] = OrderedDict()
         self._size = 0
@@ -38,7 +39,8 @@ class RangeFile(io.RawIOBase):
         if k in self._chunks:
             self._chunks.move_to_end(k)
             return self._chunks[k]
-        body, self._size = downloads.get_range(self.url, k * CHUNK_BYTES, CHUNK_BYTES, self.min_interval_s)
+        body, self._size = downloads.get_range(self.url, k * CHUNK_BYTES, CHUNK_BYTES, self.min_interval_s,
+                                               sha256=self.sha256)
         self._chunks[k] = body
         if len(self._chunks) > CHUNKS_IN_MEMORY:
             self._chunks.popitem(last=False)
@@ -70,7 +72,7 @@ class RangeFile(io.RawIOBase):
         return b"".join(parts)
 
 
-def opener(url: str, min_interval_s: float) -> Any:
+def opener(url: str, min_interval_s: float, sha256: str | None = None) -> Any:
     """A rasterio ``opener`` that serves ``url`` (and only it) as a :class:`RangeFile`."""
     from rasterio._vsiopener import FileContainer
 
@@ -80,11 +82,11 @@ def opener(url: str, min_interval_s: float) -> Any:
 
         def _open(self) -> RangeFile:
             if self._file is None:
-                self._file = RangeFile(url, min_interval_s)
+                self._file = RangeFile(url, min_interval_s, sha256)
             return self._file
 
         def open(self, path: str, mode: str = "rb", **kwargs: Any) -> RangeFile:
-            return RangeFile(url, min_interval_s)
+            return RangeFile(url, min_interval_s, sha256)
 
         def size(self, path: str) -> int:
             return self._open().size

@@ -169,7 +169,13 @@ def _how_built(manifest: Manifest) -> list[str]:
         f"{code(sampling.get('mode', '?'))}{text(requested)}, seed {text(sampling.get('seed'))}."),
         (f"- **Chips**: {text(size)}×{text(size)} px over ~{text(chip.get('footprint_m', '?'))} m, "
         f"{text(chip.get('format', '?'))}; "
-        f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}."),
+        f"cells without imagery skipped: {counts.get('skipped_no_imagery', 0)}"
+        + "".join(f"; failed and skipped, {text(reason)}: {text(n)}"
+                  for reason, n in counts.get("skipped_failed", {}).items())
+        + "."
+        + (f" {text(sc['chips'])} chips were cut from satellite scenes acquired {text(sc['first_acquired'])} to "
+           f"{text(sc['last_acquired'])} (median cloud cover {text(sc['median_cloud_cover'])} %); each row names its "
+           "scene in `scene_id`, `scene_datetime` and `scene_cloud_cover`." if (sc := counts.get("scenes")) else "")),
         (f"- **Splits**: grouped by {code(splits.get('group_by', '?'))}; `test_unseen` is "
         f"{len(manifest.config.get('unseen_groups', []))} whole group(s){text(held_out)} that never appear in train or "
         f"val; the other cells go to val / test_seen / train by a seeded hash of their H3 block at resolution "

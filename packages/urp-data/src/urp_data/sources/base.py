@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from urp_data.net.budget import RequestBudget
 
 
+@dataclass(frozen=True)
+class Scene:
+    """The satellite scene a chip was cut from: STAC item id, acquisition time (RFC 3339, as the item
+    states it) and cloud cover (percent of the scene, None when the item gives none)."""
+
+    id: str
+    datetime: str | None
+    cloud_cover: float | None
+
+
 @dataclass
 class Chip:
     """One cut chip: its RGB image, the fraction of valid pixels, and its lon/lat footprint.
@@ -37,6 +47,7 @@ class Chip:
     image: Image.Image | np.ndarray
     valid_fraction: float
     footprint: shapely.Geometry
+    scene: Scene | None = None  # set by sources that cut chips from catalogued scenes (STAC)
 
     def __post_init__(self) -> None:
         if isinstance(self.image, np.ndarray):
@@ -101,7 +112,8 @@ class IndicatorSource(Protocol):
     name: str  # the column it fills
     info: IndicatorInfo  # what the manifest records; its scale is fitted by the build
     path: str | None  # the input the manifest checksums, or None when the values come from no file
-    sha256: str | None = None  # the checksum the config gave a downloaded input (the manifest records it)
+    sha256: str | None = None  # the checksum of a downloaded input (the manifest records it)
+    sha256_note: str | None = None  # why ``sha256`` was not checked against the config (e.g. "first seen: ...")
 
     def values(self, batch: CellBatch) -> np.ndarray:
         """float64 values, one per cell of ``batch``, NaN for no data (written as null, never 0)."""

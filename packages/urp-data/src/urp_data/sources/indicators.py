@@ -3,8 +3,10 @@
 NaN in the returned array means "no value" and becomes null in Parquet, never 0: a sample
 outside a source, on nodata pixels, or in a polygon whose value is missing gets null.
 
-- ``raster``: mean (or sum) of the valid pixels under the chip footprint; for a raster coarser
-  than the footprint, the pixel under the centre.
+- ``raster``: area-weighted mean (or sum) of the valid pixels under the chip footprint: each
+  pixel counts by the fraction of its area inside the footprint, so a sum of people per pixel
+  is the people living under the chip, and a raster coarser than the footprint gives the
+  overlap-weighted mean of the few pixels it touches.
 - ``vector``: ``point_in_polygon`` (the value of the polygon holding the centre), or
   ``area_weighted_sum`` (for counts: each polygon's value times the share of its area inside
   the footprint), or ``area_weighted_mean`` (for rates: mean weighted by overlap area), or
@@ -45,15 +47,16 @@ from urp_data.util.geodesy import KM_PER_DEG_LON_EQUATOR
 logger = logging.getLogger(__name__)
 
 
-def _info(spec: dict[str, Any], source: str, resolution: str, licence: str, *, resolution_km: float | None = None,
-          radius_km: float | None = None, derived_from_prompt: bool = False) -> IndicatorInfo:
+def _info(spec: dict[str, Any], source: str, resolution: str, licence: str, *, method: str,
+          resolution_km: float | None = None, radius_km: float | None = None,
+          derived_from_prompt: bool = False) -> IndicatorInfo:
     """Manifest entry; ``resolution_km`` and ``derived_from_prompt`` in the region file override the measured ones."""
     s = indicator_spec(spec["name"], spec.get("description"), spec.get("unit"))
     km = spec.get("resolution_km", resolution_km)
     return IndicatorInfo(name=s.name, description=s.description, unit=s.unit, source=source,
                          resolution=spec.get("resolution", resolution), licence=spec.get("licence", licence),
                          resolution_km=None if km is None else round(float(km), 3), radius_km=radius_km,
-                         derived_from_prompt=bool(spec.get("derived_from_prompt", derived_from_prompt)))
+                         derived_from_prompt=bool(spec.get("derived_from_prompt", derived_from_prompt)), method=method)
 
 
 def _polygon_width_km(gdf: Any) -> float | None:
@@ -66,6 +69,19 @@ def _polygon_width_km(gdf: Any) -> float | None:
     areas = areas[np.isfinite(areas) & (areas > 0)]
     return float(np.percentile(np.sqrt(areas), 90) / 1000.0) if areas.size else None
 
+
+RASTER_METHODS = {
+    "sum": "area-weighted sum: each valid pixel's value times the fraction of its area inside the footprint",
+    "mean": "area-weighted mean: valid pixels weighted by the fraction of their area inside the footprint",
+}
+"""How each raster ``stat`` is computed, as the manifest says it."""
+VECTOR_METHODS = {
+    "point_in_polygon": "value of the polygon holding the footprint's centre",
+    "area_weighted_sum": "sum of each polygon's value times the share of the polygon's area inside the footprint",
+    "area_weighted_mean": "polygon values weighted by their overlap area with the footprint",
+    "by_country": "value of the sample's country, joined on its ISO code",
+}
+"""How each vector ``method`` is computed, as the manifest says it."""
 
 IN_MEMORY_MAX_VALUES = 50_000_000
 """A local indicator raster up to this many pixels is read into memory once; larger ones and remote
@@ -131,7 +147,7 @@ class RasterIndicator(IndicatorSource):
         res = abs(self.transform.a)
         km = res * KM_PER_DEG_LON_EQUATOR if self.crs.is_geographic else res * self.crs.linear_units_factor[1] / 1000.0
         self.info = _info(spec, self.path, f"{res:g} {'degrees' if self.crs.is_geographic else 'CRS units'} per pixel",
-                          spec.get("licence", ""), resolution_km=km)
+                          spec.get("licence", ""), resolution_km=km, method=RASTER_METHODS[self.stat])
 
     def _values(self, raw: np.ndarray) -> np.ndarray:
         """Raw pixels as float64 with nodata as NaN and ``scale`` applied (the same for every read path)."""
@@ -153,14 +169,19 @@ class RasterIndicator(IndicatorSource):
                                  f"{c0}-{c1}: {http.redact(one_line(exc))}") from exc
         return self._values(raw)
 
+    def _in_src(self, footprint: Any) -> Any:
+        """A lon/lat footprint in the raster's CRS, its edges densified first (1e-4 degrees, ~11 m)
+        so a square in degrees keeps the curved edges it has in a projected CRS."""
+        xy = np.asarray(shapely.segmentize(footprint, 1e-4).exterior.coords)
+        return shapely.Polygon(np.column_stack(self._to_src.transform(xy[:, 0], xy[:, 1])))
+
     def _windows(self, footprints: Any) -> list[tuple[int, int, int, int] | None]:
         """Per footprint, the pixel window (r0, r1, c0, c1) it covers, clipped to the raster; None outside."""
         h, w = self.shape
         full = Window(0, 0, w, h)
         out: list[tuple[int, int, int, int] | None] = []
         for fp in footprints:
-            xs, ys = self._to_src.transform(*np.asarray(fp.exterior.coords).T)
-            win = from_bounds(min(xs), min(ys), max(xs), max(ys), self.transform)
+            win = from_bounds(*self._in_src(fp).bounds, self.transform)
             try:
                 win = win.intersection(full)
             except rasterio.errors.WindowError:
@@ -172,14 +193,34 @@ class RasterIndicator(IndicatorSource):
             out.append((r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None)
         return out
 
+    def _fractions(self, footprint: Any, win: tuple[int, int, int, int]) -> np.ndarray:
+        """Per pixel of ``win`` (r0, r1, c0, c1), the fraction of its area inside ``footprint``
+        (a lon/lat polygon), computed in the raster's CRS; in a geographic CRS the fraction is
+        taken in degrees, exact for the near-rectangular pixels under one chip.
+        """
+        r0, r1, c0, c1 = win
+        fp = self._in_src(footprint)
+        cols, rows = np.meshgrid(np.arange(c0, c1), np.arange(r0, r1))
+        t = self.transform
+        xa, ya = t * (cols, rows)
+        xb, yb = t * (cols + 1, rows + 1)
+        pixels = shapely.box(np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb))
+        return np.asarray(shapely.area(shapely.intersection(pixels, fp)) / abs(t.a * t.e - t.b * t.d))
+
     def values(self, batch: CellBatch) -> np.ndarray:
+        """Per sample, ``sum(value * fraction)`` (``stat: sum``) or ``sum(value * fraction) /
+        sum(fraction)`` (``stat: mean``) over the valid pixels, the fraction being each pixel's
+        share of area inside the footprint; NaN where no valid pixel overlaps it."""
         out = np.full(len(batch.lat), np.nan)
-        for i, win in enumerate(self._windows(batch.footprints)):
+        for i, (fp, win) in enumerate(zip(batch.footprints, self._windows(batch.footprints), strict=True)):
             if win is None:
                 continue
             block = self._block(*win)
-            if block.size and np.isfinite(block).any():
-                out[i] = np.nanmean(block) if self.stat == "mean" else np.nansum(block)
+            weight = self._fractions(fp, win)
+            valid = np.isfinite(block) & (weight > 0)
+            if valid.any():
+                total = float(np.sum(block[valid] * weight[valid]))
+                out[i] = total if self.stat == "sum" else total / float(np.sum(weight[valid]))
         return out
 
 
@@ -193,15 +234,35 @@ class CogIndicator(RasterIndicator, NetworkSource):
     def __init__(self, spec: dict[str, Any]) -> None:
         self._named(spec)
         self.url, self.min_interval_s = _remote(spec)
-        if "sha256" in spec or "member" in spec:
-            raise InputError(f"indicator {self.name}: sha256 and member apply to mode: download only")
-        self._file_bytes = ranges.RangeFile(self.url, self.min_interval_s).size
-        self._open(spec, self.url, ranges.opener(self.url, self.min_interval_s), http.redact(self.url))
+        if "member" in spec:
+            raise InputError(f"indicator {self.name}: member applies to mode: download only")
+        given = downloads.sha256_digest(spec["sha256"], self.url) if "sha256" in spec else None
+        shown = http.redact(self.url)
+        self.whole_bytes: int | None = None  # set when the host ignores Range: one download of this size
+        try:
+            self._file_bytes = ranges.RangeFile(self.url, self.min_interval_s, given).size
+        except downloads.RangesIgnored as exc:  # --dry-run: counted as one download, not fetched
+            self.whole_bytes = self._file_bytes = exc.advertised or 0
+            self.info = _info(spec, shown, "not read (--dry-run)", spec.get("licence", ""),
+                              method=RASTER_METHODS[self.stat])
+            return
+        whole = downloads.whole_file(self.url)
+        if whole is None:
+            self._open(spec, self.url, ranges.opener(self.url, self.min_interval_s, given), shown)
+            return
+        self.whole_bytes = self._file_bytes
+        self.sha256 = whole.sha256
+        self.sha256_note = None if whole.checked else "first seen: the host ignores Range, the file was " \
+            "downloaded whole and no sha256 was given to check it against"
+        self._open(spec, str(whole.path), None, shown)
 
     def request_budget(self, lat: np.ndarray, lon: np.ndarray, footprint_m: float, size_px: int) -> list[RequestBudget]:
         """The first chunk (the header), then for each block under a sample's footprint its
         uncompressed size in chunks, once (an upper bound: compressed blocks are smaller and
         neighbours share chunks); bytes are whole chunks. Samples centred on (lat, lon) degrees."""
+        host = urlsplit(self.url).netloc.lower()
+        if self.whole_bytes is not None:  # a host that ignores Range: the whole file, once
+            return [RequestBudget(f"indicator {self.name}", host, 1, self.whole_bytes, self.min_interval_s)]
         fps = [shapely.box(*square_lonlat(float(la), float(lo), footprint_m)) for la, lo in zip(lat, lon, strict=True)]
         blocks: set[tuple[int, int]] = set()
         for win in self._windows(fps):
@@ -210,7 +271,7 @@ class CogIndicator(RasterIndicator, NetworkSource):
         bh, bw = self.block_shape
         per_block = -(-bh * bw * self.itemsize // ranges.CHUNK_BYTES)
         requests = 1 + len(blocks) * per_block
-        return [RequestBudget(f"indicator {self.name}", urlsplit(self.url).netloc.lower(), requests,
+        return [RequestBudget(f"indicator {self.name}", host, requests,
                               min(requests * ranges.CHUNK_BYTES, self._file_bytes), self.min_interval_s)]
 
     def _blocks(self, win: tuple[int, int, int, int]) -> set[tuple[int, int]]:
@@ -230,8 +291,8 @@ class DownloadIndicator(RasterIndicator, NetworkSource):
         if "sha256" not in spec:
             raise InputError(f"indicator {self.name}: mode: download needs sha256: (the file's checksum, checked "
                              "before it is used)")
-        local = downloads.download(self.url, str(spec["sha256"]), self.min_interval_s)
-        self.sha256 = str(spec["sha256"]).lower()
+        self.sha256 = downloads.sha256_digest(spec["sha256"], self.url)
+        local = downloads.download(self.url, self.sha256, self.min_interval_s)
         self._file_bytes = local.stat().st_size
         member = spec.get("member")
         if member is not None and not zipfile.is_zipfile(local):
@@ -268,7 +329,7 @@ class VectorIndicator(IndicatorSource):
     def __init__(self, spec: dict[str, Any], path: Path, gazetteer: Gazetteer) -> None:
         self.name, self.path = spec["name"], str(path)
         self.method = spec.get("method", "point_in_polygon")
-        if self.method not in ("point_in_polygon", "area_weighted_sum", "area_weighted_mean", "by_country"):
+        if self.method not in VECTOR_METHODS:
             raise InputError(f"indicator {self.name}: method must be point_in_polygon, area_weighted_sum, "
                              f"area_weighted_mean or by_country, got {self.method!r}")
         column = spec.get("column")
@@ -280,7 +341,7 @@ class VectorIndicator(IndicatorSource):
             key = spec.get("key", "iso_a3")
             table = read_table(path, f"indicator {self.name}", [key, column])
             self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "country"), spec.get("licence", ""),
-                              derived_from_prompt=True)
+                              method=VECTOR_METHODS[self.method], derived_from_prompt=True)
             self.by_iso3 = _country_table(table[key].to_pylist(), table[column].to_pylist(), gazetteer)
             return
         gdf = read_vector(path, "indicator table")
@@ -289,7 +350,7 @@ class VectorIndicator(IndicatorSource):
         gdf["value"] = gdf[column].astype(np.float64)
         self.gdf = gdf[["value", "geometry"]][gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
         self.info = _info(spec, f"{path} ({column})", spec.get("resolution", "polygons"), spec.get("licence", ""),
-                          resolution_km=_polygon_width_km(self.gdf))
+                          method=VECTOR_METHODS[self.method], resolution_km=_polygon_width_km(self.gdf))
 
     def values(self, batch: CellBatch) -> np.ndarray:
         n = len(batch.lat)
@@ -335,6 +396,7 @@ class GeonamesPopulation(IndicatorSource):
         # The prompt's nearby places come from the same gazetteer: the label is derived from the prompt.
         self.info = _info(spec, f"GeoNames places >= {gazetteer.min_population} people within {self.radius_km:g} km",
                           f"points, summed within {self.radius_km:g} km", GEONAMES_LICENCE,
+                          method=f"sum of the populations of GeoNames places within {self.radius_km:g} km of the centre",
                           radius_km=self.radius_km, derived_from_prompt=True)
 
     def values(self, batch: CellBatch) -> np.ndarray:

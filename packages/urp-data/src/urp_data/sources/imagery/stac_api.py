@@ -5,20 +5,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 import shapely
+from rasterio.errors import RasterioError
 
 from urp_data.config.sources import StacApiConfig
-from urp_data.errors import InputError
+from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, NetworkSource, square_lonlat
+from urp_data.sources.base import Chip, NetworkSource, Scene, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_catalog import (
     ITEM_JSON_BYTES,
@@ -31,6 +34,8 @@ from urp_data.sources.imagery.stac_catalog import (
     stac_refusal,
 )
 from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line
+
+logger = logging.getLogger(__name__)
 
 
 def _chip_cache_path(key: dict[str, Any]) -> Path:
@@ -131,16 +136,22 @@ class StacApiImagery(NetworkSource):
         if c.max_cloud_cover is not None and self._query:
             params["query"] = {"eo:cloud_cover": {"lte": c.max_cloud_cover}}
         elif c.max_cloud_cover is not None and self._filter:
-            params.update(filter=f'"eo:cloud_cover" <= {c.max_cloud_cover}', filter_lang="cql2-text")
+            # cql2-json: stac-server (Earth Search) parses no cql2-text; on GET it goes as a JSON string
+            params.update(filter={"op": "<=", "args": [{"property": "eo:cloud_cover"}, c.max_cloud_cover]},
+                          filter_lang="cql2-json")
         if self._sorted:
             params["sortby"] = "+properties.eo:cloud_cover"
         return params
 
-    def best_item(self, box: tuple[float, float, float, float]) -> Any | None:
-        """The least-cloudy item with the asset whose footprint holds ``box`` (lon/lat), or None."""
+    def candidates(self, box: tuple[float, float, float, float]) -> Iterator[Any]:
+        """The items with the asset whose footprint holds ``box`` (lon/lat), least cloudy first.
+
+        Lazily: where the API sorts by cloud cover, a later page is fetched only when every item
+        before it was passed over or unreadable; otherwise every page is read and sorted here.
+        """
         self.connect()
         c, chip = self.cfg, shapely.box(*box)
-        best, best_cloud = None, math.inf
+        found: list[tuple[float, int, Any]] = []
         for item in self._client.search(**self._search_params(box)).items():
             cloud = item.properties.get("eo:cloud_cover")
             if c.asset not in item.assets or item.geometry is None:
@@ -149,24 +160,53 @@ class StacApiImagery(NetworkSource):
                 continue  # the server's filter is checked again: not every API offers one
             if not shapely.geometry.shape(item.geometry).contains(chip):
                 continue
-            rank = math.inf if cloud is None else float(cloud)
-            if best is None or rank < best_cloud:
-                best, best_cloud = item, rank
+            if c.months is not None and (item.datetime is None or item.datetime.month not in c.months):
+                continue
             if self._sorted:
-                break
-        return best
+                yield item
+            else:  # ties keep the server's order
+                found.append((math.inf if cloud is None else float(cloud), len(found), item))
+        yield from (item for _, _, item in sorted(found, key=lambda f: f[:2]))
+
+    def best_item(self, box: tuple[float, float, float, float]) -> Any | None:
+        """The least-cloudy item with the asset whose footprint holds ``box`` (lon/lat), or None."""
+        return next(self.candidates(box), None)
 
     def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        """The chip from the least-cloudy item holding it whose asset reads; the next-best item when
+        one does not (Earth Search has items whose assets are missing). None where no item holds
+        the chip; :class:`SampleSkipped` when items hold it but none reads; a 403 stops the build."""
         if not shapely.contains_xy(self.footprint(), lon, lat):
             return None
         box = square_lonlat(lat, lon, footprint_m)
+        failed: list[str] = []
         try:
-            item = self.best_item(box)
+            for item in self.candidates(box):
+                href = remote_href(str(item.assets[self.cfg.asset].get_absolute_href()), self.cfg.api)
+                try:
+                    chip = self._read(href, lat, lon, footprint_m, size_px)
+                    if chip is not None:
+                        cloud = item.properties.get("eo:cloud_cover")
+                        chip.scene = Scene(item.id, item.properties.get("datetime"),
+                                           None if cloud is None else float(cloud))
+                    return chip
+                except InputError as exc:
+                    if "403" in str(exc):
+                        raise InputError(f"{http.redact(href)} answered HTTP 403: the asset host blocks us; "
+                                         f"stopping ({one_line(exc)})") from exc
+                    logger.warning("scene %s unreadable (%s); trying the next-best item", item.id, one_line(exc))
+                    failed.append(item.id)
+        except (InputError, SampleSkipped):
+            raise
         except Exception as exc:  # pystac-client: a page that is JSON but not an item collection
             raise stac_refusal(exc) or InputError(http.redact(f"STAC API {self.cfg.api} sent an unusable search page: {one_line(exc)}")) from exc
-        if item is None:
-            return None
-        href = remote_href(str(item.assets[self.cfg.asset].get_absolute_href()), self.cfg.api)
+        if failed:
+            raise SampleSkipped("unreadable scene", f"no readable {self.cfg.asset} asset among {len(failed)} "
+                                f"item(s) holding the chip ({', '.join(failed[:3])})")
+        return None
+
+    def _read(self, href: str, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
+        """The chip from the COG at ``href``, from the chip cache when there."""
         key = {"href": href, "lat": lat, "lon": lon, "footprint_m": footprint_m, "size_px": size_px,
                "bands": self.cfg.bands, "rescale": self.cfg.rescale, "gdal": rasterio.__gdal_version__}
         path = _chip_cache_path(key)
@@ -175,7 +215,10 @@ class StacApiImagery(NetworkSource):
                 return Chip(z["rgb"], float(z["valid"]), shapely.from_wkb(z["footprint"].tobytes()))
         http.wait_turn(href, self.cfg.min_interval_s)
         with rasterio.Env(**http.gdal_options()):
-            chip = self._cog(href).read_chip(lat, lon, footprint_m, size_px)
+            try:
+                chip = self._cog(href).read_chip(lat, lon, footprint_m, size_px)
+            except RasterioError as exc:
+                raise InputError(f"cannot read {http.redact(href)}: {one_line(exc)}") from exc
         if chip is not None:
             buf = io.BytesIO()
             np.savez(buf, rgb=chip.rgb, valid=chip.valid_fraction,

@@ -12,7 +12,7 @@ import shapely
 from PIL import Image
 
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import hosts, http
 from urp_data.net.budget import RequestBudget
 from urp_data.sources.base import Chip, NetworkSource, square_lonlat
 
@@ -61,6 +61,7 @@ class XYZImagery(NetworkSource):
         self.subdomains = [str(s) for s in subdomains or ["a", "b", "c"]] if "{s}" in url else []
         for s in self.subdomains or [""]:  # a bad scheme or host fails here, before the build starts
             http.canonical_url(url.format(z=0, x=0, y=0, s=s))
+            hosts.refuse_refused(url.format(z=0, x=0, y=0, s=s), f"xyz source {http.redact(url)}")
         self.url, self.zoom, self.tile_size = url, zoom, tile_size
         self.path = http.redact(url)  # the manifest shows no API key
         self.name = name or self.path
