@@ -84,9 +84,8 @@ def test_server_generates_from_token_ids_with_server_side_image_features(server,
     features = server.image_features(images)
     # the prompt the trainer sends: token ids with the image slot expanded to the server's image tokens
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Score?"}]}]
-    ids = proc.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, images=[im[0] for im in images[:1]],
-                                   return_dict=True)["input_ids"]
-    ids = ids[0] if isinstance(ids[0], list) else ids
+    text = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = proc(text=[text], images=[images[0][0]], return_tensors="np")["input_ids"][0].tolist()
     pad = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert ids.count(pad) == 16  # 112 x 112 px: the bounds the server was started with give the same count
     out = server.generate([list(ids), list(ids)], features=features, n=2, max_tokens=4, temperature=1.0)
