@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's comparison table from one command:
 #   scripts/paper.sh BUILD RECIPE_SET [flags for every urp-train run...]
-# e.g.  scripts/paper.sh build/demo demo --max_steps 4          (CPU, tiny model; makes the demo's warm start)
+# e.g.  scripts/paper.sh build/demo demo --max-steps 4          (CPU, tiny model; makes the demo's warm start)
 #       scripts/paper.sh build/global qwen2_5_vl_7b               (GPUs; see packages/urp-train/README.md)
 #
 # RECIPE_SET names configs/train/RECIPE_SET.yaml (GRPO) and configs/train/sft_RECIPE_SET.yaml (SFT);
@@ -40,7 +40,7 @@ fi
 BASE=$(base "$GRPO")
 if [ "$BASE" = runs/demo-warmstart ] && [ ! -d "$BASE" ]; then
   [ -d models/tiny-qwen2.5-vl ] || urp-train tiny-model --out models/tiny-qwen2.5-vl
-  urp-train sft --config configs/train/warmstart_demo.yaml --build_dir "$BUILD"
+  urp-train sft --config configs/train/warmstart_demo.yaml --build-dir "$BUILD"
 fi
 python -c 'import sys
 from urp_data.clikit import run
@@ -50,7 +50,7 @@ mkdir -p "$OUT/runs" "$OUT/predictions" "$OUT/reports"
 
 train() {  # train NAME COMMAND RECIPE [flags...]
   local name=$1 cmd=$2 recipe=$3; shift 3
-  $LAUNCH "$cmd" --config "$recipe" --build_dir "$BUILD" --output_dir "$OUT/runs/$name" "$@"
+  $LAUNCH "$cmd" --config "$recipe" --build-dir "$BUILD" --output-dir "$OUT/runs/$name" "$@"
 }
 predict_and_report() {  # predict_and_report NAME [predict flags...]
   local name=$1; shift
