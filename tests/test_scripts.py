@@ -77,3 +77,21 @@ def test_paper_table_gives_intervals_and_marks_significant_differences_from_sft(
     assert any("±" in c for c in grpo)
     for ind, cell in unseen_cells.items():
         assert cell.endswith("†") == (("test_unseen", ind) in expected), (ind, cell)
+
+
+def test_paper_refuses_a_missing_base_model_at_once(tmp_path):
+    """A recipe set whose base is neither a folder nor made by the script: one line, exit 1, nothing trained."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "paper.sh").write_bytes((REPO / "scripts" / "paper.sh").read_bytes())
+    (tmp_path / "configs" / "train").mkdir(parents=True)
+    for name in ("mine.yaml", "sft_mine.yaml"):
+        (tmp_path / "configs" / "train" / name).write_text("model_name_or_path: ./runs/my-base\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "manifest.json").write_text("{}")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(["bash", str(tmp_path / "scripts" / "paper.sh"), "build", "mine"], capture_output=True,
+                         text=True, timeout=60, check=False, env=env)
+    assert out.returncode == 1
+    assert out.stderr == ("paper.sh: error: model './runs/my-base' not found: it looks like a local path and there "
+                          "is no such folder; check the path, or give a hub id (org/name)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "configs", "scripts"]

@@ -18,6 +18,15 @@ from urp_eval.inputs import ReportInputError
 from urp_eval.predict import PREDICTION_SCHEMA, PredictConfig, predict
 
 
+@pytest.fixture(autouse=True)
+def model_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake generators' model names are folders here, so predict's model check passes without a hub."""
+    models = tmp_path_factory.mktemp("models")
+    for name in ("fake-model", "other-model", "m"):
+        (models / name).mkdir()
+    monkeypatch.chdir(models)
+
+
 def test_knn_matches_sklearn_haversine_balltree() -> None:
     rng = np.random.default_rng(0)
     tlat, tlon = rng.uniform(-80, 80, 500), rng.uniform(-180, 180, 500)
@@ -192,6 +201,16 @@ def test_predict_input_errors_exit_1(build: Path, tmp_path: Path, capsys: pytest
     (tmp_path / "dir.parquet").mkdir()
     assert main(["predict", "--data", str(build), "--out", str(tmp_path / "dir.parquet"), "--backend", "mean"]) == 1
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_a_missing_model_is_named_before_anything_is_written(build: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "p.parquet"
+    code = main(["predict", "--data", str(build), "--out", str(out), "--model", "runs/demo-grpo"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "model 'runs/demo-grpo' not found" in err and "`urp-train grpo --config configs/train/demo.yaml`" in err
+    assert not list(tmp_path.iterdir())
 
 
 def test_output_path_is_read_literally(build: Path, tmp_path: Path) -> None:

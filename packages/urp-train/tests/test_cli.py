@@ -53,6 +53,18 @@ def test_usage_and_input_errors_are_one_line(tmp_path, tiny_build, capsys):
     assert exit_info.value.code == 2
 
 
+def test_a_missing_base_model_names_the_command_that_makes_it(tmp_path, tiny_build, capsys, monkeypatch):
+    """The demo recipe starts from the warm start; in a folder without it, one line says how to make it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["grpo", "--config", str(REPO / "configs/train/demo.yaml"), "--build_dir", str(tiny_build),
+                 "--output_dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("urp-train grpo: error: model 'runs/demo-warmstart' not found: it looks like a local path "
+                       "and there is no such folder; make it with "
+                       "`urp-train sft --config configs/train/warmstart_demo.yaml`")
+    assert not (tmp_path / "o").exists()
+
+
 def _log_steps(run: Path) -> list[int]:
     state = json.loads((run / "trainer_state.json").read_text())
     return [e["step"] for e in state["log_history"] if "loss" in e]

@@ -40,6 +40,7 @@ from urp_data.contract import (
     resolve_splits,
     split_path,
 )
+from urp_data.util.hub import check_model
 
 from urp_eval.baselines import knn_mean
 from urp_eval.config import MODEL_BACKENDS, PREDICTION_SCHEMA, PredictConfig
@@ -93,6 +94,8 @@ def predict(cfg: PredictConfig) -> Path:
         if missing:
             raise InputError(f"the manifest of {build} has no score scale for {', '.join(missing)}, so answers "
                              "cannot be mapped back to raw units; leave them out with --indicators")
+    if cfg.model:  # a missing model names itself now, not after minutes of hub retries
+        check_model(cfg.model)
     writer = PredictionWriter(Path(cfg.out), cfg, run_settings(cfg, build))
     with _engine(cfg):
         if cfg.backend in MODEL_BACKENDS:

@@ -20,6 +20,7 @@ from typing import Any
 
 from urp_data.util.clikit import EXIT_USAGE, UsageError, run, setup_logging
 from urp_data.util.fs import one_line
+from urp_data.util.hub import check_model
 
 logger = logging.getLogger("urp_train")
 
@@ -82,6 +83,8 @@ def _run(command: str, config_type: type, argv: Sequence[str], make_trainer: Cal
         if (error := zero3_dtype_error(dtype, stage)) is not None:
             raise ValueError(error)
     data_args, training_args, model_args = _parse(types, argv, f"urp-train {command}")
+    if model_args.model_name_or_path:  # a missing model names itself now, not after minutes of hub retries
+        check_model(model_args.model_name_or_path, model_args.model_revision)
     checkpoint = _setup(training_args)
     train, evaluation = load_data(data_args, training_args.seed)
     model, processor = model_args.load(training_args.trust_remote_code)
