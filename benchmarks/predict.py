@@ -84,8 +84,10 @@ def main() -> None:
     for backend in ("transformers", "vllm"):
         proc = subprocess.run([sys.executable, __file__, "--run", backend, "--build", args.build, "--model",
                                args.model, "--prompts", str(args.prompts), "--samples", str(args.samples),
-                               "--tokens", str(args.tokens)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                               "--tokens", str(args.tokens)], capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{"))))
     print(f"{args.prompts} prompts x {args.samples} samples x {args.tokens} tokens; {_machine()}")
     print(f"{'backend':<14}{'load s':>9}{'generate s':>12}{'samples/s':>11}")
     for r in rows:

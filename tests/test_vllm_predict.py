@@ -112,3 +112,15 @@ def test_greedy_vllm_agrees_with_greedy_transformers_in_float32(demo_build, tiny
                 same_first += int(hf.argmax()) == tok
     assert math.isfinite(worst) and worst < GREEDY_LOGPROB_TOLERANCE, worst
     assert same_first == len(outs)  # transformers' greedy first token is vLLM's
+
+
+def test_a_sampled_batch_longer_than_one_engine_step_completes(demo_build, vllm_generator):
+    """16 prompts x 5 samples: the prefill is split across engine steps, which fails on vLLM's CPU build
+    when each request carries its own seed ("CPU Generator does not use offset"); see VLLMGenerator."""
+    from vllm import SamplingParams
+
+    messages, images = _prompts(demo_build, 16)
+    params = SamplingParams(n=5, temperature=1.0, max_tokens=2, seed=vllm_generator.params.seed)
+    outs = vllm_generator.complete(messages, images, params)
+    assert [len(o.outputs) for o in outs] == [5] * 16
+    assert all(len(c.token_ids) == 2 for o in outs for c in o.outputs)

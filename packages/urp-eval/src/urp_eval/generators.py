@@ -61,11 +61,17 @@ class VLLMGenerator:
     def __init__(self, cfg: PredictConfig) -> None:
         from transformers import AutoProcessor
         from vllm import SamplingParams
+        from vllm.platforms import current_platform
 
+        # vLLM 0.31's CPU build fails on a seeded request whose prefill is split across steps
+        # ("CPU Generator does not use offset": it rewinds a per-request generator that the CPU does
+        # not offset), which any batch longer than one step's token budget has; on the CPU the seed
+        # seeds the engine instead, per request on a GPU.
+        cpu = current_platform.is_cpu()
         self.processor = AutoProcessor.from_pretrained(cfg.model)
-        self.llm = _engine(str(cfg.model), cfg.max_model_len, cfg.vllm_kv_cache_gib)
+        self.llm = _engine(str(cfg.model), cfg.max_model_len, cfg.vllm_kv_cache_gib, cfg.seed if cpu else 0)
         self.params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature,
-                                     max_tokens=cfg.max_new_tokens, seed=cfg.seed)
+                                     max_tokens=cfg.max_new_tokens, seed=None if cpu else cfg.seed)
 
     def requests(self, messages: Sequence[list[dict[str, Any]]], images: Sequence[Any]) -> list[dict[str, Any]]:
         """vLLM prompts: the chat template's text, with the chip as multi-modal data (none with --drop image)."""
@@ -85,12 +91,13 @@ class VLLMGenerator:
 
 
 @functools.cache
-def _engine(model: str, max_model_len: int, kv_cache_gib: float | None) -> Any:
-    """One ``vllm.LLM`` per (model, context length, KV cache size) in this process.
+def _engine(model: str, max_model_len: int, kv_cache_gib: float | None, seed: int) -> Any:
+    """One ``vllm.LLM`` per (model, context length, KV cache size, engine seed) in this process.
 
     On vLLM's CPU build, ``gpu_memory_utilization`` would reserve that share of all RAM for this
     process, which fails as soon as anything else holds memory; an explicit KV cache (default
-    1 GiB) does not. The seed is per request (``SamplingParams.seed``), so one engine serves any.
+    1 GiB) does not. On a GPU the seed is per request (``SamplingParams.seed``) and ``seed`` is 0, so
+    one engine serves any.
     """
     from vllm import LLM
     from vllm.platforms import current_platform
@@ -99,7 +106,7 @@ def _engine(model: str, max_model_len: int, kv_cache_gib: float | None) -> Any:
     gib = kv_cache_gib if kv_cache_gib is not None else (1.0 if cpu else None)
     kv = {} if gib is None else {"kv_cache_memory_bytes": int(gib * 2**30)}
     return LLM(model=model, dtype="float32" if cpu else "bfloat16", max_model_len=max_model_len,
-               limit_mm_per_prompt={"image": 1}, **kv)
+               limit_mm_per_prompt={"image": 1}, seed=seed, **kv)
 
 
 def make_generator(cfg: PredictConfig) -> Generator:
