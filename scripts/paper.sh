@@ -50,7 +50,7 @@ if [ "$BASE" = runs/demo-warmstart ] && [ ! -d "$BASE" ]; then
   urp-train sft --config configs/train/warmstart_demo.yaml --build-dir "$BUILD"
 fi
 python -c 'import sys
-from urp_data.clikit import run
+from urp_data.util.clikit import run
 from urp_data.util.hub import check_model
 sys.exit(run("paper.sh", lambda: check_model(sys.argv[1]) or 0))' "$BASE"
 mkdir -p "$OUT/runs" "$OUT/predictions" "$OUT/reports"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from urp_data.errors import InputError
-from urp_data.fsutil import one_line
+from urp_data.util.fs import one_line
 
 MADE_BY: dict[str, str] = {
     "models/tiny-qwen2.5-vl": "urp-train tiny-model --out models/tiny-qwen2.5-vl",
