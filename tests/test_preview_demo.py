@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 from urp_data.cli import main
 from urp_data.contract import SPLITS, load_manifest, render_prompt, split_path
+from urp_data.outputs.card import text as card_text
 
 SPLIT_RGB = {"train": (31, 119, 180), "test_unseen": (214, 39, 40)}
 BUFFER_RGB = (208, 208, 208)  # rgba(120, 120, 120, 0.35) over white
@@ -38,8 +39,8 @@ def test_card_makes_the_build_a_dataset_with_four_named_splits(demo_build: Path,
     assert meta["size_categories"] == ["n<1K"] and meta["task_categories"]
     # GeoNames is CC BY 4.0 and the census tracts come under MIT: two attribution licences, so "other"
     assert meta["license"] == "other"
-    for source in m.inputs:
-        assert source["licence"].replace("|", "\\|") in text
+    for source in m.inputs:  # as the card quotes a string from a source: one line, Markdown escaped
+        assert card_text(source["licence"]) in text
     for name in m.indicators:
         assert f"| `{name}` |" in text
     first = pq.read_table(split_path(demo_build, "train")).slice(0, 1).to_pylist()[0]
