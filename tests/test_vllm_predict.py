@@ -33,7 +33,9 @@ def vllm_generator(tiny_model_dir: Path):
     from urp_eval.config import PredictConfig
     from urp_eval.generators import VLLMGenerator
 
-    return VLLMGenerator(PredictConfig(data="unused", backend="vllm", model=str(tiny_model_dir), max_new_tokens=8))
+    # eager: a minute less of start-up, and the engine every test here shares (the settings are its key)
+    return VLLMGenerator(PredictConfig(data="unused", backend="vllm", model=str(tiny_model_dir), max_new_tokens=8,
+                                       vllm_enforce_eager=True))
 
 
 def _prompts(build: Path, n: int, drop: str | None = None) -> tuple[list, list]:
@@ -54,7 +56,8 @@ def test_vllm_predictions_have_the_transformers_schema_settings_and_n_samples(de
     from urp_eval.predict import PREDICTION_SCHEMA, PredictConfig, predict, read_settings
 
     common = {"data": str(demo_build), "model": str(tiny_model_dir), "split": "unseen", "max_samples": 3,
-              "max_new_tokens": 8, "samples_per_prompt": 3, "temperature": 1.0}
+              "max_new_tokens": 8, "samples_per_prompt": 3, "temperature": 1.0,
+              "vllm_enforce_eager": True}
     out_v = predict(PredictConfig(out=str(tmp_path / "v.parquet"), backend="vllm", **common))
     out_t = predict(PredictConfig(out=str(tmp_path / "t.parquet"), backend="transformers", **common))
     v, t = pq.read_table(out_v), pq.read_table(out_t)

@@ -25,6 +25,7 @@ from urp_data.config.build import BuildConfig
 from urp_data.contract import load_manifest
 from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
+from urp_data.outputs.card import text as card_text
 from urp_data.sources.base import square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
@@ -476,7 +477,9 @@ def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cach
     m = load_manifest(out)
     assert m.counts["scenes"]["chips"] == len(rows) and m.counts["scenes"]["first_acquired"].startswith("2024-06-01")
     card = (out / "README.md").read_text()
-    assert f"{len(rows)} chips were cut from satellite scenes acquired 2024-06-01" in card and "`scene_id`" in card
+    first = card_text(m.counts["scenes"]["first_acquired"])  # a date from the STAC items, quoted Markdown-escaped
+    assert first.startswith("2024\\-06\\-01")
+    assert f"{len(rows)} chips were cut from satellite scenes acquired {first}" in card and "`scene_id`" in card
 
 
 def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):

@@ -75,7 +75,7 @@ def commands() -> list[Command]:
                 groups={"data": ["data", "split", "indicators", "max_samples", "drop", "out", "save_every"],
                         "model": ["backend", "model", "k"],
                         "generation": ["samples_per_prompt", "temperature", "max_new_tokens", "batch_size", "seed"],
-                        "vllm engine": ["max_model_len", "vllm_kv_cache_gib"],
+                        "vllm engine": ["max_model_len", "vllm_kv_cache_gib", "vllm_enforce_eager"],
                         "engine": ["engine", "ray_address"]}),
         Command("bias-report", "accuracy and geographic bias of predictions (DuckDB)", _bias_report, ReportConfig,
                 description=ReportConfig.__doc__,

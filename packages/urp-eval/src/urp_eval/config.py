@@ -57,6 +57,8 @@ class PredictConfig:
     max_model_len: int = field(default=4096, metadata={"help": "vllm: longest prompt plus completion, in tokens "
                                "(ours: a 448 px chip is 256 image tokens, a prompt ~400, plus max_new_tokens); "
                                "vLLM sizes its KV cache for it, and unset it would plan for Qwen2.5-VL's 128k"})
+    vllm_enforce_eager: bool = field(default=False, metadata={"help": "vllm: skip torch.compile (and CUDA graphs): "
+                                     "starts about a minute sooner on 2 CPU cores, generates more slowly"})
     vllm_kv_cache_gib: float | None = field(default=None, metadata={"help": "vllm: memory for the KV cache, in GiB; "
                                             "unset: 90%% of the GPU's memory on a GPU, 1 GiB on vLLM's CPU build "
                                             "(whose own default reserves 90%% of all RAM)"})

@@ -69,7 +69,8 @@ class VLLMGenerator:
         # seeds the engine instead, per request on a GPU.
         cpu = current_platform.is_cpu()
         self.processor = AutoProcessor.from_pretrained(cfg.model)
-        self.llm = _engine(str(cfg.model), cfg.max_model_len, cfg.vllm_kv_cache_gib, cfg.seed if cpu else 0)
+        self.llm = _engine(str(cfg.model), cfg.max_model_len, cfg.vllm_kv_cache_gib, cfg.seed if cpu else 0,
+                           cfg.vllm_enforce_eager)
         self.params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature,
                                      max_tokens=cfg.max_new_tokens, seed=None if cpu else cfg.seed)
 
@@ -91,8 +92,8 @@ class VLLMGenerator:
 
 
 @functools.cache
-def _engine(model: str, max_model_len: int, kv_cache_gib: float | None, seed: int) -> Any:
-    """One ``vllm.LLM`` per (model, context length, KV cache size, engine seed) in this process.
+def _engine(model: str, max_model_len: int, kv_cache_gib: float | None, seed: int, enforce_eager: bool) -> Any:
+    """One ``vllm.LLM`` per (model, context length, KV cache size, engine seed, eager or not) in this process.
 
     On vLLM's CPU build, ``gpu_memory_utilization`` would reserve that share of all RAM for this
     process, which fails as soon as anything else holds memory; an explicit KV cache (default
@@ -106,7 +107,7 @@ def _engine(model: str, max_model_len: int, kv_cache_gib: float | None, seed: in
     gib = kv_cache_gib if kv_cache_gib is not None else (1.0 if cpu else None)
     kv = {} if gib is None else {"kv_cache_memory_bytes": int(gib * 2**30)}
     return LLM(model=model, dtype="float32" if cpu else "bfloat16", max_model_len=max_model_len,
-               limit_mm_per_prompt={"image": 1}, seed=seed, **kv)
+               limit_mm_per_prompt={"image": 1}, seed=seed, enforce_eager=enforce_eager, **kv)
 
 
 def make_generator(cfg: PredictConfig) -> Generator:
