@@ -1,12 +1,17 @@
-"""Session fixtures shared by the cross-package tests: a real demo build, a tiny offline VLM, a real browser."""
+"""Session fixtures shared by the cross-package tests: a real demo build, a tiny offline VLM, a real browser,
+and the vLLM processes the slow tests share, started early."""
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -133,12 +138,7 @@ def render_page(path: Path, selectors: list[str], tmp: Path, width: int = 1400, 
         events = cdp.events
         cdp.ws.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=20)
     requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot))).convert("RGB"))
     return RenderedPage(pixels, {k: [tuple(b) for b in v] for k, v in json.loads(boxes).items()}, _errors(events),
@@ -158,3 +158,100 @@ def browser(tmp_path: Path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
     return lambda path, selectors, **kw: render_page(path, selectors, tmp_path, **kw)
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """Terminate a process the tests started, then kill it if it outlives ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- vLLM processes, started early
+
+VLLM_PROCESS_TESTS = {"test_vllm_server.py": "server", "test_vllm_grpo.py": "colocate"}
+"""Test files whose vLLM process starts with the first test under tests/, not when the file comes up.
+
+Each process spends one to two minutes starting vLLM (imports, processor loading, the multimodal
+warm-up), mostly on one core. Started early, that overlaps the other end-to-end tests here instead of
+adding to the suite's time. Only the processes of the files this session runs are started."""
+
+
+@dataclass
+class VLLMProcess:
+    """A vLLM process started in the background: the process, its log, and the port it serves (server only)."""
+
+    proc: subprocess.Popen
+    log: Path
+    port: int = 0
+    out: Path | None = None  # the colocate check's report folder
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(model: Path, tmp: Path) -> VLLMProcess:
+    """TRL's ``vllm serve`` command for the tiny model on loopback (see test_vllm_server.py for the one change)."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    port = _free_port()
+    command = build_command(
+        ScriptArguments(model=str(model), host="127.0.0.1", port=port, max_model_len=1024,
+                        enforce_eager=True),  # no torch.compile at start-up: the test is about requests
+        ["--mm-processor-kwargs", '{"min_pixels": 12544, "max_pixels": 12544}'])
+    i = command.index("vllm.entrypoints.cli.main")
+    assert command[i + 1] == "serve"
+    command = [*command[:i], "vllm.entrypoints.openai.api_server", "--model", command[i + 2], *command[i + 3:]]
+    log = tmp / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})
+    return VLLMProcess(proc, log, port=port)
+
+
+def _start_colocate(build: Path, model: Path, tmp: Path) -> VLLMProcess:
+    """tests/vllm_grpo_check.py: two GRPO steps with vLLM colocated, in its own process (it initialises torch.distributed)."""
+    log = tmp / "check.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("vllm_grpo_check.py")), str(build),
+                                 str(model), str(tmp)], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return VLLMProcess(proc, log, out=tmp)
+
+
+@pytest.fixture(scope="session")
+def vllm_processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The vLLM processes of the test files in this session, by name ("server", "colocate"); stopped at the end."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed (uv sync installs vLLM's CPU build on Linux x86_64)")
+    wanted = {VLLM_PROCESS_TESTS[Path(str(item.path)).name] for item in request.session.items
+              if Path(str(item.path)).name in VLLM_PROCESS_TESTS}
+    started: dict[str, VLLMProcess] = {}
+    try:
+        if "colocate" in wanted:
+            build, model = request.getfixturevalue("demo_build"), request.getfixturevalue("tiny_model_dir")
+            started["colocate"] = _start_colocate(build, model, tmp_path_factory.mktemp("grpo-vllm"))
+        if "server" in wanted:
+            started["server"] = _start_server(request.getfixturevalue("tiny_model_dir"),
+                                              tmp_path_factory.mktemp("vllm-serve"))
+        yield started
+    finally:
+        for process in started.values():
+            stop(process.proc, timeout=60)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vllm_early(request: pytest.FixtureRequest) -> None:
+    """Start :func:`vllm_processes` with the first test under tests/ when this session runs their files."""
+    if importlib.util.find_spec("vllm") is not None and any(
+            Path(str(item.path)).name in VLLM_PROCESS_TESTS for item in request.session.items):
+        request.getfixturevalue("vllm_processes")

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +10,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def colocate_report(demo_build: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    pytest.importorskip("vllm")
-    out = tmp_path_factory.mktemp("grpo-vllm")
-    # its own process: vLLM's colocate mode initialises torch.distributed where it runs
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_grpo_check.py")), str(demo_build),
-                           str(tiny_model_dir), str(out)], check=False, capture_output=True, text=True,
-                          timeout=900,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "report.json").read_text())
+def colocate_report(vllm_processes: dict) -> dict:
+    """The report of tests/vllm_grpo_check.py, which conftest started early in its own process."""
+    check = vllm_processes["colocate"]
+    check.proc.wait(timeout=900)  # bounded: about two minutes on an idle 2-core machine
+    assert check.proc.returncode == 0, check.tail()
+    return json.loads((check.out / "report.json").read_text())
 
 
 def test_completions_come_from_vllm_and_rewards_and_advantages_are_logged(colocate_report: dict) -> None:

