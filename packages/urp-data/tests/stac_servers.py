@@ -44,11 +44,16 @@ class Host(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, files: Path | None = None, items: list[dict] | None = None,
-                 conforms: list[str] | None = None, landing: dict | None = None) -> None:
+                 conforms: list[str] | None = None, landing: dict | None = None,
+                 pages: dict[str | None, dict] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.files, self.items, self.conforms = files, items, conforms or CONFORMS
         self.landing = landing  # a recorded landing page served as ``/`` instead of the emulated one
+        # recorded search pages served for ``/search`` instead of the emulated search, by the request's
+        # ``next`` token (the POST body's or the GET query's; None: the first page); another token is a 404
+        self.pages = pages
+        self.posted: list[dict] = []  # the JSON body of every POST
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[float, str, str, str]] = []  # (time, method, path, query)
         self.lock = threading.Lock()
@@ -78,6 +83,9 @@ class Host(ThreadingHTTPServer):
                     "links": []}
         if path.startswith("/collections/"):
             return self._collection(path.split("/")[2])
+        if path == "/search" and self.pages is not None:
+            token = json.loads(body or b"{}").get("next") if method == "POST" else parse_qs(query).get("next", [None])[0]
+            return self.pages.get(token)
         if path == "/search":
             if method == "POST":
                 params = json.loads(body or b"{}")
@@ -151,6 +159,8 @@ class _Handler(Faulty):
         path, _, query = self.path.partition("?")
         with srv.lock:
             srv.log.append((time.time(), method, path, query))
+            if method == "POST":
+                srv.posted.append(json.loads(body or b"{}"))
             queue = srv.faults.get(path, [])
             fault = queue.pop(0) if queue and (method != "HEAD" or queue[0] == "403") else "ok"  # a block blocks HEAD too
         doc = srv.document(method, path, query, body)

@@ -427,17 +427,37 @@ def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, c
     assert not (out / "s2").exists()
 
 
-def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_offered(cogs, cache):
+@pytest.mark.parametrize("post", [True, False])
+def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_offered(cogs, cache, post):
     from urllib.parse import parse_qs
 
     offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
                "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
     with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=offered)) as api:
         api.items = _items(cogs, cog.url)
-        StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
-        [query, *_] = [parse_qs(q) for _, _, p, q in api.log if p == "/search"]
+        if not post:  # a landing page with a GET search link only
+            api.landing = api.document("GET", "/", "", b"")
+            api.landing["links"] = [link for link in api.landing["links"] if link.get("method") != "POST"]
+        chip = StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
+        searches = [(m, q) for _, m, p, q in api.log if p == "/search"]
+        sent = len(api.log)
+        StacApiImagery(_config(api.url)).best_item(square_lonlat(*EAST, 300))
+        assert len(api.log) == sent  # the same searches again, POSTs included: all from the cache
+    np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    cql2 = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}
+    if post:  # the landing page offers POST /search: the filter goes as JSON in the body, as stac-server wants it
+        # unsorted, so both pages of the 4 items in the dates are read: the second through the page's POST
+        # next link, whose body (a token, ``merge: true``) is merged into the search's
+        assert [m for m, _ in searches] == ["POST", "POST"] and not any(q for _, q in searches)
+        first, second = api.posted
+        assert first["filter-lang"] == "cql2-json" and first["filter"] == cql2 and "token" not in first
+        assert first["collections"] == ["sentinel-2-l2a"] and first["datetime"].startswith("2024-01-01")
+        assert second == {**first, "token": 2}
+        return
+    [(method, query)] = [(m, parse_qs(q)) for m, q in searches[:1]]
+    assert method == "GET" and not api.posted
     assert query["filter-lang"] == ["cql2-json"]
-    assert json.loads(query["filter"][0]) == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}
+    assert json.loads(query["filter"][0]) == cql2
 
 
 RECORDED = Path(__file__).parent / "data" / "recorded"

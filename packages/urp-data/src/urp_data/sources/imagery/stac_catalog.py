@@ -10,7 +10,9 @@ Two region-config forms of ``type: stac``:
 
 Every JSON document goes through :func:`urp_data.net.http.get` (paced, retried, checked as JSON
 before it is cached), searches included: they are sent as GET (the STAC API spec requires
-``GET /search``; POST is optional), so a search page is cached like any other response.
+``GET /search``; POST is optional), or as POST where a filter needs it and the API offers it
+(:class:`~urp_data.sources.imagery.stac_api.StacApiImagery`); a search page is cached like any other
+response, a POST's keyed on its body.
 
 A remote catalog (any document fetched over http(s)) may only point at http(s) hrefs: a link or
 an asset href to ``file://`` or a cloud URL (``s3://``, ``gs://``, ``az://``, ``abfs://`` ...)
@@ -128,11 +130,13 @@ def stac_refusal(exc: BaseException) -> InputError | None:
     return seen
 
 
-def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> Any:
+def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S, post: bool = False) -> Any:
     """A pystac-client ``StacApiIO`` whose every read goes through :func:`urp_data.net.http.get`.
 
     One reader serves static catalogs (pystac) and APIs (pystac-client): JSON is fetched with
-    GET, paced at ``min_interval_s`` per host, retried and cached only once it parses; a catalog
+    GET (or POST, with ``post``: a search sent as POST and the POST ``next`` links of its pages,
+    their ``body`` merged into the search's when they say ``merge``), paced at ``min_interval_s``
+    per host, retried and cached only once it parses; a catalog
     read over http(s) may not lead to a local file or a cloud URL. Built on first use: pystac takes a quarter of a second
     to import.
     """
@@ -147,16 +151,22 @@ def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) 
             method, params = kwargs.get("method") or "GET", kwargs.get("parameters")
             if isinstance(source, pystac.Link):
                 link = source.to_dict()
-                href, method, params = link["href"], link.get("method", "GET"), None  # a GET link holds its query
+                href, method = link["href"], str(link.get("method", "GET")).upper()
+                # a GET link holds its query; a POST link its body, merged into the search's if it says so
+                params = None if method != "POST" else \
+                    {**(params or {}), **link.get("body", {})} if link.get("merge") else link.get("body", {})
             else:
                 href = str(source)
-            if str(method).upper() != "GET":
+            method = str(method).upper()
+            if method not in (("GET", "POST") if post else ("GET",)):
                 raise InputError(http.redact(f"STAC API {catalog} asks for a {method} request to {href}; urp "
-                                             "searches with GET only (GET /search is required by the STAC API spec)"))
+                                             "reads catalogs with GET only (GET /search is required by the STAC API "
+                                             "spec)"))
             if _scheme(href) in ("http", "https"):
                 search = urlsplit(href).path.rstrip("/").endswith("/search")
-                body = http.get(href, min_interval_s=min_interval_s, params=params, content_types=JSON_TYPES,
-                                check=_search_page if search else check_stac_json)
+                body = http.get(href, min_interval_s=min_interval_s, params=None if method == "POST" else params,
+                                content_types=JSON_TYPES, check=_search_page if search else check_stac_json,
+                                json_body=(params or {}) if method == "POST" else None)
                 return body.decode()
             if remote:
                 remote_href(href, catalog)
