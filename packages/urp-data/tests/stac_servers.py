@@ -10,6 +10,9 @@ POST (the same fields as JSON). Pages hold ``limit`` items and a ``next`` link: 
 query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {token}`` and
 ``merge: true``.
 
+Recorded answers replace the emulated ones where set: ``landing`` (``/``) and ``pages`` (``/search``,
+picked by the request's ``next`` token; data/recorded/). Every POST's JSON body is kept in ``posted``.
+
 Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources, and the files of
 its folder with HTTP range requests (206 and ``Content-Range``), as GDAL's ``/vsicurl/`` needs.
 Each host keeps its own request log (time, method, path, query) and fault queues (``faults[path]``,

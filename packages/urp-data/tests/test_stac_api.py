@@ -26,7 +26,7 @@ from urp_data.contract import load_manifest
 from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
 from urp_data.outputs.card import text as card_text
-from urp_data.sources.base import square_lonlat
+from urp_data.sources.base import Scene, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
 
@@ -513,3 +513,60 @@ def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):
         assert StacApiImagery(_config(api.url, months=[6, 7, 8])).best_item(square_lonlat(*EAST, 300)).id == "a"
     with pytest.raises(InputError, match="months must list months 1-12"):
         _config("http://127.0.0.1:1", months=[13])
+
+
+ES_API, ES_ASSETS = "https://earth-search.aws.element84.com/v1", "https://e84-earth-search-sentinel-data.s3.us-west-2.amazonaws.com"
+MWV, MVV = "S2B_T24MWV_20250731T130245_L2A", "S2B_T24MVV_20250731T130245_L2A"  # Sentinel-2 tiles 24MWV, 24MVV
+IN_BOTH = (-4.6, -38.95)  # (lat, lon) inside both scenes' footprints, off the coast of Ceará
+
+
+def _tci(path: Path, seed: int) -> None:
+    """A 3-band 8-bit COG on a scene's own grid (EPSG:32724, 10 m, origin as its ``proj:transform`` says), cut
+    to 2.56 km around ``IN_BOTH``: what its ``visual`` asset (TCI.tif) would give there."""
+    from pyproj import Transformer
+    from rasterio.transform import from_origin
+
+    x, y = Transformer.from_crs(4326, 32724, always_xy=True).transform(IN_BOTH[1], IN_BOTH[0])
+    left, top = 499980 + 10 * (int(x - 499980) // 10 - 128), 9500020 - 10 * (int(9500020 - y) // 10 - 128)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(1, 256, (3, 256, 256), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="COG", width=256, height=256, count=3, dtype="uint8", crs="EPSG:32724",
+                       transform=from_origin(left, top, 10, 10), nodata=0, blocksize=128) as out:
+        out.write(rgb)
+
+
+@pytest.mark.parametrize("missing", [None, MWV])
+def test_real_earth_search_pages_are_paged_and_the_least_cloudy_c1_item_holding_the_chip_wins(tmp_path, cache, missing):
+    # Two pages of a real cql2-json POST search of Earth Search v1 (pystac-client's cassette, see
+    # data/recorded/README.md): Sentinel-1, Sentinel-2 L1C, legacy L2A and sentinel-2-c1-l2a items, paged by
+    # POST next links with a token body. Only hosts are rewritten; the landing page is the emulation's,
+    # offering CQL2 and POST but no sort, so both pages are read and ranked here.
+    pages = [(RECORDED / f"earth_search_v1_search_cql2_page{n}.json").read_text() for n in (1, 2)]
+    www = tmp_path / "www"
+    for seed, tile in enumerate((MWV, MVV)):
+        if tile != missing:  # the assets' own paths, as the items name them
+            _tci(www / f"sentinel-2-c1-l2a/24/M/{tile[8:10]}/2025/7/{tile}/TCI.tif", seed)
+    offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+               "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
+    with running(Host(files=www)) as cog, running(Host(items=[], conforms=offered)) as api:
+        docs = [json.loads(p.replace(ES_API, api.url).replace(ES_ASSETS, cog.url)) for p in pages]
+        [token] = [link["body"]["next"] for link in docs[0]["links"] if link["rel"] == "next"]
+        api.pages = {None: docs[0], token: docs[1]}
+        cfg = StacApiConfig(api=api.url, collections=["sentinel-2-c1-l2a"], datetime="2025-07-01/2025-07-31",
+                            max_cloud_cover=40, limit=10, max_items=20, min_interval_s=0.0)
+        src = StacApiImagery(cfg)
+        chip = src.read_chip(*IN_BOTH, 300, 16)
+        first, second = api.posted
+        reads = {p.split("/")[-2] for _, _, p, _ in cog.log}
+    assert first["filter"] == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 40]}
+    assert first["filter-lang"] == "cql2-json" and first["collections"] == ["sentinel-2-c1-l2a"]
+    assert second == {"next": token}  # the link's body alone: it says merge false
+    # 24MWV (25.3 % cloud, page 2) beats 24MVV (34.8 %, page 1); the L1C item of 24MWV (15.0 %, also with a
+    # visual asset) is of another collection, and legacy sentinel-2-l2a duplicates are passed over too
+    best = MVV if missing else MWV
+    expected = RasterImagery(www / f"sentinel-2-c1-l2a/24/M/{best[8:10]}/2025/7/{best}/TCI.tif",
+                             rescale=None).read_chip(*IN_BOTH, 300, 16)
+    np.testing.assert_array_equal(chip.rgb, expected.rgb)
+    assert reads == ({MWV, MVV} if missing else {MWV})  # the missing asset was tried, then the next-best item
+    assert chip.scene == Scene(*{MWV: (MWV, "2025-07-31T13:03:24.321000Z", 25.342679),
+                                 MVV: (MVV, "2025-07-31T13:03:25.899000Z", 34.760532)}[best])
