@@ -203,7 +203,7 @@ class Faulty(BaseHTTPRequestHandler):
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
             Faulty.range_encodings.append(self.headers.get("Accept-Encoding", ""))
-        if match and not Faulty.ignore_range:
+        if match and not type(self).ignore_range:  # the class's own: a subclass may keep honouring Range
             start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
             self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
                                                         "Accept-Ranges": "bytes"}, head)

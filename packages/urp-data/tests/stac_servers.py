@@ -147,6 +147,7 @@ class _Handler(Faulty):
     """Answers for its :class:`Host` (state per server, not per class) and plays faults with :meth:`Faulty.play`."""
 
     server: Host
+    ignore_range = False  # honours Range whatever Faulty.ignore_range (the WorldPop emulation) says
 
     def do_HEAD(self):
         self._answer("HEAD")
@@ -179,6 +180,43 @@ class _Handler(Faulty):
         if fault == "ok":
             return self.ranged(data, ctype, head=method == "HEAD")
         self.play(fault, data, ctype)
+
+
+def olinda_cogs(folder: Path, scene: Path) -> Path:
+    """a.tif (bands 3, 2, 1 of the demo's Olinda scene ``scene``) and b.tif (1, 2, 3) as 8-bit COGs with
+    128 px tiles, in ``folder``."""
+    import rasterio
+
+    with rasterio.open(scene) as ds:
+        profile = {"driver": "COG", "dtype": "uint8", "count": 3, "width": ds.width, "height": ds.height,
+                   "crs": ds.crs, "transform": ds.transform, "nodata": 0, "blocksize": 128, "compress": "deflate"}
+        for name, bands in (("a.tif", [3, 2, 1]), ("b.tif", [1, 2, 3])):
+            with rasterio.open(folder / name, "w", **profile) as out:
+                out.write(ds.read(bands))
+    return folder
+
+
+def olinda_items(cogs: Path, cog_url: str, href_a: str | None = None, collection: str = "sentinel-2-l2a") -> list[dict]:
+    """Sentinel-2-like items over :func:`olinda_cogs`: ``a`` (cloud 12 %, the whole scene), ``b`` (cloud 3 %,
+    only west of lon -34.87), a cloudier one (35 %), one without the asset, one outside 2024."""
+    import shapely
+    import shapely.geometry
+    from urp_data.sources.imagery.raster import RasterImagery
+
+    fp = RasterImagery(cogs / "a.tif").footprint()
+    west = fp.intersection(shapely.box(-180, -90, -34.87, 90))
+
+    def item(iid, geom, cloud, asset, when="2024-06-01T12:00:00+00:00"):
+        assets = {"thumbnail": {"href": cog_url + "/thumb.jpg", "type": "image/jpeg"}}
+        if asset:
+            assets["visual"] = {"href": asset, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+        return {"type": "Feature", "stac_version": "1.0.0", "id": iid, "collection": collection,
+                "geometry": shapely.geometry.mapping(geom), "bbox": list(geom.bounds),
+                "properties": {"datetime": when, "eo:cloud_cover": cloud}, "assets": assets, "links": []}
+
+    return [item("a", fp, 12.0, href_a or cog_url + "/a.tif"), item("b", west, 3.0, cog_url + "/b.tif"),
+            item("cloudy", fp, 35.0, cog_url + "/b.tif"), item("no-visual", fp, 1.0, None),
+            item("old", fp, 0.5, cog_url + "/b.tif", when="2019-06-01T12:00:00+00:00")]
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import pytest
 import rasterio
 import shapely
 import shapely.geometry
-from stac_servers import Host, running
+from stac_servers import Host, olinda_cogs, olinda_items, running
 from urp_data.build.run import build
 from urp_data.cli import main
 from urp_data.config.build import BuildConfig
@@ -36,32 +36,8 @@ WEST, EAST = (-8.0, -34.885), (-8.0, -34.855)  # (lat, lon) either side of item 
 
 @pytest.fixture(scope="module")
 def cogs(tmp_path_factory, data_dir) -> Path:
-    """a.tif (bands 3, 2, 1 of the Olinda scene) and b.tif (1, 2, 3) as 8-bit COGs with 128 px tiles."""
-    folder = tmp_path_factory.mktemp("cogs")
-    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:
-        profile = {"driver": "COG", "dtype": "uint8", "count": 3, "width": ds.width, "height": ds.height,
-                   "crs": ds.crs, "transform": ds.transform, "nodata": 0, "blocksize": 128, "compress": "deflate"}
-        for name, bands in (("a.tif", [3, 2, 1]), ("b.tif", [1, 2, 3])):
-            with rasterio.open(folder / name, "w", **profile) as out:
-                out.write(ds.read(bands))
-    return folder
-
-
-def _items(cogs: Path, cog_url: str, href_a: str | None = None) -> list[dict]:
-    fp = RasterImagery(cogs / "a.tif").footprint()
-    west = fp.intersection(shapely.box(-180, -90, -34.87, 90))
-
-    def item(iid, geom, cloud, asset, when="2024-06-01T12:00:00+00:00"):
-        assets = {"thumbnail": {"href": cog_url + "/thumb.jpg", "type": "image/jpeg"}}
-        if asset:
-            assets["visual"] = {"href": asset, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
-        return {"type": "Feature", "stac_version": "1.0.0", "id": iid, "collection": "sentinel-2-l2a",
-                "geometry": shapely.geometry.mapping(geom), "bbox": list(geom.bounds),
-                "properties": {"datetime": when, "eo:cloud_cover": cloud}, "assets": assets, "links": []}
-
-    return [item("a", fp, 12.0, href_a or cog_url + "/a.tif"), item("b", west, 3.0, cog_url + "/b.tif"),
-            item("cloudy", fp, 35.0, cog_url + "/b.tif"), item("no-visual", fp, 1.0, None),
-            item("old", fp, 0.5, cog_url + "/b.tif", when="2019-06-01T12:00:00+00:00")]
+    """a.tif and b.tif (:func:`stac_servers.olinda_cogs`)."""
+    return olinda_cogs(tmp_path_factory.mktemp("cogs"), data_dir / "demo" / "olinda_l7_etm.tif")
 
 
 @pytest.fixture
@@ -96,7 +72,7 @@ def _region(tmp_path: Path, api: str, name: str = "s2", **imagery) -> Path:
 
 def test_the_least_cloudy_item_holding_the_whole_chip_serves_it(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url))
         for (lat, lon), name in ((WEST, "b.tif"), (EAST, "a.tif")):
             chip = src.read_chip(lat, lon, 300, 16)
@@ -111,7 +87,7 @@ def test_the_least_cloudy_item_holding_the_whole_chip_serves_it(cogs, cache):
 def test_without_sort_and_query_every_page_is_read_and_filtered_here(cogs, cache):
     core = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"]
     with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=core)) as api:
-        a, b, cloudy, no_visual, old = _items(cogs, cog.url)
+        a, b, cloudy, no_visual, old = olinda_items(cogs, cog.url)
         api.items = [a, cloudy, no_visual, b, old]  # unsorted: b, the least cloudy, comes on page 2
         src = StacApiImagery(_config(api.url))
         chip = src.read_chip(*WEST, 300, 16)
@@ -122,7 +98,7 @@ def test_without_sort_and_query_every_page_is_read_and_filtered_here(cogs, cache
 
 def test_request_budget_counts_pages_and_cog_reads_from_geometry(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url, gsd_m=10.0, block_px=512))
         sent = len(api.log)
         lat, lon = np.array([-8.0, -8.01, -8.02]), np.array([-34.87, -34.86, -34.85])
@@ -139,7 +115,7 @@ def test_request_budget_counts_pages_and_cog_reads_from_geometry(cogs, cache):
 
 def test_the_budget_covers_what_gdal_sends_for_a_lone_chip(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url, gsd_m=28.5, block_px=128))  # the Landsat COGs of this test
         for footprint_m, size_px in ((300, 16), (3000, 64)):
             src._cogs.clear()
@@ -156,7 +132,7 @@ def _rows(out: Path) -> dict[str, list]:
 @pytest.mark.slow
 def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothing(cogs, tmp_path, cache, monkeypatch):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         clean = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "clean")))
     rows = _rows(clean)
     assert sum(map(len, rows.values())) == 6
@@ -167,7 +143,7 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache2" / "http")
     monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path / "cache2"))
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         api.faults = {"/": ["html200", "json-error200"], "/collections/sentinel-2-l2a": ["truncated", "trickle"],
                       "/search": ["503", "503", "429:date+1", "html200", "429:0", "truncated-no-length", "ok",
                                   "json-error200", "empty-page200"]}  # at most 2 bad bodies a request
@@ -187,7 +163,7 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
 def test_two_workers_keep_the_api_host_pace(cogs, tmp_path, cache):
     interval = 0.25
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         out = build(BuildConfig(region=str(_region(tmp_path, api.url, min_interval_s=interval)),
                                 out=str(tmp_path / "out"), workers=2, chunk_size=2))
         times = sorted(t for t, _, p, _ in api.log if p == "/search")
@@ -202,7 +178,7 @@ def test_two_workers_keep_the_api_host_pace(cogs, tmp_path, cache):
 def test_each_failure_is_one_line_exit_1_and_writes_nothing(cogs, tmp_path, cache, capsys, fault):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
         href = {"file-href": "file:///etc/passwd", "s3-href": "s3://sentinel-cogs/a.tif"}.get(fault)
-        api.items = _items(cogs, cog.url, href_a=href)
+        api.items = olinda_items(cogs, cog.url, href_a=href)
         api.faults = {"redirect-to-file": {"/search": ["redirect:file:///etc/passwd"]},
                       "503-burst": {"/search": ["503"] * (http.RETRIES + 1)},
                       "html-always": {"/": ["html200"] * (1 + http.BODY_RETRIES)}}.get(fault, {})
@@ -292,7 +268,7 @@ def test_xyz_subdomains_pick_one_host_per_tile_and_each_host_keeps_its_pace(cach
 
 def test_dry_run_prints_the_stac_budget_and_sends_nothing(cogs, tmp_path, cache, capsys):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         out = tmp_path / "out"
         assert main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out), "--dry-run"]) == 0
         assert not api.log and not cog.log  # not even the landing page: the API is opened by a build
@@ -365,7 +341,7 @@ def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
     import pystac_client
 
     with running(Host(items=[])) as api:
-        api.items = _items(cogs, "http://127.0.0.1:9")
+        api.items = olinda_items(cogs, "http://127.0.0.1:9")
         search = pystac_client.Client.open(api.url).search(
             method=method, collections=["sentinel-2-l2a"], datetime="2024-01-01/2024-12-31", limit=1,
             query={"eo:cloud_cover": {"lte": 20}}, sortby="+properties.eo:cloud_cover")
@@ -375,7 +351,7 @@ def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
 
 def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # listed, but 404 (earth-search#36)
+        items = olinda_items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # listed, but 404 (earth-search#36)
         backup = json.loads(json.dumps(items[0]))
         backup["id"], backup["properties"]["eo:cloud_cover"] = "backup", 15.0
         backup["assets"]["visual"]["href"] = cog.url + "/b.tif"
@@ -384,7 +360,7 @@ def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(c
         chip = src.read_chip(*EAST, 300, 16)
         np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "b.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # no other item holds the chip
+        api.items = olinda_items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # no other item holds the chip
         with pytest.raises(SampleSkipped, match="unreadable scene") as err:
             StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
         assert err.value.reason == "unreadable scene"
@@ -393,7 +369,7 @@ def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(c
 @pytest.mark.parametrize("share", [0.05, 1.0])
 def test_failed_samples_are_counted_per_reason_or_stop_the_build_past_their_share(cogs, tmp_path, cache, capsys, share):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # east of lon -34.87 every chip fails
+        api.items = olinda_items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # east of lon -34.87 every chip fails
         region = _region(tmp_path, api.url)
         import yaml
 
@@ -418,7 +394,7 @@ def test_failed_samples_are_counted_per_reason_or_stop_the_build_past_their_shar
 
 def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, cache, capsys):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         cog.faults = {"/a.tif": ["403"] * 20, "/b.tif": ["403"] * 20}
         out = tmp_path / "out"
         code = main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out)])
@@ -434,7 +410,7 @@ def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_off
     offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
                "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
     with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=offered)) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         if not post:  # a landing page with a GET search link only
             api.landing = api.document("GET", "/", "", b"")
             api.landing["links"] = [link for link in api.landing["links"] if link.get("method") != "POST"]
@@ -470,7 +446,7 @@ def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(co
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
         api.landing = json.loads(text.replace("https://earth-search.aws.element84.com/v1", api.url))
         api.conforms = api.landing["conformsTo"]
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url))
         chip = src.read_chip(*EAST, 300, 16)
         searches = [q for _, m, p, q in api.log if p == "/search"]
@@ -485,7 +461,7 @@ def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(co
 
 def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         out = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "out")))
     rows = [r for split in _rows(out).values() for r in split]
     clouds = {"a": 12.0, "b": 3.0}  # the least-cloudy item holding each chip (see _items)
@@ -504,7 +480,7 @@ def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cach
 
 def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        items = _items(cogs, cog.url)
+        items = olinda_items(cogs, cog.url)
         winter = json.loads(json.dumps(items[0]))  # a clearer scene of a, but acquired in January
         winter["id"], winter["properties"]["eo:cloud_cover"] = "winter", 1.0
         winter["properties"]["datetime"] = "2024-01-15T12:00:00+00:00"
