@@ -203,7 +203,7 @@ def _served_catalog(folder: Path, href: str) -> None:
     fp = shapely.box(-34.9, -8.05, -34.8, -7.95)
     cat = pystac.Catalog(id="remote", description="served from loopback")
     item = pystac.Item(id="a", geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
-                       datetime=dt.datetime(2024, 6, 1, tzinfo=dt.UTC), properties={})
+                       datetime=dt.datetime(2024, 6, 1, tzinfo=dt.UTC), properties={"eo:cloud_cover": 7.5})
     item.add_asset("visual", pystac.Asset(href=href, media_type=pystac.MediaType.COG))
     cat.add_item(item)
     cat.normalize_hrefs(str(folder / "stac"))
@@ -307,8 +307,9 @@ def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
             link["href"] = (cat.parent / link["href"]).resolve().as_uri()
     cat.write_text(json.dumps(doc))
     src = StacImagery(str(cat), rescale=None)
-    np.testing.assert_array_equal(src.read_chip(*EAST, 300, 16).rgb,
-                                  RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    chip = src.read_chip(*EAST, 300, 16)
+    np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    assert chip.scene == Scene("a", "2024-06-01T00:00:00Z", 7.5)  # the row's scene columns, as from an API
 
 
 def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(tmp_path, cache):

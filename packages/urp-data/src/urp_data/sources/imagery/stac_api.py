@@ -21,7 +21,7 @@ from urp_data.config.sources import StacApiConfig
 from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, NetworkSource, Scene, square_lonlat
+from urp_data.sources.base import Chip, NetworkSource, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_catalog import (
     ITEM_JSON_BYTES,
@@ -30,6 +30,7 @@ from urp_data.sources.imagery.stac_catalog import (
     check_stac_json,
     cog_reads,
     remote_href,
+    scene_of,
     stac_reader,
     stac_refusal,
 )
@@ -193,9 +194,7 @@ class StacApiImagery(NetworkSource):
                 try:
                     chip = self._read(href, lat, lon, footprint_m, size_px)
                     if chip is not None:
-                        cloud = item.properties.get("eo:cloud_cover")
-                        chip.scene = Scene(item.id, item.properties.get("datetime"),
-                                           None if cloud is None else float(cloud))
+                        chip.scene = scene_of(item)
                     return chip
                 except InputError as exc:
                     if "403" in str(exc):

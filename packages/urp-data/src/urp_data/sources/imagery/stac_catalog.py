@@ -35,7 +35,7 @@ import shapely
 from urp_data.errors import InputError
 from urp_data.net import answers, http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, NetworkSource
+from urp_data.sources.base import Chip, NetworkSource, Scene
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.util.fs import one_line
 from urp_data.util.geodesy import M_PER_DEG_LON_EQUATOR
@@ -120,6 +120,12 @@ def check_item(item: Any, where: str) -> None:
     answers.text(props.get("datetime"), f"{where}.properties.datetime", optional=True)
     for name, asset in answers.obj(item.get("assets", {}), f"{where}.assets").items():
         answers.text(answers.obj(asset, f"{where}.assets.{name}").get("href"), f"{where}.assets.{name}.href")
+
+
+def scene_of(item: Any) -> Scene:
+    """The scene a chip cut from ``item``'s asset names: its id, acquisition time and cloud cover."""
+    cloud = item.properties.get("eo:cloud_cover")
+    return Scene(item.id, item.properties.get("datetime"), None if cloud is None else float(cloud))
 
 
 def stac_refusal(exc: BaseException) -> InputError | None:
@@ -225,6 +231,7 @@ class StacImagery(NetworkSource):
         with rasterio.Env(**http.gdal_options()):  # remote COGs: GDAL's own HTTP reads
             self.sources = [RasterImagery(h, bands=bands, rescale=rescale, name=i.id, licence=licence)
                             for i, h in zip(items, hrefs, strict=True)]
+        self.scenes = [scene_of(i) for i in items]  # the row's scene_id, scene_datetime, scene_cloud_cover
         # Every local file the build reads (item JSONs, assets): the resume key checksums each.
         self.files = [h for i, a in zip(items, hrefs, strict=True) for h in (i.get_self_href(), a)
                       if h and "://" not in h]
@@ -238,13 +245,14 @@ class StacImagery(NetworkSource):
 
     def _best_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
         best = None
-        for src in self.sources:
+        for src, scene in zip(self.sources, self.scenes, strict=True):
             if shapely.contains_xy(src.footprint(), lon, lat):
                 if _scheme(src.path) in ("http", "https"):  # GDAL's reads, one politeness slot a chip
                     http.wait_turn(src.path, http.STAC_MIN_INTERVAL_S)
                 chip = src.read_chip(lat, lon, footprint_m, size_px)
                 if chip is not None and (best is None or chip.valid_fraction > best.valid_fraction):
                     best = chip
+                    best.scene = scene
                     if chip.valid_fraction == 1.0:
                         break
         return best
