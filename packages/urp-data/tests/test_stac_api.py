@@ -337,6 +337,15 @@ def test_a_next_link_that_asks_for_post_is_refused_in_one_line(cache):
     assert "GET only" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_post_next_link_is_held_to_http_as_a_get_one_is(cache):
+    import pystac
+    from urp_data.sources.imagery.stac_catalog import stac_reader
+
+    link = pystac.Link(rel="next", target="file:///etc/passwd", extra_fields={"method": "POST", "body": {"next": "t"}})
+    with pytest.raises(InputError, match="only http"):
+        stac_reader("http://127.0.0.1:9/", post=True).read_text(link)
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
     import pystac_client
