@@ -2,7 +2,8 @@
 Nominatim, Photon and Overpass APIs built from the sample data in data/ (test_http.py, test_online_places.py).
 
 Faults (``Faulty.faults[path]``, played in order before normal answers, ``ok`` being a normal one):
-429 with Retry-After in seconds or as an HTTP date or without it (``429-bare``), 503, 404, 403, an HTML page
+429 with Retry-After in seconds or as an HTTP date or without it (``429-bare``; ``429-reset:<s>`` with
+an ``X-RateLimit-Reset`` that many seconds ahead instead, as InvenioRDM/Zenodo send), 503, 404, 403, an HTML page
 sent with status 200, truncated bodies with and without Content-Length, a slow trickle (bounded at 2 s), a status
 line and headers trickled one byte a second (bounded at 30 s), redirects,
 Overpass's runtime-error remark, a STAC API error object and an empty object sent with status 200.
@@ -137,6 +138,10 @@ class Faulty(BaseHTTPRequestHandler):
             self._send(429, b"slow down", "text/plain", {"Retry-After": wait})
         elif fault == "429-bare":  # Zenodo's and Overpass's: a 429 with no Retry-After
             self._send(429, b"slow down", "text/plain")
+        elif fault.startswith("429-reset:"):  # no Retry-After, but X-RateLimit-Reset (epoch seconds) in <seconds>
+            reset = int(time.time() + float(fault[len("429-reset:"):]))
+            self._send(429, b"slow down", "text/plain", {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0",
+                                                         "X-RateLimit-Reset": str(reset)})
         elif fault == "403":  # a block
             self._send(403, b"<html><body>Access blocked</body></html>", "text/html")
         elif fault == "remark":  # Overpass out of time: status 200, no elements, a runtime-error remark
@@ -203,7 +208,7 @@ class Faulty(BaseHTTPRequestHandler):
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
             Faulty.range_encodings.append(self.headers.get("Accept-Encoding", ""))
-        if match and not Faulty.ignore_range:
+        if match and not type(self).ignore_range:  # the class's own: a subclass may keep honouring Range
             start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
             self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{len(data)}",
                                                         "Accept-Ranges": "bytes"}, head)

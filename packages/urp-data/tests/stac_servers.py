@@ -10,6 +10,9 @@ POST (the same fields as JSON). Pages hold ``limit`` items and a ``next`` link: 
 query plus ``token=<offset>``; for POST a link with ``method: POST``, ``body: {token}`` and
 ``merge: true``.
 
+Recorded answers replace the emulated ones where set: ``landing`` (``/``) and ``pages`` (``/search``,
+picked by the request's ``next`` token; data/recorded/). Every POST's JSON body is kept in ``posted``.
+
 Any host also serves ``*.png`` tiles (coloured by their path) for XYZ sources, and the files of
 its folder with HTTP range requests (206 and ``Content-Range``), as GDAL's ``/vsicurl/`` needs.
 Each host keeps its own request log (time, method, path, query) and fault queues (``faults[path]``,
@@ -44,11 +47,16 @@ class Host(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, files: Path | None = None, items: list[dict] | None = None,
-                 conforms: list[str] | None = None, landing: dict | None = None) -> None:
+                 conforms: list[str] | None = None, landing: dict | None = None,
+                 pages: dict[str | None, dict] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.files, self.items, self.conforms = files, items, conforms or CONFORMS
         self.landing = landing  # a recorded landing page served as ``/`` instead of the emulated one
+        # recorded search pages served for ``/search`` instead of the emulated search, by the request's
+        # ``next`` token (the POST body's or the GET query's; None: the first page); another token is a 404
+        self.pages = pages
+        self.posted: list[dict] = []  # the JSON body of every POST
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[float, str, str, str]] = []  # (time, method, path, query)
         self.lock = threading.Lock()
@@ -78,6 +86,9 @@ class Host(ThreadingHTTPServer):
                     "links": []}
         if path.startswith("/collections/"):
             return self._collection(path.split("/")[2])
+        if path == "/search" and self.pages is not None:
+            token = json.loads(body or b"{}").get("next") if method == "POST" else parse_qs(query).get("next", [None])[0]
+            return self.pages.get(token)
         if path == "/search":
             if method == "POST":
                 params = json.loads(body or b"{}")
@@ -136,6 +147,7 @@ class _Handler(Faulty):
     """Answers for its :class:`Host` (state per server, not per class) and plays faults with :meth:`Faulty.play`."""
 
     server: Host
+    ignore_range = False  # honours Range whatever Faulty.ignore_range (the WorldPop emulation) says
 
     def do_HEAD(self):
         self._answer("HEAD")
@@ -151,6 +163,8 @@ class _Handler(Faulty):
         path, _, query = self.path.partition("?")
         with srv.lock:
             srv.log.append((time.time(), method, path, query))
+            if method == "POST":
+                srv.posted.append(json.loads(body or b"{}"))
             queue = srv.faults.get(path, [])
             fault = queue.pop(0) if queue and (method != "HEAD" or queue[0] == "403") else "ok"  # a block blocks HEAD too
         doc = srv.document(method, path, query, body)
@@ -166,6 +180,43 @@ class _Handler(Faulty):
         if fault == "ok":
             return self.ranged(data, ctype, head=method == "HEAD")
         self.play(fault, data, ctype)
+
+
+def olinda_cogs(folder: Path, scene: Path) -> Path:
+    """a.tif (bands 3, 2, 1 of the demo's Olinda scene ``scene``) and b.tif (1, 2, 3) as 8-bit COGs with
+    128 px tiles, in ``folder``."""
+    import rasterio
+
+    with rasterio.open(scene) as ds:
+        profile = {"driver": "COG", "dtype": "uint8", "count": 3, "width": ds.width, "height": ds.height,
+                   "crs": ds.crs, "transform": ds.transform, "nodata": 0, "blocksize": 128, "compress": "deflate"}
+        for name, bands in (("a.tif", [3, 2, 1]), ("b.tif", [1, 2, 3])):
+            with rasterio.open(folder / name, "w", **profile) as out:
+                out.write(ds.read(bands))
+    return folder
+
+
+def olinda_items(cogs: Path, cog_url: str, href_a: str | None = None, collection: str = "sentinel-2-l2a") -> list[dict]:
+    """Sentinel-2-like items over :func:`olinda_cogs`: ``a`` (cloud 12 %, the whole scene), ``b`` (cloud 3 %,
+    only west of lon -34.87), a cloudier one (35 %), one without the asset, one outside 2024."""
+    import shapely
+    import shapely.geometry
+    from urp_data.sources.imagery.raster import RasterImagery
+
+    fp = RasterImagery(cogs / "a.tif").footprint()
+    west = fp.intersection(shapely.box(-180, -90, -34.87, 90))
+
+    def item(iid, geom, cloud, asset, when="2024-06-01T12:00:00+00:00"):
+        assets = {"thumbnail": {"href": cog_url + "/thumb.jpg", "type": "image/jpeg"}}
+        if asset:
+            assets["visual"] = {"href": asset, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+        return {"type": "Feature", "stac_version": "1.0.0", "id": iid, "collection": collection,
+                "geometry": shapely.geometry.mapping(geom), "bbox": list(geom.bounds),
+                "properties": {"datetime": when, "eo:cloud_cover": cloud}, "assets": assets, "links": []}
+
+    return [item("a", fp, 12.0, href_a or cog_url + "/a.tif"), item("b", west, 3.0, cog_url + "/b.tif"),
+            item("cloudy", fp, 35.0, cog_url + "/b.tif"), item("no-visual", fp, 1.0, None),
+            item("old", fp, 0.5, cog_url + "/b.tif", when="2019-06-01T12:00:00+00:00")]
 
 
 @contextmanager

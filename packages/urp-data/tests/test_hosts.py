@@ -45,6 +45,18 @@ def test_a_429_without_retry_after_waits_for_the_hosts_window(server, monkeypatc
     assert second[1] - second[0] >= 1.4  # the host's documented window
 
 
+@pytest.mark.parametrize(("reset_s", "window_s", "low", "high"),
+                         [(2, 30.0, 0.9, 2.5), (-5, 30.0, 0.0, 0.5), (30, 1.5, 1.4, 2.5)])
+def test_a_429s_x_ratelimit_reset_is_waited_for_within_the_hosts_window(server, monkeypatch, reset_s, window_s, low,
+                                                                          high):
+    # a 429 without Retry-After but with X-RateLimit-Reset (epoch seconds): until the reset, never past the window
+    _loopback(monkeypatch, window_s=window_s)
+    Faulty.faults = {"/a.json": [f"429-reset:{reset_s}"]}
+    http.get(server + "/a.json", min_interval_s=0.0)
+    first, second = _times("/a.json")
+    assert low <= second - first < high
+
+
 def test_a_wait_past_the_deadline_fails_at_once_in_one_line(server, monkeypatch):
     _loopback(monkeypatch, window_s=30.0)
     Faulty.faults = {"/a.json": ["429-bare"]}

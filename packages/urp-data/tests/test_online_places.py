@@ -312,3 +312,54 @@ def test_the_documented_nominatim_answer_is_read_unchanged(api):
     assert geocoder.address(-34.44076, -58.70521) == "El Triángulo, Buenos Aires, Argentina"
     [(_, sent)] = Faulty.log
     assert "format=jsonv2" in sent and "addressdetails=1" in sent
+
+
+RECORDED = Path(__file__).parent / "data" / "recorded"
+
+
+def test_the_documented_photon_answer_is_read_unchanged(api):
+    # Photon's own example response (docs/api-v1.md, see data/recorded/README.md), served as documented: it
+    # leaves out the "type": "FeatureCollection" the server writes, which is therefore not required
+    body = (RECORDED / "photon_api_example.json").read_bytes()
+    Faulty.routes["/photon/reverse"] = lambda query: (body, "application/json;charset=utf-8")
+    geocoder = OnlineGeocoder("photon", Gazetteer(1000), url=f"{api}/photon", min_interval_s=0.0)
+    assert geocoder.address(52.5170365, 13.3888599) == "Berlin, Germany"  # its first feature: a place, its state
+    [(_, sent)] = Faulty.log
+    assert sent.startswith("/photon/reverse?") and "lat=52.517037" in sent and "lon=13.388860" in sent
+    with pytest.raises(ValueError, match="FeatureCollection"):  # a type, when given, must still be that one
+        photon_address({**yaml.safe_load(body), "type": "Feature"})
+
+
+def _overpass_status(free: int, slots_in_s: list[int], running: int) -> str:
+    """``/api/status`` as Overpass API's public_status.cc writes it (vendored in data/recorded/): each line
+    below is one of its output statements, checked against the file, for a client with ``free`` slots,
+    slots freed in ``slots_in_s`` seconds and ``running`` queries of its own."""
+    source = (RECORDED / "overpass_public_status.cc").read_text()
+    for statement in ('out<<"Connected as: "<<client_token<<\'\\n\';', 'out<<"Current time: "<<to_date(now)<<\'\\n\';',
+                      'out<<"Announced endpoint: "<<(server_name == "/api/" ? "none" : server_name)<<\'\\n\';',
+                      'out<<"Rate limit: "<<status.rate_limit<<\'\\n\';', '<<" slots available now.\\n";',
+                      'out<<"Slot available after: "<<to_date(*it)<<", in "<<*it - now<<" seconds.\\n";',
+                      'out<<"Currently running queries (pid, space limit, time limit, start time):\\n";',
+                      "out<<it->pid<<'\\t'<<it->max_space<<'\\t'<<it->max_time<<'\\t'<<to_date(it->start_time)<<'\\n';"):
+        assert statement in source, statement
+    now = 1_700_000_000
+
+    def date(t: int) -> str:
+        return f"{np.datetime64(t, 's')}Z"
+
+    lines = ["Connected as: 3232235777", f"Current time: {date(now)}", "Announced endpoint: none",
+             f"Rate limit: {free + len(slots_in_s) + running}"]
+    lines += [f"{free} slots available now."] if free else []
+    lines += [f"Slot available after: {date(now + s)}, in {s} seconds." for s in slots_in_s]
+    lines += ["Currently running queries (pid, space limit, time limit, start time):"]
+    lines += [f"{4711 + i}\t536870912\t180\t{date(now - 30)}" for i in range(running)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("free", "slots_in_s", "running", "wait_s"),
+                         [(2, [], 0, 0.0), (1, [], 1, 0.0), (0, [41, 12], 0, 12.0), (0, [7], 1, 7.0), (0, [-3], 1, 0.0)])
+def test_overpass_status_texts_as_its_source_writes_them_are_read_unchanged(api, free, slots_in_s, running, wait_s):
+    text = _overpass_status(free, slots_in_s, running)
+    Faulty.routes["/api/status"] = lambda query: (text.encode(), "text/plain; charset=utf-8")  # its Content-Type
+    assert Overpass(MONACO, api + "/api/interpreter", min_interval_s=0.0)._slot_wait_s() == wait_s
+    assert [p for _, p in Faulty.log] == ["/api/status"]

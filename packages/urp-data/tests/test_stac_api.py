@@ -18,7 +18,7 @@ import pytest
 import rasterio
 import shapely
 import shapely.geometry
-from stac_servers import Host, running
+from stac_servers import Host, olinda_cogs, olinda_items, running
 from urp_data.build.run import build
 from urp_data.cli import main
 from urp_data.config.build import BuildConfig
@@ -26,7 +26,7 @@ from urp_data.contract import load_manifest
 from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
 from urp_data.outputs.card import text as card_text
-from urp_data.sources.base import square_lonlat
+from urp_data.sources.base import Scene, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_api import StacApiConfig, StacApiImagery
 
@@ -36,32 +36,8 @@ WEST, EAST = (-8.0, -34.885), (-8.0, -34.855)  # (lat, lon) either side of item 
 
 @pytest.fixture(scope="module")
 def cogs(tmp_path_factory, data_dir) -> Path:
-    """a.tif (bands 3, 2, 1 of the Olinda scene) and b.tif (1, 2, 3) as 8-bit COGs with 128 px tiles."""
-    folder = tmp_path_factory.mktemp("cogs")
-    with rasterio.open(data_dir / "demo" / "olinda_l7_etm.tif") as ds:
-        profile = {"driver": "COG", "dtype": "uint8", "count": 3, "width": ds.width, "height": ds.height,
-                   "crs": ds.crs, "transform": ds.transform, "nodata": 0, "blocksize": 128, "compress": "deflate"}
-        for name, bands in (("a.tif", [3, 2, 1]), ("b.tif", [1, 2, 3])):
-            with rasterio.open(folder / name, "w", **profile) as out:
-                out.write(ds.read(bands))
-    return folder
-
-
-def _items(cogs: Path, cog_url: str, href_a: str | None = None) -> list[dict]:
-    fp = RasterImagery(cogs / "a.tif").footprint()
-    west = fp.intersection(shapely.box(-180, -90, -34.87, 90))
-
-    def item(iid, geom, cloud, asset, when="2024-06-01T12:00:00+00:00"):
-        assets = {"thumbnail": {"href": cog_url + "/thumb.jpg", "type": "image/jpeg"}}
-        if asset:
-            assets["visual"] = {"href": asset, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
-        return {"type": "Feature", "stac_version": "1.0.0", "id": iid, "collection": "sentinel-2-l2a",
-                "geometry": shapely.geometry.mapping(geom), "bbox": list(geom.bounds),
-                "properties": {"datetime": when, "eo:cloud_cover": cloud}, "assets": assets, "links": []}
-
-    return [item("a", fp, 12.0, href_a or cog_url + "/a.tif"), item("b", west, 3.0, cog_url + "/b.tif"),
-            item("cloudy", fp, 35.0, cog_url + "/b.tif"), item("no-visual", fp, 1.0, None),
-            item("old", fp, 0.5, cog_url + "/b.tif", when="2019-06-01T12:00:00+00:00")]
+    """a.tif and b.tif (:func:`stac_servers.olinda_cogs`)."""
+    return olinda_cogs(tmp_path_factory.mktemp("cogs"), data_dir / "demo" / "olinda_l7_etm.tif")
 
 
 @pytest.fixture
@@ -96,7 +72,7 @@ def _region(tmp_path: Path, api: str, name: str = "s2", **imagery) -> Path:
 
 def test_the_least_cloudy_item_holding_the_whole_chip_serves_it(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url))
         for (lat, lon), name in ((WEST, "b.tif"), (EAST, "a.tif")):
             chip = src.read_chip(lat, lon, 300, 16)
@@ -111,7 +87,7 @@ def test_the_least_cloudy_item_holding_the_whole_chip_serves_it(cogs, cache):
 def test_without_sort_and_query_every_page_is_read_and_filtered_here(cogs, cache):
     core = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"]
     with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=core)) as api:
-        a, b, cloudy, no_visual, old = _items(cogs, cog.url)
+        a, b, cloudy, no_visual, old = olinda_items(cogs, cog.url)
         api.items = [a, cloudy, no_visual, b, old]  # unsorted: b, the least cloudy, comes on page 2
         src = StacApiImagery(_config(api.url))
         chip = src.read_chip(*WEST, 300, 16)
@@ -122,7 +98,7 @@ def test_without_sort_and_query_every_page_is_read_and_filtered_here(cogs, cache
 
 def test_request_budget_counts_pages_and_cog_reads_from_geometry(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url, gsd_m=10.0, block_px=512))
         sent = len(api.log)
         lat, lon = np.array([-8.0, -8.01, -8.02]), np.array([-34.87, -34.86, -34.85])
@@ -139,7 +115,7 @@ def test_request_budget_counts_pages_and_cog_reads_from_geometry(cogs, cache):
 
 def test_the_budget_covers_what_gdal_sends_for_a_lone_chip(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url, gsd_m=28.5, block_px=128))  # the Landsat COGs of this test
         for footprint_m, size_px in ((300, 16), (3000, 64)):
             src._cogs.clear()
@@ -156,7 +132,7 @@ def _rows(out: Path) -> dict[str, list]:
 @pytest.mark.slow
 def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothing(cogs, tmp_path, cache, monkeypatch):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         clean = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "clean")))
     rows = _rows(clean)
     assert sum(map(len, rows.values())) == 6
@@ -167,7 +143,7 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache2" / "http")
     monkeypatch.setenv("URP_CACHE_DIR", str(tmp_path / "cache2"))
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         api.faults = {"/": ["html200", "json-error200"], "/collections/sentinel-2-l2a": ["truncated", "trickle"],
                       "/search": ["503", "503", "429:date+1", "html200", "429:0", "truncated-no-length", "ok",
                                   "json-error200", "empty-page200"]}  # at most 2 bad bodies a request
@@ -187,7 +163,7 @@ def test_a_build_through_faults_equals_the_clean_build_and_a_rebuild_sends_nothi
 def test_two_workers_keep_the_api_host_pace(cogs, tmp_path, cache):
     interval = 0.25
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         out = build(BuildConfig(region=str(_region(tmp_path, api.url, min_interval_s=interval)),
                                 out=str(tmp_path / "out"), workers=2, chunk_size=2))
         times = sorted(t for t, _, p, _ in api.log if p == "/search")
@@ -202,7 +178,7 @@ def test_two_workers_keep_the_api_host_pace(cogs, tmp_path, cache):
 def test_each_failure_is_one_line_exit_1_and_writes_nothing(cogs, tmp_path, cache, capsys, fault):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
         href = {"file-href": "file:///etc/passwd", "s3-href": "s3://sentinel-cogs/a.tif"}.get(fault)
-        api.items = _items(cogs, cog.url, href_a=href)
+        api.items = olinda_items(cogs, cog.url, href_a=href)
         api.faults = {"redirect-to-file": {"/search": ["redirect:file:///etc/passwd"]},
                       "503-burst": {"/search": ["503"] * (http.RETRIES + 1)},
                       "html-always": {"/": ["html200"] * (1 + http.BODY_RETRIES)}}.get(fault, {})
@@ -227,7 +203,7 @@ def _served_catalog(folder: Path, href: str) -> None:
     fp = shapely.box(-34.9, -8.05, -34.8, -7.95)
     cat = pystac.Catalog(id="remote", description="served from loopback")
     item = pystac.Item(id="a", geometry=shapely.geometry.mapping(fp), bbox=list(fp.bounds),
-                       datetime=dt.datetime(2024, 6, 1, tzinfo=dt.UTC), properties={})
+                       datetime=dt.datetime(2024, 6, 1, tzinfo=dt.UTC), properties={"eo:cloud_cover": 7.5})
     item.add_asset("visual", pystac.Asset(href=href, media_type=pystac.MediaType.COG))
     cat.add_item(item)
     cat.normalize_hrefs(str(folder / "stac"))
@@ -292,7 +268,7 @@ def test_xyz_subdomains_pick_one_host_per_tile_and_each_host_keeps_its_pace(cach
 
 def test_dry_run_prints_the_stac_budget_and_sends_nothing(cogs, tmp_path, cache, capsys):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         out = tmp_path / "out"
         assert main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out), "--dry-run"]) == 0
         assert not api.log and not cog.log  # not even the landing page: the API is opened by a build
@@ -331,8 +307,9 @@ def test_a_local_catalog_may_still_link_to_file_uris(cogs, tmp_path, cache):
             link["href"] = (cat.parent / link["href"]).resolve().as_uri()
     cat.write_text(json.dumps(doc))
     src = StacImagery(str(cat), rescale=None)
-    np.testing.assert_array_equal(src.read_chip(*EAST, 300, 16).rgb,
-                                  RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    chip = src.read_chip(*EAST, 300, 16)
+    np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    assert chip.scene == Scene("a", "2024-06-01T00:00:00Z", 7.5)  # the row's scene columns, as from an API
 
 
 def test_an_item_fetched_over_http_from_a_local_catalog_is_held_to_http_assets(tmp_path, cache):
@@ -360,12 +337,21 @@ def test_a_next_link_that_asks_for_post_is_refused_in_one_line(cache):
     assert "GET only" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_post_next_link_is_held_to_http_as_a_get_one_is(cache):
+    import pystac
+    from urp_data.sources.imagery.stac_catalog import stac_reader
+
+    link = pystac.Link(rel="next", target="file:///etc/passwd", extra_fields={"method": "POST", "body": {"next": "t"}})
+    with pytest.raises(InputError, match="only http"):
+        stac_reader("http://127.0.0.1:9/", post=True).read_text(link)
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
     import pystac_client
 
     with running(Host(items=[])) as api:
-        api.items = _items(cogs, "http://127.0.0.1:9")
+        api.items = olinda_items(cogs, "http://127.0.0.1:9")
         search = pystac_client.Client.open(api.url).search(
             method=method, collections=["sentinel-2-l2a"], datetime="2024-01-01/2024-12-31", limit=1,
             query={"eo:cloud_cover": {"lte": 20}}, sortby="+properties.eo:cloud_cover")
@@ -375,7 +361,7 @@ def test_the_emulated_api_pages_as_pystac_client_expects(cogs, method):
 
 def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # listed, but 404 (earth-search#36)
+        items = olinda_items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # listed, but 404 (earth-search#36)
         backup = json.loads(json.dumps(items[0]))
         backup["id"], backup["properties"]["eo:cloud_cover"] = "backup", 15.0
         backup["assets"]["visual"]["href"] = cog.url + "/b.tif"
@@ -384,7 +370,7 @@ def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(c
         chip = src.read_chip(*EAST, 300, 16)
         np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "b.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # no other item holds the chip
+        api.items = olinda_items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # no other item holds the chip
         with pytest.raises(SampleSkipped, match="unreadable scene") as err:
             StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
         assert err.value.reason == "unreadable scene"
@@ -393,7 +379,7 @@ def test_an_unreadable_scene_falls_back_to_the_next_best_item_holding_the_chip(c
 @pytest.mark.parametrize("share", [0.05, 1.0])
 def test_failed_samples_are_counted_per_reason_or_stop_the_build_past_their_share(cogs, tmp_path, cache, capsys, share):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # east of lon -34.87 every chip fails
+        api.items = olinda_items(cogs, cog.url, href_a=cog.url + "/gone.tif")  # east of lon -34.87 every chip fails
         region = _region(tmp_path, api.url)
         import yaml
 
@@ -418,7 +404,7 @@ def test_failed_samples_are_counted_per_reason_or_stop_the_build_past_their_shar
 
 def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, cache, capsys):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         cog.faults = {"/a.tif": ["403"] * 20, "/b.tif": ["403"] * 20}
         out = tmp_path / "out"
         code = main(["build", "--region", str(_region(tmp_path, api.url)), "--out", str(out)])
@@ -427,17 +413,37 @@ def test_a_403_from_the_asset_host_stops_the_build_in_one_line(cogs, tmp_path, c
     assert not (out / "s2").exists()
 
 
-def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_offered(cogs, cache):
+@pytest.mark.parametrize("post", [True, False])
+def test_a_cloud_filter_goes_as_cql2_json_where_only_the_filter_extension_is_offered(cogs, cache, post):
     from urllib.parse import parse_qs
 
     offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
                "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
     with running(Host(files=cogs)) as cog, running(Host(items=[], conforms=offered)) as api:
-        api.items = _items(cogs, cog.url)
-        StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
-        [query, *_] = [parse_qs(q) for _, _, p, q in api.log if p == "/search"]
+        api.items = olinda_items(cogs, cog.url)
+        if not post:  # a landing page with a GET search link only
+            api.landing = api.document("GET", "/", "", b"")
+            api.landing["links"] = [link for link in api.landing["links"] if link.get("method") != "POST"]
+        chip = StacApiImagery(_config(api.url)).read_chip(*EAST, 300, 16)
+        searches = [(m, q) for _, m, p, q in api.log if p == "/search"]
+        sent = len(api.log)
+        StacApiImagery(_config(api.url)).best_item(square_lonlat(*EAST, 300))
+        assert len(api.log) == sent  # the same searches again, POSTs included: all from the cache
+    np.testing.assert_array_equal(chip.rgb, RasterImagery(cogs / "a.tif", rescale=None).read_chip(*EAST, 300, 16).rgb)
+    cql2 = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}
+    if post:  # the landing page offers POST /search: the filter goes as JSON in the body, as stac-server wants it
+        # unsorted, so both pages of the 4 items in the dates are read: the second through the page's POST
+        # next link, whose body (a token, ``merge: true``) is merged into the search's
+        assert [m for m, _ in searches] == ["POST", "POST"] and not any(q for _, q in searches)
+        first, second = api.posted
+        assert first["filter-lang"] == "cql2-json" and first["filter"] == cql2 and "token" not in first
+        assert first["collections"] == ["sentinel-2-l2a"] and first["datetime"].startswith("2024-01-01")
+        assert second == {**first, "token": 2}
+        return
+    [(method, query)] = [(m, parse_qs(q)) for m, q in searches[:1]]
+    assert method == "GET" and not api.posted
     assert query["filter-lang"] == ["cql2-json"]
-    assert json.loads(query["filter"][0]) == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20.0]}
+    assert json.loads(query["filter"][0]) == cql2
 
 
 RECORDED = Path(__file__).parent / "data" / "recorded"
@@ -450,7 +456,7 @@ def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(co
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
         api.landing = json.loads(text.replace("https://earth-search.aws.element84.com/v1", api.url))
         api.conforms = api.landing["conformsTo"]
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         src = StacApiImagery(_config(api.url))
         chip = src.read_chip(*EAST, 300, 16)
         searches = [q for _, m, p, q in api.log if p == "/search"]
@@ -465,7 +471,7 @@ def test_the_real_earth_search_landing_page_selects_query_sort_and_get_search(co
 
 def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        api.items = _items(cogs, cog.url)
+        api.items = olinda_items(cogs, cog.url)
         out = build(BuildConfig(region=str(_region(tmp_path, api.url)), out=str(tmp_path / "out")))
     rows = [r for split in _rows(out).values() for r in split]
     clouds = {"a": 12.0, "b": 3.0}  # the least-cloudy item holding each chip (see _items)
@@ -484,7 +490,7 @@ def test_each_row_names_its_scene_and_the_card_sums_them_up(cogs, tmp_path, cach
 
 def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):
     with running(Host(files=cogs)) as cog, running(Host(items=[])) as api:
-        items = _items(cogs, cog.url)
+        items = olinda_items(cogs, cog.url)
         winter = json.loads(json.dumps(items[0]))  # a clearer scene of a, but acquired in January
         winter["id"], winter["properties"]["eo:cloud_cover"] = "winter", 1.0
         winter["properties"]["datetime"] = "2024-01-15T12:00:00+00:00"
@@ -493,3 +499,60 @@ def test_a_season_passes_over_items_acquired_in_other_months(cogs, cache):
         assert StacApiImagery(_config(api.url, months=[6, 7, 8])).best_item(square_lonlat(*EAST, 300)).id == "a"
     with pytest.raises(InputError, match="months must list months 1-12"):
         _config("http://127.0.0.1:1", months=[13])
+
+
+ES_API, ES_ASSETS = "https://earth-search.aws.element84.com/v1", "https://e84-earth-search-sentinel-data.s3.us-west-2.amazonaws.com"
+MWV, MVV = "S2B_T24MWV_20250731T130245_L2A", "S2B_T24MVV_20250731T130245_L2A"  # Sentinel-2 tiles 24MWV, 24MVV
+IN_BOTH = (-4.6, -38.95)  # (lat, lon) inside both scenes' footprints, off the coast of Ceará
+
+
+def _tci(path: Path, seed: int) -> None:
+    """A 3-band 8-bit COG on a scene's own grid (EPSG:32724, 10 m, origin as its ``proj:transform`` says), cut
+    to 2.56 km around ``IN_BOTH``: what its ``visual`` asset (TCI.tif) would give there."""
+    from pyproj import Transformer
+    from rasterio.transform import from_origin
+
+    x, y = Transformer.from_crs(4326, 32724, always_xy=True).transform(IN_BOTH[1], IN_BOTH[0])
+    left, top = 499980 + 10 * (int(x - 499980) // 10 - 128), 9500020 - 10 * (int(9500020 - y) // 10 - 128)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(1, 256, (3, 256, 256), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="COG", width=256, height=256, count=3, dtype="uint8", crs="EPSG:32724",
+                       transform=from_origin(left, top, 10, 10), nodata=0, blocksize=128) as out:
+        out.write(rgb)
+
+
+@pytest.mark.parametrize("missing", [None, MWV])
+def test_real_earth_search_pages_are_paged_and_the_least_cloudy_c1_item_holding_the_chip_wins(tmp_path, cache, missing):
+    # Two pages of a real cql2-json POST search of Earth Search v1 (pystac-client's cassette, see
+    # data/recorded/README.md): Sentinel-1, Sentinel-2 L1C, legacy L2A and sentinel-2-c1-l2a items, paged by
+    # POST next links with a token body. Only hosts are rewritten; the landing page is the emulation's,
+    # offering CQL2 and POST but no sort, so both pages are read and ranked here.
+    pages = [(RECORDED / f"earth_search_v1_search_cql2_page{n}.json").read_text() for n in (1, 2)]
+    www = tmp_path / "www"
+    for seed, tile in enumerate((MWV, MVV)):
+        if tile != missing:  # the assets' own paths, as the items name them
+            _tci(www / f"sentinel-2-c1-l2a/24/M/{tile[8:10]}/2025/7/{tile}/TCI.tif", seed)
+    offered = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+               "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
+    with running(Host(files=www)) as cog, running(Host(items=[], conforms=offered)) as api:
+        docs = [json.loads(p.replace(ES_API, api.url).replace(ES_ASSETS, cog.url)) for p in pages]
+        [token] = [link["body"]["next"] for link in docs[0]["links"] if link["rel"] == "next"]
+        api.pages = {None: docs[0], token: docs[1]}
+        cfg = StacApiConfig(api=api.url, collections=["sentinel-2-c1-l2a"], datetime="2025-07-01/2025-07-31",
+                            max_cloud_cover=40, limit=10, max_items=20, min_interval_s=0.0)
+        src = StacApiImagery(cfg)
+        chip = src.read_chip(*IN_BOTH, 300, 16)
+        first, second = api.posted
+        reads = {p.split("/")[-2] for _, _, p, _ in cog.log}
+    assert first["filter"] == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 40]}
+    assert first["filter-lang"] == "cql2-json" and first["collections"] == ["sentinel-2-c1-l2a"]
+    assert second == {"next": token}  # the link's body alone: it says merge false
+    # 24MWV (25.3 % cloud, page 2) beats 24MVV (34.8 %, page 1); the L1C item of 24MWV (15.0 %, also with a
+    # visual asset) is of another collection, and legacy sentinel-2-l2a duplicates are passed over too
+    best = MVV if missing else MWV
+    expected = RasterImagery(www / f"sentinel-2-c1-l2a/24/M/{best[8:10]}/2025/7/{best}/TCI.tif",
+                             rescale=None).read_chip(*IN_BOTH, 300, 16)
+    np.testing.assert_array_equal(chip.rgb, expected.rgb)
+    assert reads == ({MWV, MVV} if missing else {MWV})  # the missing asset was tried, then the next-best item
+    assert chip.scene == Scene(*{MWV: (MWV, "2025-07-31T13:03:24.321000Z", 25.342679),
+                                 MVV: (MVV, "2025-07-31T13:03:25.899000Z", 34.760532)}[best])

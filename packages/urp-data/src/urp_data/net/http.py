@@ -43,6 +43,7 @@ responses go under ``http/``), ``URP_USER_AGENT``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -310,13 +311,16 @@ def read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
 
 
 def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
-          remaining: float, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
-    """A paced, retried, streaming GET; a status not in ``ok`` is an InputError that says what to do."""
+          remaining: float, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,),
+          json_body: Any = None) -> requests.Response:
+    """A paced, retried, streaming GET (a POST of ``json_body`` when given); a status not in ``ok``
+    is an InputError that says what to do."""
     _deadline.at = time.monotonic() + remaining  # urllib3's retry waits count against it too
     try:
         # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
-        resp = session(min_interval_s).get(url, params=params, stream=True, headers=headers,
-                                           timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
+        resp = session(min_interval_s).request("GET" if json_body is None else "POST", url, params=params,
+                                               json=json_body, stream=True, headers=headers,
+                                               timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
     except InputError:
         raise
     except requests.exceptions.InvalidURL as exc:
@@ -372,8 +376,11 @@ def one_flight(key: str) -> Iterator[None]:
 
 def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mapping[str, Any] | None = None,
         content_types: tuple[str, ...] | None = None, check: Callable[[bytes], object] | None = None,
-        deadline_s: float | None = None, cache: bool = True) -> bytes:
+        deadline_s: float | None = None, cache: bool = True, json_body: Any = None) -> bytes:
     """The body of a GET on ``url`` (plus query ``params``), from the cache when present.
+
+    With ``json_body``, a POST of it instead (a STAC API search whose filter only POST carries): its
+    answer is cached as a GET's is, keyed on the body too, so a rebuild sends it no more than a GET.
 
     ``content_types`` are accepted ``Content-Type`` prefixes (e.g. ``("image/",)``); ``check``
     raises on a body that does not decode. Only a body that passes both is cached. Waits
@@ -383,7 +390,10 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
     """
     key = canonical_url(url, params)
     shown = redact(key)
-    path = cache_path(url, params)
+    if json_body is not None:
+        key += " POST " + json.dumps(json_body, sort_keys=True)
+        shown = "POST " + shown
+    path = cache_file(key)
     if cache and path.is_file():
         logger.debug("cache hit %s", shown)
         return path.read_bytes()
@@ -392,14 +402,15 @@ def get(url: str, min_interval_s: float = DEFAULT_MIN_INTERVAL_S, params: Mappin
             logger.debug("cache hit %s", shown)
             return path.read_bytes()
         body = _fetch(url, shown, min_interval_s, params, content_types, check,
-                      time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s))
+                      time.monotonic() + (DEADLINE_S if deadline_s is None else deadline_s), json_body)
         if cache:
             atomic_write_bytes(path, body)
         return body
 
 
 def _fetch(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
-           content_types: tuple[str, ...] | None, check: Callable[[bytes], object] | None, deadline: float) -> bytes:
+           content_types: tuple[str, ...] | None, check: Callable[[bytes], object] | None, deadline: float,
+           json_body: Any = None) -> bytes:
     """The checked body of ``url``; a body that fails a check is fetched again (``BODY_RETRIES``)."""
 
     def read(resp: requests.Response) -> bytes:
@@ -412,12 +423,13 @@ def _fetch(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any
                 raise BadBody(f"{shown} sent a body that does not decode: {one_line(exc)}") from exc
         return body
 
-    return read_with_retries(url, shown, min_interval_s, deadline, read, params=params)
+    return read_with_retries(url, shown, min_interval_s, deadline, read, params=params, json_body=json_body)
 
 
 def read_with_retries(url: str, shown: str, min_interval_s: float, deadline: float,
                       read: Callable[[requests.Response], T], *, params: Mapping[str, Any] | None = None,
-                      headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> T:
+                      headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,),
+                      json_body: Any = None) -> T:
     """``read(response)`` of a paced, retried GET; sent again while ``read`` raises :class:`BadBody`,
     ``BODY_RETRIES`` more times at most and never past ``deadline`` (``time.monotonic()`` seconds).
 
@@ -431,7 +443,7 @@ def read_with_retries(url: str, shown: str, min_interval_s: float, deadline: flo
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                with send(url, shown, min_interval_s, params, remaining, headers, ok) as resp:
+                with send(url, shown, min_interval_s, params, remaining, headers, ok, json_body) as resp:
                     try:
                         return read(resp)
                     except BadBody as exc:

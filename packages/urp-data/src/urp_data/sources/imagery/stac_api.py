@@ -21,7 +21,7 @@ from urp_data.config.sources import StacApiConfig
 from urp_data.errors import InputError, SampleSkipped
 from urp_data.net import http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, NetworkSource, Scene, square_lonlat
+from urp_data.sources.base import Chip, NetworkSource, square_lonlat
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_catalog import (
     ITEM_JSON_BYTES,
@@ -30,6 +30,7 @@ from urp_data.sources.imagery.stac_catalog import (
     check_stac_json,
     cog_reads,
     remote_href,
+    scene_of,
     stac_reader,
     stac_refusal,
 )
@@ -47,11 +48,13 @@ class StacApiImagery(NetworkSource):
     """The least-cloudy item of a STAC API that holds the whole chip, read from its COG by range requests.
 
     Per chip: one ``GET /search`` on the chip's lon/lat box (``collections``, ``datetime``,
-    ``eo:cloud_cover <= max_cloud_cover`` through the Query extension, or CQL2 ``filter`` where
-    only that is offered; sorted by cloud cover where the Sort extension is offered, then the
-    first item that holds the chip is the answer), pages followed through ``next`` links up to
-    ``max_items`` items. Items whose footprint (their valid-data outline) does not contain the
-    whole chip are passed over, so a chip never straddles a scene edge. Ties keep the server's
+    ``eo:cloud_cover <= max_cloud_cover`` through the Query extension, or a CQL2 ``filter`` where
+    only that is offered: as cql2-json, the one language stac-server parses, in a ``POST /search``
+    where the landing page has a POST ``search`` link, else as a JSON string in the GET query;
+    sorted by cloud cover where the Sort extension is offered, then the first item that holds the
+    chip is the answer), pages followed through ``next`` links (GET or POST) up to ``max_items``
+    items. Items of other collections, or whose footprint (their valid-data outline) does not
+    contain the whole chip, are passed over, so a chip never straddles a scene edge. Ties keep the server's
     order. The chosen COG is read by GDAL (``/vsicurl/``, :func:`urp_data.net.http.gdal_options`)
     after one politeness slot of its host.
 
@@ -89,13 +92,15 @@ class StacApiImagery(NetworkSource):
 
         cfg = self.cfg
         try:
-            client = pystac_client.Client.open(cfg.api, stac_io=stac_reader(cfg.api, cfg.min_interval_s))
+            client = pystac_client.Client.open(cfg.api, stac_io=stac_reader(cfg.api, cfg.min_interval_s, post=True))
             if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
                 raise InputError(f"{http.redact(cfg.api)} does not offer STAC item search; use catalog: for a "
                                  "static catalog")
             self._query = client.conforms_to(ConformanceClasses.QUERY)
             self._filter = not self._query and client.conforms_to(ConformanceClasses.FILTER)
             self._sorted = client.conforms_to(ConformanceClasses.SORT)
+            self._post = any(link.rel == "search" and str(link.extra_fields.get("method", "")).upper() == "POST"
+                             for link in client.links)
             self._licence_text = self._licence()
         except Exception as exc:  # pystac-client raises many types for an unreadable API
             raise stac_refusal(exc) or InputError(http.redact(f"cannot open STAC API {cfg.api}: {one_line(exc)}")) from exc
@@ -136,9 +141,10 @@ class StacApiImagery(NetworkSource):
         if c.max_cloud_cover is not None and self._query:
             params["query"] = {"eo:cloud_cover": {"lte": c.max_cloud_cover}}
         elif c.max_cloud_cover is not None and self._filter:
-            # cql2-json: stac-server (Earth Search) parses no cql2-text; on GET it goes as a JSON string
+            # cql2-json: stac-server (Earth Search) parses no cql2-text; POSTed as JSON where the API takes
+            # POST searches, else a JSON string in the GET query
             params.update(filter={"op": "<=", "args": [{"property": "eo:cloud_cover"}, c.max_cloud_cover]},
-                          filter_lang="cql2-json")
+                          filter_lang="cql2-json", method="POST" if self._post else "GET")
         if self._sorted:
             params["sortby"] = "+properties.eo:cloud_cover"
         return params
@@ -156,6 +162,8 @@ class StacApiImagery(NetworkSource):
             cloud = item.properties.get("eo:cloud_cover")
             if c.asset not in item.assets or item.geometry is None:
                 continue
+            if item.collection_id is not None and item.collection_id not in c.collections:
+                continue  # the server's collections are checked again, as its filter is
             if c.max_cloud_cover is not None and (cloud is None or cloud > c.max_cloud_cover):
                 continue  # the server's filter is checked again: not every API offers one
             if not shapely.geometry.shape(item.geometry).contains(chip):
@@ -186,9 +194,7 @@ class StacApiImagery(NetworkSource):
                 try:
                     chip = self._read(href, lat, lon, footprint_m, size_px)
                     if chip is not None:
-                        cloud = item.properties.get("eo:cloud_cover")
-                        chip.scene = Scene(item.id, item.properties.get("datetime"),
-                                           None if cloud is None else float(cloud))
+                        chip.scene = scene_of(item)
                     return chip
                 except InputError as exc:
                     if "403" in str(exc):

@@ -10,7 +10,9 @@ Two region-config forms of ``type: stac``:
 
 Every JSON document goes through :func:`urp_data.net.http.get` (paced, retried, checked as JSON
 before it is cached), searches included: they are sent as GET (the STAC API spec requires
-``GET /search``; POST is optional), so a search page is cached like any other response.
+``GET /search``; POST is optional), or as POST where a filter needs it and the API offers it
+(:class:`~urp_data.sources.imagery.stac_api.StacApiImagery`); a search page is cached like any other
+response, a POST's keyed on its body.
 
 A remote catalog (any document fetched over http(s)) may only point at http(s) hrefs: a link or
 an asset href to ``file://`` or a cloud URL (``s3://``, ``gs://``, ``az://``, ``abfs://`` ...)
@@ -33,7 +35,7 @@ import shapely
 from urp_data.errors import InputError
 from urp_data.net import answers, http
 from urp_data.net.budget import RequestBudget
-from urp_data.sources.base import Chip, NetworkSource
+from urp_data.sources.base import Chip, NetworkSource, Scene
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.util.fs import one_line
 from urp_data.util.geodesy import M_PER_DEG_LON_EQUATOR
@@ -120,6 +122,12 @@ def check_item(item: Any, where: str) -> None:
         answers.text(answers.obj(asset, f"{where}.assets.{name}").get("href"), f"{where}.assets.{name}.href")
 
 
+def scene_of(item: Any) -> Scene:
+    """The scene a chip cut from ``item``'s asset names: its id, acquisition time and cloud cover."""
+    cloud = item.properties.get("eo:cloud_cover")
+    return Scene(item.id, item.properties.get("datetime"), None if cloud is None else float(cloud))
+
+
 def stac_refusal(exc: BaseException) -> InputError | None:
     """The InputError (a refused href, a failed fetch) behind ``exc``, which pystac may have wrapped."""
     seen: BaseException | None = exc
@@ -128,11 +136,13 @@ def stac_refusal(exc: BaseException) -> InputError | None:
     return seen
 
 
-def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) -> Any:
+def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S, post: bool = False) -> Any:
     """A pystac-client ``StacApiIO`` whose every read goes through :func:`urp_data.net.http.get`.
 
     One reader serves static catalogs (pystac) and APIs (pystac-client): JSON is fetched with
-    GET, paced at ``min_interval_s`` per host, retried and cached only once it parses; a catalog
+    GET (or POST, with ``post``: a search sent as POST and the POST ``next`` links of its pages,
+    their ``body`` merged into the search's when they say ``merge``), paced at ``min_interval_s``
+    per host, retried and cached only once it parses; a catalog
     read over http(s) may not lead to a local file or a cloud URL. Built on first use: pystac takes a quarter of a second
     to import.
     """
@@ -147,16 +157,22 @@ def stac_reader(catalog: str, min_interval_s: float = http.STAC_MIN_INTERVAL_S) 
             method, params = kwargs.get("method") or "GET", kwargs.get("parameters")
             if isinstance(source, pystac.Link):
                 link = source.to_dict()
-                href, method, params = link["href"], link.get("method", "GET"), None  # a GET link holds its query
+                href, method = link["href"], str(link.get("method", "GET")).upper()
+                # a GET link holds its query; a POST link its body, merged into the search's if it says so
+                params = None if method != "POST" else \
+                    {**(params or {}), **link.get("body", {})} if link.get("merge") else link.get("body", {})
             else:
                 href = str(source)
-            if str(method).upper() != "GET":
+            method = str(method).upper()
+            if method not in (("GET", "POST") if post else ("GET",)):
                 raise InputError(http.redact(f"STAC API {catalog} asks for a {method} request to {href}; urp "
-                                             "searches with GET only (GET /search is required by the STAC API spec)"))
+                                             "reads catalogs with GET only (GET /search is required by the STAC API "
+                                             "spec)"))
             if _scheme(href) in ("http", "https"):
                 search = urlsplit(href).path.rstrip("/").endswith("/search")
-                body = http.get(href, min_interval_s=min_interval_s, params=params, content_types=JSON_TYPES,
-                                check=_search_page if search else check_stac_json)
+                body = http.get(href, min_interval_s=min_interval_s, params=None if method == "POST" else params,
+                                content_types=JSON_TYPES, check=_search_page if search else check_stac_json,
+                                json_body=(params or {}) if method == "POST" else None)
                 return body.decode()
             if remote:
                 remote_href(href, catalog)
@@ -215,6 +231,7 @@ class StacImagery(NetworkSource):
         with rasterio.Env(**http.gdal_options()):  # remote COGs: GDAL's own HTTP reads
             self.sources = [RasterImagery(h, bands=bands, rescale=rescale, name=i.id, licence=licence)
                             for i, h in zip(items, hrefs, strict=True)]
+        self.scenes = [scene_of(i) for i in items]  # the row's scene_id, scene_datetime, scene_cloud_cover
         # Every local file the build reads (item JSONs, assets): the resume key checksums each.
         self.files = [h for i, a in zip(items, hrefs, strict=True) for h in (i.get_self_href(), a)
                       if h and "://" not in h]
@@ -228,13 +245,14 @@ class StacImagery(NetworkSource):
 
     def _best_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
         best = None
-        for src in self.sources:
+        for src, scene in zip(self.sources, self.scenes, strict=True):
             if shapely.contains_xy(src.footprint(), lon, lat):
                 if _scheme(src.path) in ("http", "https"):  # GDAL's reads, one politeness slot a chip
                     http.wait_turn(src.path, http.STAC_MIN_INTERVAL_S)
                 chip = src.read_chip(lat, lon, footprint_m, size_px)
                 if chip is not None and (best is None or chip.valid_fraction > best.valid_fraction):
                     best = chip
+                    best.scene = scene
                     if chip.valid_fraction == 1.0:
                         break
         return best

@@ -89,7 +89,8 @@ def photon_address(doc: Any) -> str | None:
     by value as :func:`nominatim_address` is."""
     doc = answers.obj(doc, "(the answer)")
     features = doc.get("features")
-    if doc.get("type") != "FeatureCollection" or not isinstance(features, list):
+    # the server writes "type": "FeatureCollection" (its GeoJsonFormatter); its documented example leaves it out
+    if doc.get("type", "FeatureCollection") != "FeatureCollection" or not isinstance(features, list):
         raise answers.BadValue("not a GeoJSON FeatureCollection with a features list")
     if not features:
         return None
