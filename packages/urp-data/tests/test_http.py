@@ -19,7 +19,7 @@ import requests
 from servers import Faulty as _Faulty
 from servers import png as _png
 from urp_data.errors import InputError
-from urp_data.net import http
+from urp_data.net import body, http
 from urp_data.sources.imagery.raster import RasterImagery
 from urp_data.sources.imagery.stac_catalog import StacImagery
 from urp_data.sources.imagery.xyz import XYZImagery, _decode_image
@@ -96,7 +96,7 @@ def test_a_trickle_stops_at_the_deadline(server):
 
 
 def test_a_body_over_the_size_cap_is_refused(server, monkeypatch):
-    monkeypatch.setattr(http, "MAX_BYTES", 100)
+    monkeypatch.setattr(body, "MAX_BYTES", 100)
     with pytest.raises(InputError, match="limit"):
         _get_png(server + "/a.png")
 

@@ -25,6 +25,7 @@ import requests
 
 from urp_data.errors import InputError
 from urp_data.net import hosts, http
+from urp_data.net.body import BadBody, check_type, read_body, stream_body
 from urp_data.util.fs import atomic_write_bytes, default_mode
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def download(url: str, sha256: str, min_interval_s: float = http.DEFAULT_MIN_INT
         def keep(resp: requests.Response) -> Path:
             def check(got: str) -> None:
                 if got != digest and resp.headers.get("Content-Length") is None:  # a cut body looks complete
-                    raise http.BadBody(f"{shown} does not match its sha256 and sent no Content-Length: maybe cut off")
+                    raise BadBody(f"{shown} does not match its sha256 and sent no Content-Length: maybe cut off")
                 if got != digest:
                     raise InputError(f"checksum mismatch for {shown}: expected sha256 {digest[:12]}..., got "
                                      f"{got[:12]}...; the provider may have changed the file: check it "
@@ -94,8 +95,8 @@ def _stream_into(resp: requests.Response, path: Path, shown: str, deadline: floa
     try:
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as f:
-            http.check_type(resp, shown, DOWNLOAD_TYPES)
-            for chunk in http.stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
+            check_type(resp, shown, DOWNLOAD_TYPES)
+            for chunk in stream_body(resp, shown, deadline, DOWNLOAD_MAX_BYTES):
                 h.update(chunk)
                 f.write(chunk)
         check(h.hexdigest())
@@ -218,12 +219,12 @@ def get_range(url: str, start: int, length: int, min_interval_s: float = http.DE
                 return _keep_whole(resp, base, shown, sha256)
             got = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", "").strip())
             if got is None or int(got[1]) != start:
-                raise http.BadBody(f"{shown} sent Content-Range {resp.headers.get('Content-Range')!r} for bytes "
+                raise BadBody(f"{shown} sent Content-Range {resp.headers.get('Content-Range')!r} for bytes "
                                    f"{start}-{end}")
-            http.check_type(resp, shown, DOWNLOAD_TYPES)
-            body = http.read_body(resp, shown, deadline)
+            check_type(resp, shown, DOWNLOAD_TYPES)
+            body = read_body(resp, shown, deadline)
             if len(body) != int(got[2]) - start + 1:
-                raise http.BadBody(f"{shown} is truncated: {len(body)} of {int(got[2]) - start + 1} bytes")
+                raise BadBody(f"{shown} is truncated: {len(body)} of {int(got[2]) - start + 1} bytes")
             return body, got[3]
 
         policy = hosts.policy(base)

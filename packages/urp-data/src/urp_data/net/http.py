@@ -5,36 +5,23 @@ only good responses cached, retries with backoff on 429/5xx, a User-Agent that n
 project, and a log line per request and per cache hit. On top of that, because a cache that
 keeps one bad response keeps it forever:
 
-- a body is cached only after it passed every check: status 200, a ``Content-Length`` that
-  matches (a truncated body is a failure), the content type the caller expects (an HTML error
-  page sent with status 200 is not a tile), and the caller's decode check (an image must
-  decode, JSON must parse);
+- a body is cached only after it passed every check: status 200, the checks of its reading
+  (:mod:`urp_data.net.body`: a ``Content-Length`` that matches, the content type the caller
+  expects, no more than ``MAX_BYTES``) and the caller's decode check (an image must decode,
+  JSON must parse);
 - retries are urllib3's ``Retry`` (429/500/502/503/504, exponential backoff capped at
   ``BACKOFF_MAX_S``; ``Retry-After`` honoured in seconds and HTTP-date form, capped at
   ``RETRY_AFTER_MAX_S``; a 429 without it waits for the host's documented window,
   :mod:`urp_data.net.hosts`); a body that fails a check is fetched again up to ``BODY_RETRIES`` times;
 - every request has a total deadline (``DEADLINE_S``, retries and every wait included), so a server
-  that trickles one byte at a time cannot hold a build; bodies over ``MAX_BYTES`` are refused;
+  that trickles one byte at a time cannot hold a build;
 - redirects stay within http(s) and never go from https to http;
 - errors that no retry can fix (a scheme other than http(s), a malformed URL, a 4xx other
   than 429) fail at once with one line (:class:`urp_data.errors.InputError`);
 - secrets in query strings (``key=``, ``token=``, ``access_token=``, ``apikey=``, ``sig=`` ...)
-  and passwords in URLs are redacted from logs, errors and the manifest (:func:`redact`).
-
-Politeness is per host and shared by every worker process of a build: send times are handed
-out from a small slot file per host under the cache folder, under a file lock (so a limit of
-1 request/s holds for ``--workers 4`` as a whole); under the Ray engine one named actor does
-the same for the cluster (:func:`set_pacer`). Each source sets its own ``min_interval_s``;
-the defaults follow the providers' usage policies, and a host's policy in :mod:`urp_data.net.hosts`
-is a floor under any of them:
-
-=====================================  =========================================
-source                                 default ``min_interval_s`` (seconds)
-=====================================  =========================================
-XYZ tile server (``type: xyz``)        0.1 (tile.openstreetmap.org is refused)   
-STAC catalogs and APIs                 ``STAC_MIN_INTERVAL_S`` = 0.1
-anything else (:func:`get`)            ``DEFAULT_MIN_INTERVAL_S`` = 1.0
-=====================================  =========================================
+  and passwords in URLs are redacted from logs, errors and the manifest (:func:`redact`);
+- every send, retries included, waits for its host's politeness slot, shared by every worker
+  process of a build (:mod:`urp_data.net.pacing`, which lists each source's default pace).
 
 Settings from the environment (:mod:`urp_data.util.settings`): ``URP_CACHE_DIR`` (the cache root;
 responses go under ``http/``), ``URP_USER_AGENT``.
@@ -50,21 +37,21 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader
-from urllib3.util.retry import Retry
 
 from urp_data.errors import InputError
-from urp_data.net import hosts
+from urp_data.net import hosts, pacing
+from urp_data.net.body import BadBody, check_type, read_body
 from urp_data.net.deadline import install as watch_sockets
 from urp_data.net.deadline import watch
-from urp_data.net.pacing import file_reserve
+from urp_data.net.pacing import set_pacer  # noqa: F401 -- the Ray engine sets its pacer as http.set_pacer
+from urp_data.net.retries import PacedRetry, deadline_at
 from urp_data.util import settings
 from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line
 
@@ -85,8 +72,6 @@ RETRY_AFTER_MAX_S = 60
 CONNECT_TIMEOUT_S = 10.0
 DEADLINE_S = 120.0
 """Total time for one :func:`get`, retries, waits and the whole body included."""
-MAX_BYTES = 64 * 2**20
-"""Largest body accepted (64 MiB); a bigger one is refused before it fills memory."""
 MAX_REDIRECTS = 5
 DEFAULT_MIN_INTERVAL_S = 1.0
 STAC_MIN_INTERVAL_S = 0.1
@@ -95,19 +80,6 @@ SECRET_PARAMS = frozenset({"key", "apikey", "api_key", "token", "access_token", 
                            "password", "secret", "client_secret", "x-amz-signature", "x-amz-credential",
                            "x-amz-security-token"})
 """Query parameters whose values never reach a log, an error or the manifest (``sig``: Azure SAS tokens)."""
-
-
-def _file_reserve(host: str, min_interval_s: float) -> float:
-    return file_reserve(host, min_interval_s, CACHE_DIR / ".pace")
-
-
-_reserve: Callable[[str, float], float] = _file_reserve
-
-
-def set_pacer(reserve: Callable[[str, float], float]) -> None:
-    """Route this process's politeness pauses through ``reserve(host, min_interval_s) -> seconds``."""
-    global _reserve
-    _reserve = reserve
 
 
 _SECRET_NAMES = "|".join(map(re.escape, sorted(SECRET_PARAMS)))
@@ -150,11 +122,8 @@ def cache_file(key: str) -> Path:
 
 
 def _pace(host: str, min_interval_s: float) -> None:
-    """Wait for ``host``'s next politeness slot (shared by every process of the build), never
-    closer than the host's policy allows (:mod:`urp_data.net.hosts`)."""
-    wait = _reserve(host, hosts.pace_s(host, min_interval_s))
-    if wait > 0:
-        time.sleep(wait)
+    """Wait for ``host``'s next politeness slot; the slot files live with the cache, under ``.pace``."""
+    pacing.pace(host, min_interval_s, CACHE_DIR / ".pace")
 
 
 def wait_turn(url: str, min_interval_s: float) -> None:
@@ -163,62 +132,7 @@ def wait_turn(url: str, min_interval_s: float) -> None:
     GDAL's ``/vsicurl/`` range reads of a COG bypass :class:`PoliteSession`; a source calls this
     once before each such read so the reads of all workers together keep the host's pace.
     """
-    _pace(_host(url), min_interval_s)
-
-
-def _host(url: str) -> str:
-    """``host:port`` of ``url`` (default port filled in): the unit of politeness."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-
-
-class _PacedRetry(Retry):
-    """urllib3's ``Retry`` whose retries of a response also wait for a politeness slot of their host.
-
-    urllib3 retries inside one ``send``, out of sight of :class:`PoliteSession`; without this a
-    503 burst would be retried at the backoff's pace rather than the host's limit.
-    """
-
-    min_interval_s = 0.0
-
-    def new(self, **kw: Any) -> _PacedRetry:
-        retry = super().new(**kw)
-        retry.min_interval_s = self.min_interval_s
-        return retry
-
-    def sleep(self, response: Any = None) -> None:
-        """Wait as the server asks (``Retry-After``), for the host's window after a 429 without
-        it, else urllib3's backoff; never past the deadline of the request being sent."""
-        pool = getattr(response, "_pool", None)  # urllib3 sets it on every response of a pool
-        host = f"{pool.host}:{pool.port}" if pool is not None else ""
-        wait = retry_wait_s(self, response, host)
-        deadline = getattr(_deadline, "at", None)
-        if deadline is not None and time.monotonic() + wait > deadline:
-            raise InputError(f"{host or 'the server'} asks us to wait {wait:.0f} s before trying again, past the "
-                             "request's deadline; try again later")
-        time.sleep(wait)
-        if pool is not None:
-            _pace(host, self.min_interval_s)
-
-
-_deadline = threading.local()  # .at: the monotonic deadline of the request this thread is sending
-
-
-def retry_wait_s(retry: Retry, response: Any, host: str) -> float:
-    """Seconds to wait before retrying ``response``: its ``Retry-After`` (capped at ``RETRY_AFTER_MAX_S``);
-    after a 429 without one, until its ``X-RateLimit-Reset`` or else the host's documented window
-    (:mod:`urp_data.net.hosts`); otherwise ``retry``'s exponential backoff."""
-    headers = getattr(response, "headers", None) or {}
-    if headers.get("Retry-After") is not None:
-        with suppress(InvalidHeader):  # an unreadable Retry-After counts as none
-            return min(retry.parse_retry_after(headers["Retry-After"]), float(RETRY_AFTER_MAX_S))
-    policy = hosts.policy(host) if host else None
-    if getattr(response, "status", None) == 429 and policy is not None:
-        reset = headers.get("X-RateLimit-Reset", "")
-        if reset.isdigit():
-            return min(max(int(reset) - time.time(), 0.0), policy.window_s)
-        return policy.window_s
-    return retry.get_backoff_time()
+    _pace(pacing.host_of(url), min_interval_s)
 
 
 class PoliteSession(requests.Session):
@@ -233,19 +147,19 @@ class PoliteSession(requests.Session):
         self.min_interval_s = min_interval_s
         self.max_redirects = MAX_REDIRECTS
         self.headers["User-Agent"] = USER_AGENT
-        retry = _PacedRetry(total=RETRIES, connect=RETRIES, read=2, redirect=0, status=RETRIES,
-                      status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET", "HEAD", "POST"}),
-                      backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX_S,
-                      respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX_S,
-                      raise_on_status=False, raise_on_redirect=False)
-        retry.min_interval_s = min_interval_s
+        retry = PacedRetry(total=RETRIES, connect=RETRIES, read=2, redirect=0, status=RETRIES,
+                           status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET", "HEAD", "POST"}),
+                           backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX_S,
+                           respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX_S,
+                           raise_on_status=False, raise_on_redirect=False)
+        retry.min_interval_s, retry.pace = min_interval_s, _pace
         adapter = HTTPAdapter(max_retries=retry, pool_connections=8, pool_maxsize=16)
         watch_sockets(adapter)  # the request's deadline closes its socket, whatever it is waiting for
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        _pace(_host(request.url or ""), self.min_interval_s)
+        _pace(pacing.host_of(request.url or ""), self.min_interval_s)
         logger.info("%s %s", request.method, redact(request.url or ""))
         return super().send(request, **kwargs)
 
@@ -276,59 +190,23 @@ def session(min_interval_s: float = DEFAULT_MIN_INTERVAL_S) -> PoliteSession:
     return cache[key]
 
 
-class BadBody(Exception):
-    """A response whose body failed a check; worth one more try, never cached."""
-
-
-def stream_body(resp: requests.Response, shown: str, deadline: float, max_bytes: int) -> Iterator[bytes]:
-    """The body chunk by chunk, checked against ``Content-Length``, ``max_bytes`` and the deadline."""
-    declared = resp.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise InputError(f"{shown} is {int(declared)} bytes, over the {max_bytes}-byte limit")
-    size = 0
-    try:
-        while chunk := resp.raw.read1(65536, decode_content=True):
-            size += len(chunk)
-            if size > max_bytes:
-                raise InputError(f"{shown} sent more than the {max_bytes}-byte limit")
-            if time.monotonic() > deadline:
-                raise BadBody(f"{shown} was still sending at the request's deadline")
-            yield chunk
-    except requests.exceptions.RequestException as exc:
-        raise BadBody(f"{shown} broke off: {one_line(exc)}") from exc
-    except Exception as exc:  # urllib3's ProtocolError/IncompleteRead: a truncated body
-        if isinstance(exc, (InputError, BadBody)):
-            raise
-        raise BadBody(f"{shown} broke off: {one_line(exc)}") from exc
-    encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
-    if declared is not None and not encoded and declared.isdigit() and int(declared) != size:
-        raise BadBody(f"{shown} is truncated: {size} of {declared} bytes")
-
-
-def read_body(resp: requests.Response, shown: str, deadline: float) -> bytes:
-    """The whole body in memory (at most ``MAX_BYTES``), checked as :func:`stream_body` does."""
-    return b"".join(stream_body(resp, shown, deadline, MAX_BYTES))
-
-
 def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] | None,
           remaining: float, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,),
           json_body: Any = None) -> requests.Response:
     """A paced, retried, streaming GET (a POST of ``json_body`` when given); a status not in ``ok``
     is an InputError that says what to do."""
-    _deadline.at = time.monotonic() + remaining  # urllib3's retry waits count against it too
     try:
-        # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
-        resp = session(min_interval_s).request("GET" if json_body is None else "POST", url, params=params,
-                                               json=json_body, stream=True, headers=headers,
-                                               timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
+        with deadline_at(time.monotonic() + remaining):  # urllib3's retry waits count against it too
+            # The URL as given (a signed URL must keep its encoding); the sorted form is only the cache key.
+            resp = session(min_interval_s).request("GET" if json_body is None else "POST", url, params=params,
+                                                   json=json_body, stream=True, headers=headers,
+                                                   timeout=(CONNECT_TIMEOUT_S, min(remaining, 30.0)))
     except InputError:
         raise
     except requests.exceptions.InvalidURL as exc:
         raise InputError(f"malformed URL {shown}: {one_line(exc)}") from exc
     except requests.RequestException as exc:
         raise InputError(f"cannot fetch {shown}: {redact(one_line(exc))}") from exc
-    finally:
-        _deadline.at = None
     if resp.status_code == 403:  # a block: no retry, no other source of the same host will fare better
         resp.close()
         policy = hosts.policy(url)
@@ -341,12 +219,6 @@ def send(url: str, shown: str, min_interval_s: float, params: Mapping[str, Any] 
         retried = f" after {RETRIES} retries" if resp.status_code in RETRY_STATUS else ""
         raise InputError(f"{shown} answered HTTP {resp.status_code}{retried}; {hint}")
     return resp
-
-
-def check_type(resp: requests.Response, shown: str, content_types: tuple[str, ...] | None) -> None:
-    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_types and not ctype.startswith(content_types):
-        raise BadBody(f"{shown} sent {ctype or 'no content type'}, not {' or '.join(content_types)}")
 
 
 _flight_lock = threading.Lock()
