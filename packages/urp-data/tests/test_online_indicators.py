@@ -23,7 +23,7 @@ from urp_data.config.build import BuildConfig
 from urp_data.contract import SPLITS, split_path
 from urp_data.errors import InputError
 from urp_data.net import downloads, http, ranges
-from urp_data.sources import indicators
+from urp_data.sources import raster_indicators
 
 NIR = "nir"  # the online indicator's column
 REF = "nir_local"  # the same raster read from disk
@@ -58,7 +58,7 @@ def test_an_online_indicator_through_faults_equals_the_file_read_from_disk(host,
     online = {"url": base + "/nir.tif", "mode": mode, "min_interval_s": 0.0}
     if mode == "download":
         online["sha256"] = digest
-        monkeypatch.setattr(indicators, "IN_MEMORY_MAX_VALUES", 0)  # the windowed path, as for a global layer
+        monkeypatch.setattr(raster_indicators, "IN_MEMORY_MAX_VALUES", 0)  # the windowed path, as for a global layer
     else:  # many small range requests
         monkeypatch.setattr(ranges, "CHUNK_BYTES", 8192)
     clean = _build(write_region, tmp_path, "clean", online, cog)
@@ -113,7 +113,7 @@ def test_a_whole_file_from_a_host_that_ignores_range_is_checked_against_its_sha2
     Faulty.ignore_range = True
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
     with pytest.raises(InputError, match="checksum mismatch.*ignores Range"):
-        indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "sha256": wrong, "min_interval_s": 0}, None)
+        raster_indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "sha256": wrong, "min_interval_s": 0}, None)
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".pace" not in p.parts]
 
 
@@ -174,20 +174,20 @@ def test_download_through_a_trickle_stops_at_its_deadline_and_keeps_nothing(host
 def test_bad_online_indicator_entries_fail_before_any_request(host, spec, message):
     base, _, _ = host
     with pytest.raises(InputError, match=message):
-        indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", **spec}, None)
+        raster_indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", **spec}, None)
     assert _requests() == []
 
 
 def test_request_budget_from_geometry(host, monkeypatch):
     base, cog, digest = host
     monkeypatch.setattr(ranges, "CHUNK_BYTES", 16384)  # a 64 x 64 float32 block per chunk at most
-    down = indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "mode": "download",
+    down = raster_indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "mode": "download",
                                        "sha256": digest, "min_interval_s": 0.5}, None)
     lat, lon = np.array([-8.0, -8.0, -7.95]), np.array([-34.87, -34.87, -34.87])
     [b] = down.request_budget(lat, lon, 1000, 64)
     assert (b.requests, b.bytes, b.min_interval_s) == (1, cog.stat().st_size, 0.5)
     assert b.host == base.split("//")[1] and b.source == f"indicator {NIR}"
-    remote = indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "min_interval_s": 0.0}, None)
+    remote = raster_indicators.raster_indicator({"name": NIR, "url": base + "/nir.tif", "min_interval_s": 0.0}, None)
     sent = len(_requests())
     budget = {k: remote.request_budget(lat[list(k)], lon[list(k)], 1000, 64)[0] for k in ((0,), (0, 1), (2,), (0, 2))}
     assert len(_requests()) == sent  # a budget sends nothing
@@ -206,7 +206,7 @@ def test_request_budget_from_geometry(host, monkeypatch):
     from urp_data.sources.base import NetworkSource
 
     assert isinstance(down, NetworkSource) and isinstance(remote, NetworkSource)
-    assert not isinstance(indicators.raster_indicator({"name": NIR}, cog), NetworkSource)  # a local file sends nothing
+    assert not isinstance(raster_indicators.raster_indicator({"name": NIR}, cog), NetworkSource)  # a local file sends nothing
 
 
 def _xyz_region(write_region, server, max_in_flight: int):
@@ -244,7 +244,7 @@ def test_the_shipped_online_recipe_states_resolution_licence_and_prompt_honesty(
     assert {s["name"] for s in online} >= {"population", "gdp_per_capita"}
     for spec in online:
         assert set(spec) <= {f.name for f in fields(RasterIndicatorConfig)}, spec["name"]
-        assert spec["url"].startswith("https://") and spec["mode"] in indicators.REMOTE_MODES
+        assert spec["url"].startswith("https://") and spec["mode"] in raster_indicators.REMOTE_MODES
         assert spec["mode"] == "cog" or len(spec["sha256"]) == 64  # a download is always verified
         assert "km" in spec["resolution"] and spec["licence"] and spec["derived_from_prompt"] is False
     night = next(s for s in recipe["indicators"] if s["name"] == "night_light")

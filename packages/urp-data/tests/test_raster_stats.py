@@ -18,7 +18,7 @@ import shapely
 from pyproj import Geod, Transformer
 from rasterio.transform import from_origin
 from urp_data.sources.base import CellBatch, footprint_array, square_lonlat
-from urp_data.sources.indicators import RasterIndicator
+from urp_data.sources.raster_indicators import RasterIndicator
 
 DENSITY = 0.004  # people per square metre (4,000 per km²)
 GEOD = Geod(ellps="WGS84")

@@ -12,16 +12,16 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import shapely
 from PIL import Image
 
+from urp_data.contract import IndicatorInfo, indicator_spec
 from urp_data.util.geodesy import M_PER_DEG_LAT, M_PER_DEG_LON_EQUATOR
 
 if TYPE_CHECKING:
-    from urp_data.contract import IndicatorInfo
     from urp_data.net.budget import RequestBudget
 
 
@@ -118,6 +118,18 @@ class IndicatorSource(Protocol):
     def values(self, batch: CellBatch) -> np.ndarray:
         """float64 values, one per cell of ``batch``, NaN for no data (written as null, never 0)."""
         ...
+
+
+def indicator_info(spec: dict[str, Any], source: str, resolution: str, licence: str, *, method: str,
+          resolution_km: float | None = None, radius_km: float | None = None,
+          derived_from_prompt: bool = False) -> IndicatorInfo:
+    """An indicator source's manifest entry; ``resolution_km`` and ``derived_from_prompt`` in the region file override the measured ones."""
+    s = indicator_spec(spec["name"], spec.get("description"), spec.get("unit"))
+    km = spec.get("resolution_km", resolution_km)
+    return IndicatorInfo(name=s.name, description=s.description, unit=s.unit, source=source,
+                         resolution=spec.get("resolution", resolution), licence=spec.get("licence", licence),
+                         resolution_km=None if km is None else round(float(km), 3), radius_km=radius_km,
+                         derived_from_prompt=bool(spec.get("derived_from_prompt", derived_from_prompt)), method=method)
 
 
 def encode_image(rgb: np.ndarray | Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
