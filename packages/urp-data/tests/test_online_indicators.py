@@ -58,7 +58,7 @@ def test_an_online_indicator_through_faults_equals_the_file_read_from_disk(host,
     online = {"url": base + "/nir.tif", "mode": mode, "min_interval_s": 0.0}
     if mode == "download":
         online["sha256"] = digest
-        monkeypatch.setattr(raster_indicators, "IN_MEMORY_MAX_VALUES", 0)  # the windowed path, as for a global layer
+        monkeypatch.setattr(raster_indicators.DownloadIndicator, "in_memory_max", 0)  # windowed, as a global layer
     else:  # many small range requests
         monkeypatch.setattr(ranges, "CHUNK_BYTES", 8192)
     clean = _build(write_region, tmp_path, "clean", online, cog)
