@@ -77,7 +77,7 @@ class ReportConfig:
     permutation_cells: int = field(default=100_000, metadata={"help": "run the Moran's I permutations only up to "
                                    "this many cells (each costs a pass over all neighbour pairs); above it the "
                                    "normal approximation p_rand stands in"})
-    group_test_samples: int = field(default=20_000, metadata={"help": "test whether each group is worse than the "
+    group_test_samples: int = field(default=10_000, metadata={"help": "test whether each group is worse than the "
                                     "rest by permutations only up to this many evaluated samples per split x "
                                     "indicator (each permutation costs a pass over them); above it a Wald test on "
                                     "the intervals' standard errors stands in. Raise it to opt in to permutation "
