@@ -40,19 +40,10 @@ if [ "$(base "$GRPO")" != "$(base "$SFT")" ]; then
   echo "paper.sh: error: $GRPO starts from $(base "$GRPO") but $SFT from $(base "$SFT"); use one base" >&2
   exit 2
 fi
-# The base model, before any training: the demo recipes start from the warm start of scripts/demo.sh,
-# made here when missing (the tiny model, then 100 SFT steps on BUILD: ~2.5 min on 2 cores, whatever
-# flags follow RECIPE_SET); any other base that is neither a folder nor on the hub is refused at once,
-# in one line naming the command that makes it.
-BASE=$(base "$GRPO")
-if [ "$BASE" = runs/demo-warmstart ] && [ ! -d "$BASE" ]; then
-  [ -d models/tiny-qwen2.5-vl ] || urp-train tiny-model --out models/tiny-qwen2.5-vl
-  urp-train sft --config configs/train/warmstart_demo.yaml --build-dir "$BUILD"
-fi
-python -c 'import sys
-from urp_data.util.clikit import run
-from urp_data.util.hub import check_model
-sys.exit(run("paper.sh", lambda: check_model(sys.argv[1]) or 0))' "$BASE"
+# The base model, before any training (the demo's warm start is made when missing, without the
+# held-out indicators; see scripts/warmstart_demo.sh).
+read -r -a HELD <<< "${PAPER_HELD_OUT:-}"
+bash scripts/warmstart_demo.sh paper.sh "$GRPO" "$BUILD" "${HELD[@]}"
 mkdir -p "$OUT/runs" "$OUT/predictions" "$OUT/reports"
 
 train() {  # train NAME COMMAND RECIPE [flags...]

@@ -5,9 +5,8 @@
 # report; one table ($SWEEP_OUT/table.md, value ± half-width of the 95 % interval on the 0.0-9.9
 # scale, † where a run differs significantly from the first configuration, the reference).
 #   bash scripts/sweep.sh BUILD RECIPE.yaml [urp-train flags for every run...]
-# e.g. (CPU, minutes; the demo's tiny model shows the wiring, not an answer):
-#   SWEEP_LAMBDAS="0.5 1.0" SWEEP_SCALES="5.0" bash scripts/sweep.sh build/demo configs/train/demo.yaml \
-#     --model_name_or_path models/tiny-qwen2.5-vl --max_steps 2
+# e.g. on the demo, from one command: bash scripts/sweep_demo.sh (CPU, minutes; it starts from the demo's
+# warm start, made when missing, and shows the wiring, not an answer).
 # 7B (GPUs, not run here; the full grid is 8 GRPO runs of the paper's recipe):
 #   SWEEP_PREDICT="" PAPER_LAUNCH="accelerate launch --config_file configs/accelerate/zero3.yaml -m urp_train.cli" \
 #     bash scripts/sweep.sh build/global configs/train/qwen2_5_vl_7b.yaml
@@ -24,6 +23,7 @@ BUILD=$1; RECIPE=$2; shift 2
 for f in "$RECIPE" "$BUILD/manifest.json"; do
   [ -f "$f" ] || { echo "sweep.sh: error: $f not found" >&2; exit 2; }
 done
+bash scripts/warmstart_demo.sh sweep.sh "$RECIPE" "$BUILD"  # the demo recipes' base, made when missing
 OUT=${SWEEP_OUT:-sweeps/$(basename "$RECIPE" .yaml)}
 LAUNCH=${PAPER_LAUNCH:-urp-train}
 read -r -a PREDICT <<< "${SWEEP_PREDICT---max-samples 16 --max-new-tokens 16}"

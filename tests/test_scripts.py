@@ -82,7 +82,8 @@ def test_paper_table_gives_intervals_and_marks_significant_differences_from_sft(
 def test_paper_refuses_a_missing_base_model_at_once(tmp_path):
     """A recipe set whose base is neither a folder nor made by the script: one line, exit 1, nothing trained."""
     (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "paper.sh").write_bytes((REPO / "scripts" / "paper.sh").read_bytes())
+    for script in ("paper.sh", "warmstart_demo.sh"):
+        (tmp_path / "scripts" / script).write_bytes((REPO / "scripts" / script).read_bytes())
     (tmp_path / "configs" / "train").mkdir(parents=True)
     for name in ("mine.yaml", "sft_mine.yaml"):
         (tmp_path / "configs" / "train" / name).write_text("model_name_or_path: ./runs/my-base\n")
@@ -95,3 +96,4 @@ def test_paper_refuses_a_missing_base_model_at_once(tmp_path):
     assert out.stderr == ("paper.sh: error: model './runs/my-base' not found: it looks like a local path and there "
                           "is no such folder; check the path, or give a hub id (org/name)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "configs", "scripts"]
+

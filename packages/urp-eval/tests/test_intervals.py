@@ -17,9 +17,9 @@ from urp_eval.compare import paired_bootstrap, sample_metrics
 from urp_eval.inputs import connect
 from urp_eval.metrics import METRICS, bias_summary, group_metrics
 from urp_eval.resample import across_group_figures
-from urp_eval.significance import holm
+from urp_eval.significance import holm, permutation_worse, worse_than_rest
 from urp_eval.sql import records
-from urp_eval.uncertainty import across_group_intervals, annotate_groups
+from urp_eval.uncertainty import GroupTest, across_group_intervals, annotate_groups
 
 LEVEL = 0.95
 
@@ -45,11 +45,15 @@ def load(groups: dict[str, tuple[np.ndarray, np.ndarray]]) -> duckdb.DuckDBPyCon
     return con
 
 
-def report_tables(groups: dict[str, tuple[np.ndarray, np.ndarray]], min_group_size: int = 30) -> tuple[
-        duckdb.DuckDBPyConnection, dict]:
+WALD = GroupTest(permutations=0, max_samples=0, seed=0)
+PERMUTATION = GroupTest(permutations=999, max_samples=20_000, seed=0)
+
+
+def report_tables(groups: dict[str, tuple[np.ndarray, np.ndarray]], min_group_size: int = 30,
+                  test: GroupTest = WALD) -> tuple[duckdb.DuckDBPyConnection, dict]:
     con = load(groups)
     group_metrics(con, ["ind"], min_group_size, "anchor")
-    scales = annotate_groups(con, LEVEL)
+    scales = annotate_groups(con, LEVEL, test)
     return con, scales
 
 
@@ -107,20 +111,82 @@ def test_coverage_of_known_correlation_and_errors_at_group_size_50() -> None:
         assert 0.93 <= covered <= 0.97, (metric, covered)
 
 
-def test_a_worse_group_is_flagged_and_equal_groups_are_not() -> None:
+@pytest.mark.parametrize("test", [WALD, PERMUTATION], ids=["wald", "permutation"])
+def test_a_worse_group_is_flagged_and_equal_groups_are_not(test: GroupTest) -> None:
     rng = np.random.default_rng(5)
     same = {f"g{k}": (y := rng.normal(0, 1, 80), y + rng.normal(0, 0.5, 80)) for k in range(8)}
-    con, _ = report_tables(same)
+    con, _ = report_tables(same, test=test)
     assert not any(r[f"{m}_worse"] for g, r in rows(con).items() if g is not None for m in METRICS)
     worse = dict(same, bad=(y := rng.normal(0, 1, 80), y + rng.normal(0, 2.0, 80)),
                  tiny=(y := rng.normal(0, 1, 10), y + rng.normal(0, 5.0, 10)))
-    con, _ = report_tables(worse)
+    con, _ = report_tables(worse, test=test)
     r = rows(con)
+    method = "permutation" if test.permutations else "wald"
+    assert {row["group_test"] for g, row in r.items() if g is not None} == {method}
+    assert not any(r[g][f"{m}_worse"] for g in same for m in METRICS)  # the null groups stay unflagged
     assert r["bad"]["mae_worse"] and r["bad"]["spearman_worse"] and r["bad"]["rmse_worse"]
     assert r["tiny"]["mae_p_worse"] is None and r["tiny"]["mae_worse"] is False  # below min group size: untested
     assert r[None]["mae_worse"] is None  # the whole split is no group
     summary = {(b["metric"]): b for b in bias_summary(con)}
     assert summary["mae"]["worst_group"] == "bad"  # "tiny" is worse still, but never named
+
+
+PERMUTATION_CASES = {  # metric: (truth, prediction) of the group, then of the rest (NaN: unanswered)
+    "mae": ((y := np.arange(12.0), y + np.r_[1.5, -2, 1, 1, -1.5, 2, 1, -1, 2, 0.5, -2, 1]),
+            (z := np.arange(15.0) * 0.7, z + np.r_[1.0, -1, 0.5, 2, -0.5, 1, -1, 0, 1.5, -2, 0.5, 1, -1, 2, 0])),
+    "spearman": ((y, y[::-1] * 0.3 + np.r_[0.0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 11]), (z, z * 1.1 + 0.3)),
+    "answer_rate": ((y, np.where(np.arange(12) % 3 == 0, np.nan, y)),
+                    (z, np.where(np.arange(15) % 7 == 0, np.nan, z))),
+}
+
+
+@pytest.mark.parametrize("metric", list(PERMUTATION_CASES))
+def test_permutation_test_agrees_with_scipy(metric: str) -> None:
+    """Group 0 against the rest: p equals scipy.stats.permutation_test's within Monte-Carlo error."""
+    (y0, p0), (y1, p1) = PERMUTATION_CASES[metric]
+    codes = np.r_[np.zeros(len(y0), int), np.ones(len(y1), int)]
+    truth, pred = np.r_[y0, y1], np.r_[p0, p1]
+    draws = 4999
+    mine = permutation_worse(codes, truth, pred, {m.name: m.direction for m in METRICS.values()}, draws,
+                             np.random.default_rng(0))[metric][0]
+    answered = ~np.isnan(pred)
+    pool = np.arange(len(truth)) if metric == "answer_rate" else np.flatnonzero(answered)
+    group = pool[codes[pool] == 0]
+
+    def value(idx: np.ndarray) -> float:
+        if metric == "answer_rate":
+            return answered[idx].mean()
+        if metric == "mae":
+            return np.abs(pred[idx] - truth[idx]).mean()
+        ranks_p, ranks_t = stats.rankdata(pred[pool]), stats.rankdata(truth[pool])  # the split's ranks
+        at = np.searchsorted(pool, idx)
+        return stats.pearsonr(ranks_p[at], ranks_t[at])[0]
+
+    sign = -1 if METRICS[metric].direction == "higher" else 1
+    ref = stats.permutation_test((group, pool[codes[pool] == 1]), lambda a, b: sign * (value(a) - value(b)),
+                                 permutation_type="independent", vectorized=False, n_resamples=draws,
+                                 alternative="greater", random_state=1).pvalue
+    assert 0.01 < ref < 0.99  # a case where Monte-Carlo error, not a bound, decides
+    assert abs(mine - ref) < 4 * math.sqrt(ref * (1 - ref) / draws) + 1e-9, (mine, ref)
+
+
+def test_permutation_test_runs_below_the_size_threshold_and_wald_above() -> None:
+    rng = np.random.default_rng(2)
+    groups = {f"g{k}": (y := rng.normal(0, 1, 40), y + rng.normal(0, 1, 40)) for k in range(3)}
+    small = GroupTest(permutations=99, max_samples=120, seed=0)
+    assert {r["group_test"] for g, r in rows(report_tables(groups, test=small)[0]).items() if g} == {"permutation"}
+    large = GroupTest(permutations=99, max_samples=119, seed=0)
+    r = rows(report_tables(groups, test=large)[0])
+    assert {row["group_test"] for g, row in r.items() if g} == {"wald"}
+    assert r["g0"]["mae_p_worse"] == pytest.approx(worse_than_rest(
+        *(np.array([x[g] for g in ("g0", "g1", "g2")]) for x in _theta_se("mae", r)), "lower", np.ones(3, bool))[0])
+
+
+def _theta_se(metric: str, r: dict) -> tuple[dict, dict]:
+    """θ and se of the mae (θ = MAE, se from its interval's half-width over the t quantile)."""
+    theta = {g: row[metric] for g, row in r.items() if g}
+    q = stats.t.ppf(0.5 + LEVEL / 2, 39)
+    return theta, {g: (row[f"{metric}_hi"] - row[metric]) / q for g, row in r.items() if g}
 
 
 def test_holm_matches_its_definition() -> None:

@@ -283,6 +283,7 @@ def test_every_output_carries_intervals_and_methods(build: Path, predictions: Pa
             for b in pm.values():
                 assert {"worst_lo", "worst_hi", "gap_lo", "gap_hi", "worst_decile_lo", "worst_decile_hi",
                         "best_lo", "best_hi", "significantly_worse"} <= set(b)
+                assert b["group_test"] == "permutation"  # a small build: under --group-test-samples
     for d in summary["drop"].values():
         assert d["mae_lo"] < d["mae_hi"]
     for per in summary["bias_score"].values():
@@ -294,6 +295,12 @@ def test_every_output_carries_intervals_and_methods(build: Path, predictions: Pa
     page = (out / "report.html").read_text()
     assert html.escape(CORRECTION) in page and "Brackets: 95% intervals" in page
     assert "significantly worse (Holm)" in page and page.count("<small>[") >= 20
+    assert set(groups["group_test"].to_pylist()) == {"permutation"} and "<th>group test</th>" in page
+    assert html.escape(summary["intervals"]["group_test"]["permutation"]) in page
+    wald = tmp_path / "w"
+    assert main(report_args(build, predictions, wald, "--split", "test", "--min-group-size", "5",
+                            "--group-test-samples", "0")) == 0
+    assert set(pq.read_table(wald / "groups.parquet")["group_test"].to_pylist()) == {"wald"}
     code, _, err = run(capsys, *report_args(build, predictions, tmp_path / "x", "--level", "95"))
     assert code == 2 and "level" in err
 

@@ -82,7 +82,7 @@ def commands() -> list[Command]:
                 groups={"inputs": ["data", "predictions", "split", "out"],
                         "groups": ["group_by", "min_group_size", "anchor"],
                         "spatial statistics": ["permutations", "permutation_cells", "seed", "memory_limit"],
-                        "uncertainty": ["level", "bootstrap"],
+                        "uncertainty": ["level", "bootstrap", "group_test_samples"],
                         "thresholds (exit code 3)": ["fail_under", "max_gap"]}),
         Command("compare", "paired bootstrap differences B - A of two reports of one build and split", _compare,
                 compare_config, description=compare_config.__doc__, positionals=("report_a", "report_b")),

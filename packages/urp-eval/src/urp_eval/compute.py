@@ -43,8 +43,9 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
     anchors = {i: cfg.anchor or default_anchor(i, varying) for i in indicators}
     group_metrics(con, indicators, cfg.min_group_size, anchors)
     level, seed, reps = cfg.level, cfg.seed, cfg.bootstrap
-    scales = U.annotate_groups(con, level)
-    tests = ", ".join(f"{m}_p_worse, {m}_worse" for m in METRICS)
+    test = U.GroupTest(cfg.permutations, cfg.group_test_samples, seed)
+    scales = U.annotate_groups(con, level, test)
+    tests = ", ".join(f"{m}_p_worse, {m}_worse" for m in METRICS) + ", group_test"
     overall = records(con, f"""
         SELECT o.* EXCLUDE (grp, ranked, {tests}), g.groups, g.ranked_groups
         FROM metrics o
@@ -60,7 +61,7 @@ def compute(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> dict[str, Any]
     summary: dict[str, Any] = {
         "splits": list(cfg.splits), "indicators": indicators, "group_by": cfg.group_by,
         "min_group_size": cfg.min_group_size,
-        "intervals": U.methods(level, seed, reps),
+        "intervals": U.methods(level, seed, reps, test),
         "metrics": metrics,
         "bias": _nest(bias, "split", "indicator", "metric"),
         "moran": _nest(morans_i(con, indicators, cfg.permutations, cfg.seed, cfg.permutation_cells),

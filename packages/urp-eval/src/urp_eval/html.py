@@ -188,8 +188,9 @@ def _intro(summary: dict[str, Any], cfg: ReportConfig) -> list[str]:
              (f"<p>Brackets: {ivl['level']:.0%} intervals. Per metric: " + html.escape("; ".join(
                  f"{m}: {how}" for m, how in ivl["per_metric"].items())) + ". Across groups: "
               + html.escape(ivl["across_groups"]) + ". Seen − unseen drop and bias score: "
-              + html.escape(ivl["drop_and_bias_score"]) + f". Significantly worse groups: {html.escape(ivl['group_test'])}"
-              f", corrected by {html.escape(ivl['correction'])}, at α = {ivl['alpha']:g}.</p>")]
+              + html.escape(ivl["drop_and_bias_score"]) + ". Significantly worse groups: "
+              + html.escape("; ".join(f"{k}: {v}" for k, v in ivl["group_test"].items()))
+              + f", corrected by {html.escape(ivl['correction'])}, at α = {ivl['alpha']:g}.</p>")]
     settings = summary.get("predict_settings")
     if settings:
         parts.append("<p>Prediction settings: " + html.escape(", ".join(
@@ -238,11 +239,12 @@ def _across_groups(summary: dict[str, Any], labels: dict[str, str]) -> list[str]
     brows = [[s, i, m, b["n_groups"], group_cell(b["worst_group"]), _with_interval(b, "worst"),
               group_cell(b["best_group"]), _with_interval(b, "best"),
               _with_interval(b, "gap", max(abs(b["worst"] or 0.0), abs(b["best"] or 0.0))),
-              _with_interval(b, "worst_decile"), ", ".join(b.get("significantly_worse", [])) or "none"]
+              _with_interval(b, "worst_decile"), ", ".join(b.get("significantly_worse", [])) or "none",
+              b.get("group_test")]
              for s, per in summary["bias"].items() for i, pm in per.items() for m, b in pm.items()]
     parts = ["<h2>Across groups</h2>" + _table(["split", "indicator", "metric", "ranked groups", "worst group",
                                                "worst", "best group", "best", "gap", "worst decile",
-                                               "significantly worse (Holm)"], brows)]
+                                               "significantly worse (Holm)", "group test"], brows)]
     if summary["drop"]:
         names = list(METRICS)
         parts.append("<h2>Seen − unseen drop (positive: worse on unseen)</h2>" + _table(

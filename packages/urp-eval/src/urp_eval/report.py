@@ -72,15 +72,20 @@ class ReportConfig:
     anchor: str | None = field(default=None, metadata={"help": "indicator whose true values anchor the Manvi "
                                "et al. bias score of every indicator (default, per indicator: another indicator "
                                "that varies, socio-economic first; never the predicted one)"})
-    permutations: int = field(default=999, metadata={"help": "permutations of the Moran's I test"})
+    permutations: int = field(default=999, metadata={"help": "permutations of the Moran's I test and of the test "
+                              "of each group against the rest (0: no Moran test; Wald tests of groups)"})
     permutation_cells: int = field(default=100_000, metadata={"help": "run the Moran's I permutations only up to "
                                    "this many cells (each costs a pass over all neighbour pairs); above it the "
                                    "normal approximation p_rand stands in"})
-    seed: int = field(default=0, metadata={"help": "seed of the Moran's I permutations, the group bootstrap "
+    group_test_samples: int = field(default=10_000, metadata={"help": "test whether each group is worse than the "
+                                    "rest by permutations only up to this many evaluated samples per split x "
+                                    "indicator (each permutation costs a pass over them); above it a Wald test on "
+                                    "the intervals' standard errors stands in. Raise it to opt in to permutation "
+                                    "tests of larger splits (ours)"})
+    seed: int = field(default=0, metadata={"help": "seed of the Moran's I and group-test permutations, the group bootstrap "
                       "and the plot samples"})
     level: float = field(default=0.95, metadata={"help": "confidence level of every interval; groups are "
-                         "significantly worse at alpha = 1 - level after Holm's correction (Wald tests on the "
-                         "intervals' standard errors at every size: no permutation test of groups is run)"})
+                         "significantly worse at alpha = 1 - level after Holm's correction"})
     bootstrap: int = field(default=1000, metadata={"help": "replicates of the bootstrap that resamples groups as "
                            "units (across-group figures, seen - unseen drop, bias score; ours)"})
     memory_limit: str = field(default="1GB", metadata={"help": "DuckDB memory limit; larger inputs spill "
@@ -99,6 +104,8 @@ class ReportConfig:
             raise ValueError(f"bootstrap={self.bootstrap}: use at least 100 replicates for a percentile interval")
         if self.permutations < 0:
             raise ValueError(f"permutations={self.permutations}: must be 0 (no test) or more")
+        if self.group_test_samples < 0:
+            raise ValueError(f"group_test_samples={self.group_test_samples}: must be 0 (Wald tests only) or more")
         group_expression(self.group_by)
 
 

@@ -33,9 +33,14 @@ def percentile_interval(x: np.ndarray, level: float) -> tuple[float | None, floa
     return float(lo), float(hi)
 
 
+def badness(direction: str, value: Any) -> Any:
+    """A number that grows as ``value`` gets worse (``direction``: higher, lower or zero is good); floats or arrays."""
+    return {"higher": lambda: -value, "lower": lambda: value, "zero": lambda: abs(value)}[direction]()
+
+
 def across_group_figures(values: np.ndarray, direction: str) -> dict[str, np.ndarray]:
     """Worst, best, gap and worst decile over the last axis, as :func:`urp_eval.metrics.bias_summary` defines them."""
-    bad = {"higher": -values, "lower": values, "zero": np.abs(values)}[direction]
+    bad = badness(direction, values)
     rows = np.arange(values.shape[0])[:, None]
     worst = values[rows, np.argmax(bad, axis=-1)[:, None]][:, 0]
     best = values[rows, np.argmin(bad, axis=-1)[:, None]][:, 0]
@@ -104,4 +109,4 @@ def bias_score_draws(sums: Arrays, rng: np.random.Generator, replicates: int) ->
 
 def drop_value(direction: str, seen: Any, unseen: Any) -> Any:
     """How much worse a metric is on unseen than on seen groups (positive: worse on unseen); floats or arrays."""
-    return {"higher": seen - unseen, "lower": unseen - seen, "zero": abs(unseen) - abs(seen)}[direction]
+    return badness(direction, unseen) - badness(direction, seen)
