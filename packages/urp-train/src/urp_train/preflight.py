@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import shlex
 import statistics
 from collections import Counter
@@ -56,6 +57,17 @@ class Target:
             if cfg.get("distributed_type") == "DEEPSPEED" else 0
         reference = int(cfg.get("num_processes", 1))
         return cls(processes or reference, reference, stage, gpu_memory_gib)
+
+
+def zero_stage_from_env() -> int:
+    """The DeepSpeed ZeRO stage ``accelerate launch`` started this process with; 0 without DeepSpeed.
+
+    Under ZeRO, DeepSpeed's optimiser keeps fp32 master copies of the weights it updates, whatever
+    dtype the model is stored in.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 0)
 
 
 def zero3_dtype_error(dtype: str | None, zero_stage: int) -> str | None:
@@ -325,8 +337,8 @@ def check_serve_command(argv: Sequence[str], model_args: Any, max_model_len: int
                              f"min_pixels/max_pixels {model_args.pixels}")
 
 
-def dry_run(command: str, argv: Sequence[str], parse: Callable[[Sequence[str]], tuple[Any, ...]]) -> int:
-    """``urp-train COMMAND ... --dry-run``: parse the recipe as training would, print the plan."""
+def dry_run(command: str, argv: Sequence[str], parse: Callable[[Sequence[str]], tuple[Any, ...]]) -> list[str]:
+    """``urp-train COMMAND ... --dry-run``: parse the recipe as training would; the plan's lines."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=f"urp-train {command} --dry-run", add_help=False)
@@ -346,7 +358,5 @@ def dry_run(command: str, argv: Sequence[str], parse: Callable[[Sequence[str]], 
     if "--use_cpu" in rest[:-1]:
         on_cpu = rest[rest.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
     explicit = "generation_batch_size" in values or "--generation_batch_size" in rest
-    for line in plan(command, args, data_args, model_args, reference, target, explicit_generation_batch=explicit,
-                     on_cpu=on_cpu):
-        print(line)
-    return 0
+    return plan(command, args, data_args, model_args, reference, target, explicit_generation_batch=explicit,
+                on_cpu=on_cpu)
