@@ -19,11 +19,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from urp_data.util.clikit import Command, UsageError, dispatch, flag_names, load_config_file
 from urp_data.util.fs import one_line
 from urp_data.util.hub import check_model
+
+if TYPE_CHECKING:
+    from trl import SFTConfig
+
+    from urp_train.dataset import URPDataArguments
+    from urp_train.models import URPModelConfig
+    from urp_train.trainer import URPGRPOConfig
 
 logger = logging.getLogger("urp_train")
 
@@ -32,9 +39,9 @@ logger = logging.getLogger("urp_train")
 class Recipe:
     """What ``grpo`` and ``sft`` train with: TRL's three configs, in the order of its scripts."""
 
-    data: Any  # urp_train.dataset.URPDataArguments
-    training: Any  # URPGRPOConfig or trl.SFTConfig
-    model: Any  # urp_train.models.URPModelConfig
+    data: URPDataArguments
+    training: URPGRPOConfig | SFTConfig
+    model: URPModelConfig
 
 
 @dataclass(frozen=True)
