@@ -165,6 +165,7 @@ def _cli(prog: str) -> str:
     return str(Path(sys.executable).parent / prog)
 
 
+@pytest.mark.slow  # a process per tool (~1 s each)
 @pytest.mark.parametrize("prog", list(MAINS))
 def test_help_is_instant_and_imports_no_torch(prog: str) -> None:
     module = prog.replace("-", "_")
@@ -194,6 +195,7 @@ MISSING_MODEL = {
 }
 
 
+@pytest.mark.slow  # a process per case (~1 s each); test_cli.py's in-process check is in the quick lane
 @pytest.mark.parametrize("prog", list(MISSING_MODEL))
 @pytest.mark.parametrize(("model", "hub", "expected"), [
     ("runs/demo-warmstart", "offline", "looks like a local path and there is no such folder; make it with "
