@@ -195,11 +195,26 @@ MISSING_MODEL = {
 }
 
 
+@pytest.mark.parametrize("prog", list(MISSING_MODEL))
+def test_a_missing_model_is_named_before_anything_else(prog: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a folder without ``runs/``: the model is looked up first (the build folder ``build/demo`` is
+    missing too), and the line names the command that makes it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs" / "train").mkdir(parents=True)
+    (tmp_path / "configs" / "train" / "demo.yaml").write_text((REPO / "configs/train/demo.yaml").read_text())
+    argv = MISSING_MODEL[prog]("runs/demo-warmstart")
+    assert MAINS[prog](argv[1:]) == 1
+    assert _err(capsys) == (f"{argv[0]} {argv[1]}: error: model 'runs/demo-warmstart' not found: it looks like a "
+                            "local path and there is no such folder; make it with "
+                            "`urp-train sft --config configs/train/warmstart_demo.yaml`\n")
+
+
 @pytest.mark.slow  # a process per case (~1 s each); test_cli.py's in-process check is in the quick lane
 @pytest.mark.parametrize("prog", list(MISSING_MODEL))
 @pytest.mark.parametrize(("model", "hub", "expected"), [
-    ("runs/demo-warmstart", "offline", "looks like a local path and there is no such folder; make it with "
-                                       "`urp-train sft --config configs/train/warmstart_demo.yaml`"),
+    ("runs/demo-warmstart", "offline", ("looks like a local path and there is no such folder; make it with "
+                                        "`urp-train sft --config configs/train/warmstart_demo.yaml`")),
     ("urp-org/no-such-model", "offline", "HF_HUB_OFFLINE is set but the hub cache"),
     ("urp-org/no-such-model", "unreachable", "could not be asked"),
 ], ids=["local-path", "hub-offline", "hub-unreachable"])
