@@ -7,6 +7,12 @@ traceback; unexpected exceptions are one line too.
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +20,7 @@ from urp_data import cli as data_cli
 from urp_eval import cli as eval_cli
 from urp_train import cli as train_cli
 
+REPO = Path(__file__).resolve().parents[1]
 MAINS = {"urp-data": data_cli.main, "urp-train": train_cli.main, "urp-eval": eval_cli.main}
 
 
@@ -92,7 +99,7 @@ def test_config_files_work_the_same_way_in_data_and_eval(tmp_path: Path, capsys:
 
 
 def _commands() -> list:
-    return [*data_cli.COMMANDS, *eval_cli.commands()]
+    return [*data_cli.COMMANDS, *eval_cli.commands(), *(c for c in train_cli.COMMANDS if c.parse is None)]
 
 
 @pytest.mark.parametrize("command", _commands(), ids=lambda c: c.name)
@@ -136,3 +143,103 @@ def test_both_spellings_reach_the_config(tmp_path: Path, capsys: pytest.CaptureF
     for flag in ("--chunk_size", "--chunk-size"):
         assert data_cli.main(["build", "--region", "demo", "--out", str(tmp_path), flag, "0"]) == 2
         assert "chunk_size must be positive" in _err(capsys)
+
+
+def test_train_recipes_take_both_spellings_and_show_defaults(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``grpo`` and ``sft`` read their flags with TRL's parser: the same shape, both spellings, defaults shown."""
+    for command in (c for c in train_cli.COMMANDS if c.parse is not None):
+        out = str(tmp_path / command.name)
+        dashed = command.parse(["--build-dir", "b", "--max-steps", "3", "--output-dir", out, "--use-cpu", "true"])
+        snake = command.parse(["--build_dir", "b", "--max_steps", "3", "--output_dir", out, "--use_cpu", "true"])
+        assert (dashed.data.build_dir, dashed.training.max_steps) == (snake.data.build_dir, snake.training.max_steps) \
+            == ("b", 3)
+        with pytest.raises(SystemExit) as exit_info:
+            train_cli.main([command.name, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        assert "--build_dir BUILD_DIR, --build-dir BUILD_DIR" in text and "(default: build/demo)" in text
+
+
+def _cli(prog: str) -> str:
+    """The installed console script ``prog``, beside this interpreter."""
+    return str(Path(sys.executable).parent / prog)
+
+
+@pytest.mark.slow  # a process per tool (~1 s each)
+@pytest.mark.parametrize("prog", list(MAINS))
+def test_help_is_instant_and_imports_no_torch(prog: str) -> None:
+    module = prog.replace("-", "_")
+    code = (f"import sys; from {module}.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+            "assert not {'torch', 'trl', 'transformers'} & set(sys.modules), 'imported'")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - start < 3.0  # measured 0.3-0.7 s on an idle 2-core machine
+    assert "usage:" in out.stdout
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _closed_port() -> str:
+    with socket.socket() as sock:  # a loopback port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+MISSING_MODEL = {
+    "urp-train": lambda model: ["urp-train", "grpo", "--config", "configs/train/demo.yaml", "--model-name-or-path", model],
+    "urp-eval": lambda model: ["urp-eval", "predict", "--data", "build/demo", "--model", model],
+}
+
+
+@pytest.mark.parametrize("prog", list(MISSING_MODEL))
+def test_a_missing_model_is_named_before_anything_else(prog: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a folder without ``runs/``: the model is looked up first (the build folder ``build/demo`` is
+    missing too), and the line names the command that makes it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs" / "train").mkdir(parents=True)
+    (tmp_path / "configs" / "train" / "demo.yaml").write_text((REPO / "configs/train/demo.yaml").read_text())
+    argv = MISSING_MODEL[prog]("runs/demo-warmstart")
+    assert MAINS[prog](argv[1:]) == 1
+    assert _err(capsys) == (f"{argv[0]} {argv[1]}: error: model 'runs/demo-warmstart' not found: it looks like a "
+                            "local path and there is no such folder; make it with "
+                            "`urp-train sft --config configs/train/warmstart_demo.yaml`\n")
+
+
+@pytest.mark.slow  # a process per case (~1 s each); test_cli.py's in-process check is in the quick lane
+@pytest.mark.parametrize("prog", list(MISSING_MODEL))
+@pytest.mark.parametrize(("model", "hub", "expected"), [
+    ("runs/demo-warmstart", "offline", ("looks like a local path and there is no such folder; make it with "
+                                        "`urp-train sft --config configs/train/warmstart_demo.yaml`")),
+    ("urp-org/no-such-model", "offline", "HF_HUB_OFFLINE is set but the hub cache"),
+    ("urp-org/no-such-model", "unreachable", "could not be asked"),
+], ids=["local-path", "hub-offline", "hub-unreachable"])
+def test_a_missing_model_names_itself_within_a_second(prog: str, model: str, hub: str, expected: str,
+                                                      tmp_path: Path) -> None:
+    """One line, exit 1, before torch or TRL is imported and without retrying the hub (issue 23).
+
+    Measured on the 2-core machine: 0.9 s wall for a local path, 1.1-1.3 s for a hub id (huggingface_hub's
+    import), idle; up to 2.5 s at a load of 4. The bounds catch what it was (28 s, 26 of them CPU, for
+    the imports; minutes of back-off for a hub id without a network) and leave room for a loaded machine:
+    CPU time, which load barely changes, and a looser wall time, which retries would blow."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": _closed_port()}
+    env.pop("HF_HUB_OFFLINE", None)
+    if hub == "offline":
+        env["HF_HUB_OFFLINE"] = "1"
+    (tmp_path / "configs" / "train").mkdir(parents=True)  # the shipped recipe, in a folder without runs/
+    (tmp_path / "configs" / "train" / "demo.yaml").write_text((REPO / "configs/train/demo.yaml").read_text())
+    argv = MISSING_MODEL[prog](model)
+    cpu, start = _children_cpu_s(), time.monotonic()
+    out = subprocess.run([_cli(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=60, check=False,
+                         cwd=tmp_path, env=env)
+    elapsed, cpu = time.monotonic() - start, _children_cpu_s() - cpu
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith(f"{argv[0]} {argv[1]}: error: model {model!r} not found") and expected in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert ("HF_HUB_OFFLINE" in out.stderr) == model.startswith("urp-org/")  # a hub id: how to run offline
+    assert cpu < 3.0, cpu  # importing torch and TRL first took 26 s of CPU
+    assert elapsed < 10.0, elapsed  # hub retries with back-off took minutes

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 from urp_data.util.clikit import EXIT_OK, EXIT_THRESHOLD, Command, dispatch
 
 if TYPE_CHECKING:
-    from urp_eval.predict import PredictConfig
-    from urp_eval.report import ReportConfig
+    from urp_eval.config import PredictConfig, ReportConfig
 
 
 def _compare_command() -> type:
     """``urp-eval compare``'s flags: the two reports, then :class:`urp_eval.compare.CompareConfig`."""
-    from urp_eval.compare import CompareConfig
+    from urp_eval.config import CompareConfig
 
     @dataclass(kw_only=True)
     class CompareCommand(CompareConfig):
@@ -65,8 +64,7 @@ def _compare(cfg: Any) -> int:
 
 def commands() -> list[Command]:
     """The commands of ``urp-eval``; their configs are imported here, not when the module is."""
-    from urp_eval.predict import PredictConfig
-    from urp_eval.report import ReportConfig
+    from urp_eval.config import PredictConfig, ReportConfig
 
     compare_config = _compare_command()
     return [

@@ -11,7 +11,7 @@ difference. Spearman's ρ is re-ranked in every replicate.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from urp_data.util.versions import file_sha256
 
 from urp_eval import resample
+from urp_eval.config import CompareConfig
 from urp_eval.inputs import ReportInputError, connect
 from urp_eval.metrics import METRICS
 from urp_eval.report import SUMMARY_NAME
@@ -27,34 +28,6 @@ from urp_eval.sql import literal, parquet_source, quote
 
 BLOCK = 2_000_000
 """Resampled values held at once per metric (replicates × samples), to bound memory on large splits."""
-
-
-@dataclass
-class CompareConfig:
-    """``urp-eval compare A B``: paired bootstrap differences of two reports of the same build and splits."""
-
-    fail_if_worse: list[str] = field(default_factory=list, metadata={"help": "METRIC: exit 3 when B is significantly "
-                                     "worse than A on it for any split and indicator (Holm over those cells)"})
-    scale: str = field(default="raw", metadata={"help": "raw (the indicators' units, as `metrics`) or score (the "
-                       "0.0-9.9 scale, as `metrics_score_scale`; no answer rate)"})
-    level: float = field(default=0.95, metadata={"help": "confidence level of the intervals; significant at "
-                         "alpha = 1 - level"})
-    bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap replicates (ours)"})
-    seed: int = field(default=0, metadata={"help": "seed of the bootstrap (numpy default_rng)"})
-
-    def __post_init__(self) -> None:
-        if self.scale not in ("raw", "score"):
-            raise ValueError(f"scale={self.scale!r}: choose raw or score")
-        unknown = [m for m in self.fail_if_worse if m not in self.metrics()]
-        if unknown:
-            raise ValueError(f"--fail-if-worse {', '.join(unknown)}: choose from {', '.join(self.metrics())}")
-        if not 0 < self.level < 1:
-            raise ValueError(f"level={self.level}: must be between 0 and 1, e.g. 0.95")
-        if self.bootstrap < 100:
-            raise ValueError(f"bootstrap={self.bootstrap}: use at least 100 replicates")
-
-    def metrics(self) -> list[str]:
-        return [m for m in METRICS if self.scale == "raw" or m != "answer_rate"]
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:

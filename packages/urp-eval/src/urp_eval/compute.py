@@ -25,7 +25,7 @@ from urp_eval.scores import score_metrics
 from urp_eval.sql import records
 
 if TYPE_CHECKING:
-    from urp_eval.report import ReportConfig
+    from urp_eval.config import ReportConfig
 
 HEADLINE_SCALE = ("score: the paper's models answer on the 0.0-9.9 scale and are compared with the truth on that "
                   "scale (metrics_score_scale); metrics are also given in raw units (metrics)")

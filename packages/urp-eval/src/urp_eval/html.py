@@ -21,7 +21,7 @@ from urp_eval.metrics import METRICS
 from urp_eval.sql import literal
 
 if TYPE_CHECKING:
-    from urp_eval.report import ReportConfig
+    from urp_eval.config import ReportConfig
 
 
 

@@ -81,6 +81,8 @@ def _load_split(build: Path, split: str, cfg: PredictConfig, columns: list[str] 
 
 def predict(cfg: PredictConfig) -> Path:
     """Write (or complete) the predictions file of ``cfg``; return its path."""
+    if cfg.model:  # first: a missing model names itself at once, not after minutes of hub retries
+        check_model(cfg.model)
     build = Path(cfg.data)
     manifest = load_manifest(build)
     indicators = cfg.indicators or list(manifest.indicators)
@@ -94,8 +96,6 @@ def predict(cfg: PredictConfig) -> Path:
         if missing:
             raise InputError(f"the manifest of {build} has no score scale for {', '.join(missing)}, so answers "
                              "cannot be mapped back to raw units; leave them out with --indicators")
-    if cfg.model:  # a missing model names itself now, not after minutes of hub retries
-        check_model(cfg.model)
     writer = PredictionWriter(Path(cfg.out), cfg, run_settings(cfg, build))
     with _engine(cfg):
         if cfg.backend in MODEL_BACKENDS:

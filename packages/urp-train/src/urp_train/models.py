@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,17 +194,6 @@ class URPModelConfig(ModelConfig):
         if self.freeze_vision_tower:
             logger.info("froze the vision tower: %d parameters", freeze_vision_tower(model))
         return model, processor
-
-
-def zero_stage_from_env() -> int:
-    """The DeepSpeed ZeRO stage ``accelerate launch`` started this process with; 0 without DeepSpeed.
-
-    Under ZeRO, DeepSpeed's optimiser keeps fp32 master copies of the weights it updates, whatever
-    dtype the model is stored in.
-    """
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
-        return 0
-    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 0)
 
 
 def vision_tower(model: Any) -> Any:

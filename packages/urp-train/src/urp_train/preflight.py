@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import shlex
 import statistics
 from collections import Counter
@@ -56,6 +57,17 @@ class Target:
             if cfg.get("distributed_type") == "DEEPSPEED" else 0
         reference = int(cfg.get("num_processes", 1))
         return cls(processes or reference, reference, stage, gpu_memory_gib)
+
+
+def zero_stage_from_env() -> int:
+    """The DeepSpeed ZeRO stage ``accelerate launch`` started this process with; 0 without DeepSpeed.
+
+    Under ZeRO, DeepSpeed's optimiser keeps fp32 master copies of the weights it updates, whatever
+    dtype the model is stored in.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 0)
 
 
 def zero3_dtype_error(dtype: str | None, zero_stage: int) -> str | None:
@@ -213,6 +225,50 @@ def _states_gib(params: int, args: Any, model_args: Any, target: Target) -> dict
     return {k: params * b / (n if shards[k] else 1) / GIB for k, b in zip(shards, (p, g, o), strict=True)}
 
 
+def _vllm_lines(args: Any, model_args: Any, config: Any, params: int, target: Target, rollout: int, longest: int,
+                on_cpu: bool) -> tuple[list[str], float]:
+    """The plan's lines for GRPO's vLLM generation (tensor parallel size, context, KV cache and its budget),
+    and the GPU memory vLLM takes beside training, in GiB (its colocated share; 0 for a server)."""
+    import torch
+
+    lines: list[str] = []
+    n, text, vllm_gib = target.processes, config.get_text_config(), 0.0
+    colocate = args.vllm_mode == "colocate"
+    tp = args.vllm_tensor_parallel_size if colocate else max(1, target.reference_processes - n)
+    if text.num_attention_heads % tp or text.num_key_value_heads % tp:
+        raise PreflightError(f"vLLM tensor parallel size {tp} does not divide the model's "
+                             f"{text.num_attention_heads} heads and {text.num_key_value_heads} KV heads")
+    max_len = args.vllm_max_model_length
+    if max_len is None and not on_cpu:
+        raise PreflightError(f"vllm_max_model_length is unset: vLLM sizes its KV cache for the model's "
+                             f"{text.max_position_embeddings}-token context; set it to at least {longest}")
+    if max_len is not None and max_len < longest:
+        raise PreflightError(f"vllm_max_model_length {max_len} is shorter than the longest prompt plus "
+                             f"max_completion_length ({longest} tokens); raise it")
+    dtype = getattr(config, "dtype", None) or "bfloat16"
+    dtype_bytes = torch.empty((), dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype).element_size()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * dtype_bytes / tp
+    seqs = tp * rollout // n if colocate else rollout  # TRL's max_num_seqs in colocate mode
+    length = max_len or text.max_position_embeddings
+    lines.append(f"vLLM ({args.vllm_mode}, tensor parallel {tp}): KV cache {length * per_token / GIB:.2f} GiB "
+                 f"per {length}-token sequence, {seqs * length * per_token / GIB:.1f} GiB for {seqs} at once")
+    if not on_cpu:
+        util = args.vllm_gpu_memory_utilization if colocate else SERVER_GPU_MEMORY_UTILIZATION
+        weights = params * dtype_bytes / tp / GIB
+        budget = util * target.gpu_memory_gib - weights - VLLM_PROFILE_GIB
+        lines.append(f"vLLM KV budget: {budget:.1f} GiB = {util} x {target.gpu_memory_gib:g} GiB - weights "
+                     f"{weights:.1f} GiB - {VLLM_PROFILE_GIB:g} GiB profiling (ours)")
+        if length * per_token / GIB > budget:
+            raise PreflightError(f"vLLM's KV cache for one {length}-token sequence ({length * per_token / GIB:.1f}"
+                                 f" GiB) exceeds its budget ({budget:.1f} GiB); raise vllm_gpu_memory_utilization"
+                                 " or lower vllm_max_model_length")
+        vllm_gib = util * target.gpu_memory_gib if colocate else 0.0
+        if not colocate:
+            lines.append("vLLM server: " + serve_command(model_args, tp, length))
+    return lines, vllm_gib
+
+
 def plan(command: str, args: Any, data_args: Any, model_args: Any, reference: Any, target: Target, *,
          explicit_generation_batch: bool, on_cpu: bool) -> list[str]:
     """The plan's lines; raises :class:`PreflightError` on the first thing that would fail."""
@@ -252,7 +308,6 @@ def plan(command: str, args: Any, data_args: Any, model_args: Any, reference: An
         _, rollout, _ = batches(args, n, explicit_generation_batch)
         lines += _pool_lines(args, facts, rollout // args.num_generations, data_args.build_dir)
 
-    text = config.get_text_config()
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForImageTextToText.from_config(config).parameters())
     states = _states_gib(params, args, model_args, target)
@@ -260,39 +315,8 @@ def plan(command: str, args: Any, data_args: Any, model_args: Any, reference: An
                  + " (activations not counted)")
     vllm_gib = 0.0
     if grpo and args.use_vllm:
-        colocate = args.vllm_mode == "colocate"
-        tp = args.vllm_tensor_parallel_size if colocate else max(1, target.reference_processes - n)
-        if text.num_attention_heads % tp or text.num_key_value_heads % tp:
-            raise PreflightError(f"vLLM tensor parallel size {tp} does not divide the model's "
-                                 f"{text.num_attention_heads} heads and {text.num_key_value_heads} KV heads")
-        max_len = args.vllm_max_model_length
-        if max_len is None and not on_cpu:
-            raise PreflightError(f"vllm_max_model_length is unset: vLLM sizes its KV cache for the model's "
-                                 f"{text.max_position_embeddings}-token context; set it to at least {longest}")
-        if max_len is not None and max_len < longest:
-            raise PreflightError(f"vllm_max_model_length {max_len} is shorter than the longest prompt plus "
-                                 f"max_completion_length ({longest} tokens); raise it")
-        dtype = getattr(config, "dtype", None) or "bfloat16"
-        dtype_bytes = torch.empty((), dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype).element_size()
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * dtype_bytes / tp
-        seqs = tp * rollout // n if colocate else rollout  # TRL's max_num_seqs in colocate mode
-        length = max_len or text.max_position_embeddings
-        lines.append(f"vLLM ({args.vllm_mode}, tensor parallel {tp}): KV cache {length * per_token / GIB:.2f} GiB "
-                     f"per {length}-token sequence, {seqs * length * per_token / GIB:.1f} GiB for {seqs} at once")
-        if not on_cpu:
-            util = args.vllm_gpu_memory_utilization if colocate else SERVER_GPU_MEMORY_UTILIZATION
-            weights = params * dtype_bytes / tp / GIB
-            budget = util * target.gpu_memory_gib - weights - VLLM_PROFILE_GIB
-            lines.append(f"vLLM KV budget: {budget:.1f} GiB = {util} x {target.gpu_memory_gib:g} GiB - weights "
-                         f"{weights:.1f} GiB - {VLLM_PROFILE_GIB:g} GiB profiling (ours)")
-            if length * per_token / GIB > budget:
-                raise PreflightError(f"vLLM's KV cache for one {length}-token sequence ({length * per_token / GIB:.1f}"
-                                     f" GiB) exceeds its budget ({budget:.1f} GiB); raise vllm_gpu_memory_utilization"
-                                     " or lower vllm_max_model_length")
-            vllm_gib = util * target.gpu_memory_gib if colocate else 0.0
-            if not colocate:
-                lines.append("vLLM server: " + serve_command(model_args, tp, length))
+        vllm_lines, vllm_gib = _vllm_lines(args, model_args, config, params, target, rollout, longest, on_cpu)
+        lines += vllm_lines
     if not on_cpu and sum(states.values()) + vllm_gib > target.gpu_memory_gib:
         raise PreflightError(f"training states {sum(states.values()):.1f} GiB + vLLM's {vllm_gib:.1f} GiB exceed a "
                              f"{target.gpu_memory_gib:g} GiB GPU; use more processes, ZeRO-3 or a smaller vLLM share")
@@ -325,8 +349,8 @@ def check_serve_command(argv: Sequence[str], model_args: Any, max_model_len: int
                              f"min_pixels/max_pixels {model_args.pixels}")
 
 
-def dry_run(command: str, argv: Sequence[str], parse: Callable[[Sequence[str]], tuple[Any, ...]]) -> int:
-    """``urp-train COMMAND ... --dry-run``: parse the recipe as training would, print the plan."""
+def dry_run(command: str, argv: Sequence[str], parse: Callable[[Sequence[str]], tuple[Any, ...]]) -> list[str]:
+    """``urp-train COMMAND ... --dry-run``: parse the recipe as training would; the plan's lines."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=f"urp-train {command} --dry-run", add_help=False)
@@ -346,7 +370,5 @@ def dry_run(command: str, argv: Sequence[str], parse: Callable[[Sequence[str]], 
     if "--use_cpu" in rest[:-1]:
         on_cpu = rest[rest.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
     explicit = "generation_batch_size" in values or "--generation_batch_size" in rest
-    for line in plan(command, args, data_args, model_args, reference, target, explicit_generation_batch=explicit,
-                     on_cpu=on_cpu):
-        print(line)
-    return 0
+    return plan(command, args, data_args, model_args, reference, target, explicit_generation_batch=explicit,
+                on_cpu=on_cpu)

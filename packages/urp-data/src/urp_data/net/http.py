@@ -50,7 +50,6 @@ from urp_data.net import hosts, pacing
 from urp_data.net.body import BadBody, check_type, read_body
 from urp_data.net.deadline import install as watch_sockets
 from urp_data.net.deadline import watch
-from urp_data.net.pacing import set_pacer  # noqa: F401 -- the Ray engine sets its pacer as http.set_pacer
 from urp_data.net.retries import PacedRetry, deadline_at
 from urp_data.util import settings
 from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line

@@ -189,10 +189,9 @@ def _how_built(manifest: Manifest) -> list[str]:
     ]
 
 
-def render_card(build_dir: str | Path, manifest: Manifest) -> str:
-    """The dataset card of the build in ``build_dir`` (its split files must be written)."""
+def _intro(manifest: Manifest) -> list[str]:
+    """The YAML front matter, the title and what the dataset is, with how to load it."""
     region = manifest.config.get("region", {})
-    counts = manifest.counts.get("per_split", {})
     try:
         version = metadata.version("urp-data")
     except metadata.PackageNotFoundError:
@@ -201,7 +200,8 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
     lines = ["---", front, "---", "", f"# urp dataset {code(manifest.region)}", ""]
     if region.get("description"):
         lines += [text(region["description"]), ""]
-    lines += [
+    return [
+        *lines,
         ("Urban region profiling samples (one per H3 cell): a satellite image chip, an address and nearby "
         "places, and indicator values, in geographic splits for training and for measuring geographic bias "
         f"(the Urban-R1 setting). Built by urp's `urp-data build` (urp-data {version}) on "
@@ -213,50 +213,61 @@ def render_card(build_dir: str | Path, manifest: Manifest) -> str:
         'ds["test_unseen"][0]["image"]  # a PIL image',
         "```",
         "",
-        "## Splits",
-        "",
-        "| split | samples |",
-        "|---|---|",
-        *[f"| {s} | {counts.get(s, 0)} |" for s in SPLITS],
-        "",
-        "## How it was built",
-        "",
-        *_how_built(manifest),
-        "",
-        "## Sources",
-        "",
-        "| role | source | licence |",
-        "|---|---|---|",
     ]
+
+
+def _splits(manifest: Manifest) -> list[str]:
+    counts = manifest.counts.get("per_split", {})
+    return ["## Splits", "", "| split | samples |", "|---|---|", *[f"| {s} | {counts.get(s, 0)} |" for s in SPLITS], ""]
+
+
+def _sources(manifest: Manifest) -> list[str]:
+    """The inputs with their roles and licences, and the attribution they ask for."""
+    lines = ["## Sources", "", "| role | source | licence |", "|---|---|---|"]
     for i in manifest.inputs:
         source = Path(str(i.get("path"))).name if i.get("sha256") else i.get("path")  # a file: its name only
         lines.append(f"| {_cell(i.get('role'))} | {_cell(source)} | {_cell(i.get('licence'))} |")
-    lines += [
+    return [
+        *lines,
         "",
         ("Attribution: satellite imagery, gazetteer, POI and indicator data belong to the sources above; "
         "keep their licence terms and credit them when you redistribute this dataset "
         "(GeoNames: CC BY 4.0, geonames.org; OpenStreetMap: © OpenStreetMap contributors, ODbL)."),
         "",
-        "## Indicators",
-        "",
-        "| indicator | description | unit | resolution | source | licence | derived from the prompt |",
-        "|---|---|---|---|---|---|---|",
     ]
-    specs = {s.get("name"): s for s in region.get("indicators", [])}
+
+
+def _indicators(manifest: Manifest) -> list[str]:
+    lines = ["## Indicators", "",
+             "| indicator | description | unit | resolution | source | licence | derived from the prompt |",
+             "|---|---|---|---|---|---|---|"]
+    specs = {s.get("name"): s for s in manifest.config.get("region", {}).get("indicators", [])}
     for name, info in manifest.indicators.items():
         source = Path(info.source).name if "/" in info.source else info.source
         lines.append(f"| {code(name)} | {_cell(info.description)} | {_cell(info.unit)} | {_cell(info.resolution)} | "
                      f"{_cell(source)} | {_cell(info.licence)} | {_derived_from_prompt(specs.get(name, {}))} |")
-    lines += ["", "Missing values are null, never 0.", "", "## Prompt format", ""]
-    example = _example(Path(build_dir), manifest)
+    return [*lines, "", "Missing values are null, never 0.", ""]
+
+
+def _prompt_format(build_dir: Path, manifest: Manifest) -> list[str]:
+    """The rendered prompt of one real sample, and the answer format."""
+    lines = ["## Prompt format", ""]
+    example = _example(build_dir, manifest)
     if example:
         sid, ind, prompt = example
         lines += [("Each (sample, indicator) pair is one question; the user turn holds the image and this text "
                   f"(`urp_data.contract.render_prompt`, here for {code(sid)} and {code(ind)}):"),
                   "", *fenced(prompt, "text"), "",
                   "The answer is `<think>…</think><answer>5.3</answer>`: a score from 0.0 to 9.9.", ""]
-    lines += ["## Citation", "", "Cite Urban-R1 for the method and credit the sources listed above:", "",
-              "```bibtex", URBAN_R1_BIBTEX, "```", ""]
+    return lines
+
+
+def render_card(build_dir: str | Path, manifest: Manifest) -> str:
+    """The dataset card of the build in ``build_dir`` (its split files must be written)."""
+    lines = [*_intro(manifest), *_splits(manifest), "## How it was built", "", *_how_built(manifest), "",
+             *_sources(manifest), *_indicators(manifest), *_prompt_format(Path(build_dir), manifest),
+             "## Citation", "", "Cite Urban-R1 for the method and credit the sources listed above:", "",
+             "```bibtex", URBAN_R1_BIBTEX, "```", ""]
     return "\n".join(lines)
 
 

@@ -123,7 +123,11 @@ def _figure_html(fig: Any, div_id: str, height: int) -> str:
                        config={"scrollZoom": True, "displaylogo": False, "responsive": True})
 
 
-def _cells_outline(cells: list[str]) -> tuple[list[float | None], list[float | None]]:
+Outline = tuple[list[float | None], list[float | None]]
+"""Lon and lat lists of rings, None between rings (plotly's gaps between lines)."""
+
+
+def _cells_outline(cells: list[str]) -> Outline:
     """Outer rings of the union of H3 cells as (lon, lat) lists with None between rings."""
     import h3
 
@@ -166,15 +170,8 @@ def _areas(cells: Any) -> list[np.ndarray]:
     return sorted(groups, key=len, reverse=True)
 
 
-def _map_figure(df: Any, manifest: Manifest) -> Any:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from urp_data.util.basemap import country_outlines
-
-    if len(df) > MAX_MAP_POINTS:
-        df = df.iloc[np.linspace(0, len(df) - 1, MAX_MAP_POINTS).astype(int)]
-    df = df.reset_index(drop=True)
+def _panels(df: Any, manifest: Manifest) -> tuple[list[np.ndarray], list[str]]:
+    """Row indices and title of each map panel: one per separate area, or all in one past MAX_PANELS."""
     areas = _areas(df["h3_cell"])
     titles = []
     for ix in areas:
@@ -183,6 +180,68 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
     if len(areas) > MAX_PANELS:
         titles = [f"{len(df)} samples in {len(areas)} separate areas"]
         areas = [np.arange(len(df))]
+    return areas, titles
+
+
+def _outline_traces(bbox: tuple[float, float, float, float], buffer: Outline, unseen: list[tuple[str, Outline]],
+                    manifest: Manifest, first: bool) -> list[Any]:
+    """Country outlines in ``bbox`` (left, bottom, right, top; degrees), the dropped buffer cells and the
+    unseen groups' outlines; only the first panel's traces are in the legend."""
+    import plotly.graph_objects as go
+
+    from urp_data.util.basemap import country_outlines
+
+    rings = [np.vstack([r, [[np.nan, np.nan]]]) for r in country_outlines(bbox)]  # NaN: a gap between lines
+    lonlat = np.concatenate(rings) if rings else np.empty((0, 2))
+    traces = [go.Scatter(x=lonlat[:, 0], y=lonlat[:, 1], mode="lines", line={"color": "#888", "width": 1},
+                         name="country outlines", legendgroup="countries", showlegend=first, hoverinfo="skip")]
+    if buffer[0]:
+        traces.append(go.Scatter(x=buffer[0], y=buffer[1], mode="lines", fill="toself",
+                                 fillcolor="rgba(120,120,120,0.35)", line={"color": "#666", "width": 1},
+                                 name="buffer cells (dropped)", legendgroup="buffer", showlegend=first,
+                                 hoverinfo="skip"))
+    for k, (group, (gx, gy)) in enumerate(unseen):
+        name = f"{group} ({manifest.group_labels[group]})" if group in manifest.group_labels else group
+        traces.append(go.Scatter(x=gx, y=gy, mode="lines", line={"color": "#a00", "width": 2},
+                                 name="unseen groups", legendgroup="unseen", showlegend=first and k == 0,
+                                 text=[html.escape(name)] * len(gx), hovertemplate="%{text}<extra></extra>"))
+    return traces
+
+
+def _sample_traces(part: Any, df: Any, manifest: Manifest, first: bool) -> list[Any]:
+    """The panel's samples (``part``), one trace per split; the legend counts the whole map (``df``)."""
+    import plotly.graph_objects as go
+
+    traces = []
+    for s in SPLITS:
+        pts = part[part["split"] == s]
+        text = [f"{html.escape(sid)}<br>{html.escape(manifest.group_labels.get(g, g))}<br>{html.escape(str(a))}"
+                for sid, g, a in zip(pts["sample_id"], pts["group"], pts["address"], strict=True)]
+        traces.append(go.Scatter(x=pts["lon"], y=pts["lat"], mode="markers", name=f"{s} ({(df['split'] == s).sum()})",
+                                 legendgroup=s, showlegend=first,
+                                 marker={"color": SPLIT_COLOURS[s], "size": 6, "line": {"width": 0}},
+                                 text=text, hovertemplate="%{text}<extra></extra>"))
+    return traces
+
+
+def _fit_axes(fig: Any, col: int, part: Any, bbox: tuple[float, float, float, float]) -> None:
+    """Panel ``col``'s axes over ``bbox`` (left, bottom, right, top; degrees), at the panel's true aspect."""
+    mid = math.radians(float(part["lat"].mean()))
+    fig.update_xaxes(title="longitude (°)", range=[bbox[0], bbox[2]], showgrid=False, zeroline=False,
+                     row=1, col=col)
+    # One degree of latitude is 1/cos(lat) degrees of longitude on the ground: keep shapes true.
+    fig.update_yaxes(title="latitude (°)" if col == 1 else None, range=[bbox[1], bbox[3]],
+                     scaleanchor=f"x{col if col > 1 else ''}", scaleratio=1 / max(math.cos(mid), 0.05),
+                     showgrid=False, zeroline=False, row=1, col=col)
+
+
+def _map_figure(df: Any, manifest: Manifest) -> Any:
+    from plotly.subplots import make_subplots
+
+    if len(df) > MAX_MAP_POINTS:
+        df = df.iloc[np.linspace(0, len(df) - 1, MAX_MAP_POINTS).astype(int)]
+    df = df.reset_index(drop=True)
+    areas, titles = _panels(df, manifest)
     fig = make_subplots(rows=1, cols=len(areas), subplot_titles=[html.escape(t) for t in titles],
                         horizontal_spacing=0.06)
     buffer = _cells_outline(manifest.config.get("buffer_cells", []))
@@ -192,38 +251,10 @@ def _map_figure(df: Any, manifest: Manifest) -> Any:
         part = df.iloc[ix]
         pad = max(0.05, 0.1 * max(np.ptp(part["lon"]), np.ptp(part["lat"])))
         bbox = (part["lon"].min() - pad, part["lat"].min() - pad, part["lon"].max() + pad, part["lat"].max() + pad)
-        first = col == 1
-        rings = [np.vstack([r, [[np.nan, np.nan]]]) for r in country_outlines(bbox)]  # NaN: a gap between lines
-        lonlat = np.concatenate(rings) if rings else np.empty((0, 2))
-        fig.add_trace(go.Scatter(x=lonlat[:, 0], y=lonlat[:, 1], mode="lines", line={"color": "#888", "width": 1},
-                                 name="country outlines", legendgroup="countries", showlegend=first,
-                                 hoverinfo="skip"), row=1, col=col)
-        if buffer[0]:
-            fig.add_trace(go.Scatter(x=buffer[0], y=buffer[1], mode="lines", fill="toself",
-                                     fillcolor="rgba(120,120,120,0.35)", line={"color": "#666", "width": 1},
-                                     name="buffer cells (dropped)", legendgroup="buffer", showlegend=first,
-                                     hoverinfo="skip"), row=1, col=col)
-        for k, (group, (gx, gy)) in enumerate(unseen):
-            name = f"{group} ({manifest.group_labels[group]})" if group in manifest.group_labels else group
-            fig.add_trace(go.Scatter(x=gx, y=gy, mode="lines", line={"color": "#a00", "width": 2},
-                                     name="unseen groups", legendgroup="unseen", showlegend=first and k == 0,
-                                     text=[html.escape(name)] * len(gx), hovertemplate="%{text}<extra></extra>"),
-                          row=1, col=col)
-        for s in SPLITS:
-            pts = part[part["split"] == s]
-            text = [f"{html.escape(sid)}<br>{html.escape(manifest.group_labels.get(g, g))}<br>{html.escape(str(a))}"
-                    for sid, g, a in zip(pts["sample_id"], pts["group"], pts["address"], strict=True)]
-            fig.add_trace(go.Scatter(x=pts["lon"], y=pts["lat"], mode="markers", name=f"{s} ({(df['split'] == s).sum()})",
-                                     legendgroup=s, showlegend=first,
-                                     marker={"color": SPLIT_COLOURS[s], "size": 6, "line": {"width": 0}},
-                                     text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=col)
-        mid = math.radians(float(part["lat"].mean()))
-        fig.update_xaxes(title="longitude (°)", range=[bbox[0], bbox[2]], showgrid=False, zeroline=False,
-                         row=1, col=col)
-        # One degree of latitude is 1/cos(lat) degrees of longitude on the ground: keep shapes true.
-        fig.update_yaxes(title="latitude (°)" if first else None, range=[bbox[1], bbox[3]],
-                         scaleanchor=f"x{col if col > 1 else ''}", scaleratio=1 / max(math.cos(mid), 0.05),
-                         showgrid=False, zeroline=False, row=1, col=col)
+        for trace in [*_outline_traces(bbox, buffer, unseen, manifest, col == 1),
+                      *_sample_traces(part, df, manifest, col == 1)]:
+            fig.add_trace(trace, row=1, col=col)
+        _fit_axes(fig, col, part, bbox)
     fig.update_annotations(font_size=13)  # the panel titles
     fig.update_layout(legend={"orientation": "h", "y": -0.12, "yanchor": "top"}, dragmode="zoom")
     return fig

@@ -11,7 +11,8 @@ Every command has TRL's script shape (:class:`Command`: ``make_parser(subparsers
 field in both spellings, ``--a-b`` and ``--a_b``, its help from the field's metadata, its default
 shown by argparse's formatter, grouped by topic); ``--config FILE.yaml`` supplies any of them
 and explicit flags win; unknown keys are usage errors. ``urp-train``'s ``grpo`` and ``sft`` read
-the same way through TRL's ``TrlParser``.
+the same way through TRL's ``TrlParser``, which is the command's own ``parse`` (imported only when
+the command runs).
 
 Light on imports (argparse, yaml): ``--help`` stays instant and the report install stays small.
 """
@@ -188,6 +189,8 @@ class Command:
 
     Its flags come from ``config`` (a dataclass; None for a command without options), grouped
     by ``groups``; ``positionals`` are fields that may also be given as positional arguments.
+    A command with ``parse`` reads its own arguments instead (every argument after its name, ``--help``
+    included) and returns ``main``'s config: ``urp-train``'s TRL recipes, whose parser imports torch.
     """
 
     name: str
@@ -197,11 +200,13 @@ class Command:
     description: str | None = None
     groups: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
     positionals: tuple[str, ...] = ()
+    parse: Callable[[list[str]], Any] | None = None
 
     def make_parser(self, subparsers: Any = None) -> argparse.ArgumentParser:
         """This command's parser: added to ``subparsers`` (a tool's), or on its own when None."""
         kw: dict[str, Any] = {"description": self.description or self.help,
-                              "formatter_class": defaults_formatter(shown_defaults(self.config) if self.config else {})}
+                              "formatter_class": defaults_formatter(shown_defaults(self.config) if self.config else {}),
+                              "add_help": self.parse is None}
         parser = subparsers.add_parser(self.name, help=self.help, **kw) if subparsers is not None \
             else argparse.ArgumentParser(prog=self.name, **kw)
         for name in self.positionals:
@@ -227,7 +232,11 @@ def dispatch(prog: str, description: str, commands: Sequence[Command], argv: Seq
     by_name = {c.name: c for c in commands}
     for c in commands:
         c.make_parser(sub)
-    args = parser.parse_args(argv)
-    setup_logging(log_level, *(() if log_format is None else (log_format,)))
+    args, rest = parser.parse_known_args(argv)
     command = by_name[args.command]
-    return run(f"{prog} {command.name}", lambda: command.main(command.config_from(args)))
+    if rest and command.parse is None:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    setup_logging(log_level, *(() if log_format is None else (log_format,)))
+    parse = command.parse
+    return run(f"{prog} {command.name}",
+               lambda: command.main(parse(rest) if parse is not None else command.config_from(args)))

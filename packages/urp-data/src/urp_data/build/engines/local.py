@@ -92,6 +92,43 @@ def run_chunks_in_workers(pool: Any, workers: int, region: RegionConfig, src: So
                         lambda c: write_chunk(region, src, plan, schema, *c))
 
 
+class _SharedQueue:
+    """The items of :func:`share_queue`, taken in order under a lock by this process and by the pool."""
+
+    def __init__(self, items: list[Any], remote: Callable[[Any], Future[int]]) -> None:
+        self._queue = deque(items)
+        self._lock = threading.Lock()
+        self._remote = remote
+        self.finished: SimpleQueue[Future[int]] = SimpleQueue()
+        self.sent = 0
+
+    def take(self) -> Any:
+        """The item at the front, for this process; None when the queue is empty."""
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def send(self, done: Future[int] | None = None) -> None:
+        """Send the pool the item at the front of the queue; called again as each of its items finishes."""
+        if done is not None and (done.cancelled() or done.exception() is not None):
+            return  # a failed item sends no more: the build stops at it
+        with self._lock:
+            if not self._queue:
+                return
+            item = self._queue.popleft()
+            self.sent += 1
+        try:
+            fut = self._remote(item)
+        except RuntimeError as exc:  # the pool is broken or shutting down: the caller gets the error
+            fut = Future()
+            fut.set_exception(exc)
+        fut.add_done_callback(self.finished.put)
+        fut.add_done_callback(self.send)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+
+
 def share_queue(pool: Any, workers: int, items: list[Any], remote: Callable[[Any], Future[int]],
                  local: Callable[[Any], int]) -> Iterator[int]:
     """Yield the results of ``items``, each run once: by ``remote`` in the pool or ``local`` here.
@@ -103,45 +140,18 @@ def share_queue(pool: Any, workers: int, items: list[Any], remote: Callable[[Any
     every item were submitted at once: a process pool moves one task more than it has workers
     into its call queue, out of reach. Results come as they finish; an error stops both sides.
     """
-    queue = deque(items)
-    lock = threading.Lock()
-    finished: SimpleQueue[Future[int]] = SimpleQueue()
-    sent = 0
-
-    def send(done: Future[int] | None = None) -> None:
-        """Send the pool the item at the front of the queue; called again as each of its items finishes."""
-        nonlocal sent
-        if done is not None and (done.cancelled() or done.exception() is not None):
-            return  # a failed item sends no more: the build stops at it
-        with lock:
-            if not queue:
-                return
-            item = queue.popleft()
-            sent += 1
-        try:
-            fut = remote(item)
-        except RuntimeError as exc:  # the pool is broken or shutting down: the caller gets the error
-            fut = Future()
-            fut.set_exception(exc)
-        fut.add_done_callback(finished.put)
-        fut.add_done_callback(send)
-
+    queue = _SharedQueue(items, remote)
     received = 0
     try:
         for _ in range(workers):
-            send()
-        while True:
-            with lock:
-                item = queue.popleft() if queue else None
-            if item is None:
-                break
+            queue.send()
+        while (item := queue.take()) is not None:
             yield local(item)
-            while not finished.empty():
+            while not queue.finished.empty():
                 received += 1
-                yield finished.get().result()
-        while received < sent:  # the queue is empty: what remains is the pool's last items
+                yield queue.finished.get().result()
+        while received < queue.sent:  # the queue is empty: what remains is the pool's last items
             received += 1
-            yield finished.get().result()
+            yield queue.finished.get().result()
     finally:
-        with lock:
-            queue.clear()
+        queue.clear()

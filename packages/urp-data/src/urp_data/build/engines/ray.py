@@ -38,8 +38,7 @@ from urp_data.build.plan import Plan
 from urp_data.build.sources import open_sources
 from urp_data.config.regions import RegionConfig
 from urp_data.errors import ChunkError
-from urp_data.net import http
-from urp_data.net.pacing import Pacer
+from urp_data.net.pacing import Pacer, set_pacer
 from urp_data.ray import NAMESPACE, first_line, ray_session
 
 logger = logging.getLogger(__name__)
@@ -61,8 +60,8 @@ class ChunkWorker:
         import ray
 
         # The actor hands out send times; the wait is counted here, after the round trip.
-        http.set_pacer(lambda host, min_interval_s: ray.get(pacer.reserve_at.remote(host, min_interval_s))
-                       - time.time())
+        set_pacer(lambda host, min_interval_s: ray.get(pacer.reserve_at.remote(host, min_interval_s))
+                  - time.time())
         self.region, self.schema = region, schema
         self.src = open_sources(region)
 

@@ -145,55 +145,76 @@ class RasterImagery:
 
     def read_chip(self, lat: float, lon: float, footprint_m: float, size_px: int) -> Chip | None:
         x, y = self._to_src.transform(lon, lat)
-        if self._geographic:
-            left, bottom, right, top = square_lonlat(lat, lon, footprint_m)
-            left, right = left - lon + x, right - lon + x
-        else:
-            half = footprint_m / 2 / self._unit
-            left, bottom, right, top = x - half, y - half, x + half, y + half
+        bounds = self._chip_bounds(lat, lon, x, y, footprint_m)
         ds = self.ds
-        win = self._window(left, bottom, right, top)
-        full = Window(0, 0, ds.width, ds.height)
+        win = self._window(*bounds)
         inside = (win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= ds.width
                   and win.row_off + win.height <= ds.height)
-        if not inside:
-            try:
-                overlap = win.intersection(full)
-            except rasterio.errors.WindowError:
-                return None
-            if overlap.width * overlap.height <= 0:
-                return None
+        if not inside and not self._overlaps(win):
+            return None
         masked = not inside or self._internal_mask or (self.nodata is not None and self._near_nodata(win))
-        try:
-            # A fill value makes rasterio read the mask (twice the time), so it is given only with one.
-            data = ds.read(self.bands, window=win, out_shape=(len(self.bands), size_px, size_px),
-                           resampling=self._resampling, masked=masked, boundless=not inside,
-                           fill_value=(self.nodata if self.nodata is not None else 0) if masked else None)
-        except RasterioError as exc:
-            raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
-                             f"{one_line(exc)}; the file may be truncated") from exc
-        valid = 1.0
-        corners = [(left, bottom), (right, bottom), (right, top), (left, top)]
-        if self._geographic:
-            poly = shapely.Polygon([(cx - x + lon, cy) for cx, cy in corners])
-        else:
-            poly = shapely.Polygon([self._to_wgs.transform(cx, cy) for cx, cy in corners])
+        data = self._read_window(win, size_px, inside, masked, lat, lon)
+        poly = self._chip_polygon(bounds, x, lon)
         if not masked and self._scale is not None and data.dtype == np.uint8:
             # The stretch as one table lookup per pixel, inside PIL: the same values as
             # _to_uint8 (the table is its float32 stretch of 0..255), without four float passes.
             rgb = Image.merge("RGB", [Image.fromarray(b) for b in data])
-            return Chip(rgb.point(self._uint8_lookup()), valid, poly)  # one table per band, in one call
+            return Chip(rgb.point(self._uint8_lookup()), 1.0, poly)  # one table per band, in one call
         bands = self._to_uint8(np.ma.getdata(data))
+        valid = 1.0
         if masked:
             mask = np.ma.getmaskarray(data).any(axis=0)
             if not inside:  # boundless reads may not flag the outside as masked
-                rows, cols = np.mgrid[0:size_px, 0:size_px]
-                c = win.col_off + (cols + 0.5) * win.width / size_px
-                r = win.row_off + (rows + 0.5) * win.height / size_px
-                mask |= (c < 0) | (r < 0) | (c >= ds.width) | (r >= ds.height)
+                mask |= self._outside(win, size_px)
             bands[:, mask] = 0
             valid = float(1.0 - mask.mean())
         return Chip(Image.merge("RGB", [Image.fromarray(b) for b in bands]), valid, poly)  # HWC, no numpy copy loop
+
+    def _chip_bounds(self, lat: float, lon: float, x: float, y: float,
+                     footprint_m: float) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the chip centred on (lat, lon) degrees, whose source-CRS
+        coordinates are (x, y), in the source CRS; a geographic source keeps the square's extent in
+        degrees, shifted to ``x`` (a source whose longitudes run past 180)."""
+        if self._geographic:
+            left, bottom, right, top = square_lonlat(lat, lon, footprint_m)
+            return left - lon + x, bottom, right - lon + x, top
+        half = footprint_m / 2 / self._unit
+        return x - half, y - half, x + half, y + half
+
+    def _overlaps(self, win: Window) -> bool:
+        """Whether ``win`` (partly outside the raster) covers any of its pixels."""
+        try:
+            overlap = win.intersection(Window(0, 0, self.ds.width, self.ds.height))
+        except rasterio.errors.WindowError:
+            return False
+        return overlap.width * overlap.height > 0
+
+    def _read_window(self, win: Window, size_px: int, inside: bool, masked: bool, lat: float, lon: float) -> Any:
+        """The bands of ``win`` resampled to ``size_px`` square; masked (and boundless outside the raster)
+        when ``masked``; (lat, lon) degrees name the chip in the error."""
+        try:
+            # A fill value makes rasterio read the mask (twice the time), so it is given only with one.
+            return self.ds.read(self.bands, window=win, out_shape=(len(self.bands), size_px, size_px),
+                                resampling=self._resampling, masked=masked, boundless=not inside,
+                                fill_value=(self.nodata if self.nodata is not None else 0) if masked else None)
+        except RasterioError as exc:
+            raise InputError(f"raster {self.path} could not be read near lat={lat:.5f}, lon={lon:.5f}: "
+                             f"{one_line(exc)}; the file may be truncated") from exc
+
+    def _chip_polygon(self, bounds: tuple[float, float, float, float], x: float, lon: float) -> shapely.Polygon:
+        """The chip's footprint in lon/lat degrees from its source-CRS ``bounds`` (left, bottom, right, top)."""
+        left, bottom, right, top = bounds
+        corners = [(left, bottom), (right, bottom), (right, top), (left, top)]
+        if self._geographic:
+            return shapely.Polygon([(cx - x + lon, cy) for cx, cy in corners])
+        return shapely.Polygon([self._to_wgs.transform(cx, cy) for cx, cy in corners])
+
+    def _outside(self, win: Window, size_px: int) -> np.ndarray:
+        """The output pixels of a ``size_px`` read of ``win`` whose centres fall outside the raster."""
+        rows, cols = np.mgrid[0:size_px, 0:size_px]
+        c = win.col_off + (cols + 0.5) * win.width / size_px
+        r = win.row_off + (rows + 0.5) * win.height / size_px
+        return (c < 0) | (r < 0) | (c >= self.ds.width) | (r >= self.ds.height)
 
     def _near_nodata(self, win: Window) -> bool:
         """Whether any source pixel the resampled read of ``win`` can touch is nodata.
