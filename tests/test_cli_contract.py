@@ -99,7 +99,9 @@ def test_config_files_work_the_same_way_in_data_and_eval(tmp_path: Path, capsys:
 
 
 def _commands() -> list:
-    return [*data_cli.COMMANDS, *eval_cli.commands(), *(c for c in train_cli.COMMANDS if c.parse is None)]
+    """The commands whose flags come from a config dataclass (TRL's parser reads grpo's and sft's)."""
+    return [c for c in (*data_cli.COMMANDS, *eval_cli.commands(), *train_cli.COMMANDS)
+            if c.parse is None and c.config is not None]
 
 
 @pytest.mark.parametrize("command", _commands(), ids=lambda c: c.name)
@@ -107,8 +109,6 @@ def test_every_flag_takes_both_spellings(command) -> None:
     import dataclasses
     import typing
 
-    if command.config is None:
-        pytest.skip("no options")
     parser = command.make_parser()
     hints = typing.get_type_hints(command.config)
     underscored = [f for f in dataclasses.fields(command.config) if "_" in f.name]

@@ -66,6 +66,30 @@ def morans_i(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], permutat
     it is computed for up to ``permutation_cells`` cells (above, it is null: each permutation
     is a pass over every neighbour pair, and ``p_rand`` is then an accurate stand-in).
     """
+    _residuals(con, indicators)
+    _neighbour_pairs(con)
+    sums, linked, moments = _weight_sums(con, indicators)
+    out = []
+    for split, ind in con.execute("SELECT split, indicator FROM metrics WHERE grp IS NULL ORDER BY 1, 2").fetchall():
+        i = indicators.index(ind)
+        n, m2, m4 = moments.get(split, (0, None, None) * len(indicators))[3 * i:3 * i + 3]
+        s0, num = linked.get(split, (0, None) * len(indicators))[2 * i:2 * i + 2]
+        s1, s2 = sums.get(split, (None, None) * len(indicators))[2 * i:2 * i + 2]
+        row = {"split": split, "indicator": ind, "n_cells": int(n or 0), "n_linked": int(s0 or 0), "I": None,
+               "expected_I": None, "z_rand": None, "p_rand": None, "p_sim": None, "permutations": permutations,
+               "seed": seed}
+        if n >= 3 and s0 and m2:
+            row.update(_moran_moments(n, s0, s1, s2, num, m2, m4))
+            if 0 < permutations and n <= permutation_cells:
+                row["p_sim"] = _p_sim(con, split, ind, row["I"], n / s0 / m2, permutations, seed)
+        out.append(row)
+    for table in ("rw", "deg", "nb", "residuals"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    return out
+
+
+def _residuals(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> None:
+    """Table ``residuals``: per split, indicator and H3 cell, the centred mean residual and the cell's index."""
     con.execute("CREATE OR REPLACE TEMP TABLE residuals (split VARCHAR, indicator VARCHAR, cell UBIGINT, "
                 "z DOUBLE, idx BIGINT)")
     for ind in indicators:
@@ -79,7 +103,13 @@ def morans_i(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], permutat
         except duckdb.ConversionException as exc:
             raise ReportInputError(f"an h3_cell of the build is not a hexadecimal H3 index ({one_line(exc)}); rebuild "
                              "the region") from exc
-    _neighbour_pairs(con)
+
+
+def _weight_sums(con: duckdb.DuckDBPyConnection, indicators: Sequence[str]) -> tuple[dict, dict, dict]:
+    """Per split, for each indicator in order: (S1, S2), (S0, Σ_i z_i Σ_j w_ij z_j) and (n, Σz², Σz⁴).
+
+    Two SQL passes over the neighbour pairs (table ``nb``) for all indicators at once.
+    """
     k = range(len(indicators))
     # One row per (split, cell), one residual column per indicator (null: not answered there).
     con.execute("CREATE OR REPLACE TEMP TABLE rw AS SELECT split, cell, " + ", ".join(
@@ -103,23 +133,7 @@ def morans_i(con: duckdb.DuckDBPyConnection, indicators: Sequence[str], permutat
         + " FROM deg GROUP BY split").fetchall()}
     moments = {r[0]: r[1:] for r in con.execute("SELECT split, " + ", ".join(
         f"count(z{i}), sum(z{i} ^ 2), sum(z{i} ^ 4)" for i in k) + " FROM rw GROUP BY split").fetchall()}
-    out = []
-    for split, ind in con.execute("SELECT split, indicator FROM metrics WHERE grp IS NULL ORDER BY 1, 2").fetchall():
-        i = indicators.index(ind)
-        n, m2, m4 = moments.get(split, (0, None, None) * len(indicators))[3 * i:3 * i + 3]
-        s0, num = linked.get(split, (0, None) * len(indicators))[2 * i:2 * i + 2]
-        s1, s2 = sums.get(split, (None, None) * len(indicators))[2 * i:2 * i + 2]
-        row = {"split": split, "indicator": ind, "n_cells": int(n or 0), "n_linked": int(s0 or 0), "I": None,
-               "expected_I": None, "z_rand": None, "p_rand": None, "p_sim": None, "permutations": permutations,
-               "seed": seed}
-        if n >= 3 and s0 and m2:
-            row.update(_moran_moments(n, s0, s1, s2, num, m2, m4))
-            if 0 < permutations and n <= permutation_cells:
-                row["p_sim"] = _p_sim(con, split, ind, row["I"], n / s0 / m2, permutations, seed)
-        out.append(row)
-    for table in ("rw", "deg", "nb", "residuals"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-    return out
+    return sums, linked, moments
 
 
 def _moran_moments(n: int, s0: float, s1: float, s2: float, num: float, m2: float, m4: float) -> dict[str, Any]:

@@ -104,9 +104,9 @@ def permutation_worse(codes: np.ndarray, truth: np.ndarray, pred: np.ndarray, di
     answered = ~np.isnan(pred)
     out: dict[str, np.ndarray] = {}
     sums, sizes = _permuted_sums({"a": answered.astype(float)}, codes, permutations, rng)
-    rate = sums["a"] / sizes
-    rest = (sums["a"].sum(axis=1, keepdims=True) - sums["a"]) / (sizes.sum() - sizes)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # one group: its rest is empty, p is NaN
+        rate = sums["a"] / sizes
+        rest = (sums["a"].sum(axis=1, keepdims=True) - sums["a"]) / (sizes.sum() - sizes)
         out["answer_rate"] = _p_values(badness(directions["answer_rate"], rate)
                                        - badness(directions["answer_rate"], rest))
     present = np.unique(codes[answered])
