@@ -228,13 +228,18 @@ def _start_colocate(build: Path, model: Path, tmp: Path) -> VLLMProcess:
     return VLLMProcess(proc, log, out=tmp)
 
 
+
+def _vllm_processes_wanted(session: pytest.Session) -> set[str]:
+    """The names of the vLLM processes whose test files this session runs."""
+    return {VLLM_PROCESS_TESTS[name] for item in session.items
+            if (name := Path(str(item.path)).name) in VLLM_PROCESS_TESTS}
+
 @pytest.fixture(scope="session")
 def vllm_processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The vLLM processes of the test files in this session, by name ("server", "colocate"); stopped at the end."""
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed (uv sync installs vLLM's CPU build on Linux x86_64)")
-    wanted = {VLLM_PROCESS_TESTS[Path(str(item.path)).name] for item in request.session.items
-              if Path(str(item.path)).name in VLLM_PROCESS_TESTS}
+    wanted = _vllm_processes_wanted(request.session)
     started: dict[str, VLLMProcess] = {}
     try:
         if "colocate" in wanted:
@@ -252,6 +257,5 @@ def vllm_processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="session", autouse=True)
 def _vllm_early(request: pytest.FixtureRequest) -> None:
     """Start :func:`vllm_processes` with the first test under tests/ when this session runs their files."""
-    if importlib.util.find_spec("vllm") is not None and any(
-            Path(str(item.path)).name in VLLM_PROCESS_TESTS for item in request.session.items):
+    if importlib.util.find_spec("vllm") is not None and _vllm_processes_wanted(request.session):
         request.getfixturevalue("vllm_processes")
