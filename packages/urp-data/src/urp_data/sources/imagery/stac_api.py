@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,9 @@ from urp_data.sources.imagery.stac_catalog import (
 from urp_data.util.fs import atomic_write_bytes, cache_dir, one_line
 
 logger = logging.getLogger(__name__)
+# GDAL's /vsicurl/ says "HTTP response code: 403"; matched as a whole, since a bare "403" also
+# turns up in a URL (a loopback port such as 40311 did, and made a missing scene stop the build)
+_FORBIDDEN = re.compile(r"HTTP response code: 403\b")
 
 
 def _chip_cache_path(key: dict[str, Any]) -> Path:
@@ -197,7 +201,7 @@ class StacApiImagery(NetworkSource):
                         chip.scene = scene_of(item)
                     return chip
                 except InputError as exc:
-                    if "403" in str(exc):
+                    if _FORBIDDEN.search(str(exc)):
                         raise InputError(f"{http.redact(href)} answered HTTP 403: the asset host blocks us; "
                                          f"stopping ({one_line(exc)})") from exc
                     logger.warning("scene %s unreadable (%s); trying the next-best item", item.id, one_line(exc))
