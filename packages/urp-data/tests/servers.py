@@ -40,6 +40,7 @@ Route = Callable[[dict[str, list[str]]], tuple[bytes, str]]
 
 
 DATA = Path(__file__).resolve().parents[3] / "data"
+POLL_S = 0.02  # serve_forever's poll: shutdown() waits up to one (the default 0.5 s, hundreds of times a suite)
 
 
 def indicator_raster(out: Path, block_px: int) -> Path:
@@ -262,7 +263,7 @@ class Tiles(BaseHTTPRequestHandler):
 def _running(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """Run ``handler`` on 127.0.0.1 (a free port); yields its base URL, then stops it."""
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, args=(POLL_S,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}"
     finally:

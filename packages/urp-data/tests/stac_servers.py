@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from servers import Faulty, png
+from servers import POLL_S, Faulty, png
 
 CONFORMS = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
             "https://api.stacspec.org/v1.0.0/item-search#query", "https://api.stacspec.org/v1.0.0/item-search#sort",
@@ -222,7 +222,7 @@ def olinda_items(cogs: Path, cog_url: str, href_a: str | None = None, collection
 @contextmanager
 def running(host: Host) -> Iterator[Host]:
     """``host`` serving on loopback for the block, then shut down and closed."""
-    thread = threading.Thread(target=host.serve_forever, daemon=True)
+    thread = threading.Thread(target=host.serve_forever, args=(POLL_S,), daemon=True)
     thread.start()
     try:
         yield host

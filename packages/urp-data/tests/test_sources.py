@@ -9,7 +9,7 @@ import numpy as np
 import osmium
 import pyarrow.parquet as pq
 import pytest
-from servers import Tiles, serve_tiles
+from servers import POLL_S, Tiles, serve_tiles
 from urp_data.build.run import build
 from urp_data.config.build import BuildConfig
 from urp_data.net import http
@@ -288,7 +288,7 @@ def test_http_error_is_one_clear_error_without_retrying_a_404(tmp_path, monkeypa
 
     monkeypatch.setattr(http, "CACHE_DIR", tmp_path / "cache")
     server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(POLL_S,), daemon=True).start()
     try:
         with pytest.raises(InputError, match="answered HTTP 404"):
             http.get(f"http://127.0.0.1:{server.server_address[1]}/1/2/3.png", min_interval_s=0.0)
