@@ -40,10 +40,9 @@ if [ "$(base "$GRPO")" != "$(base "$SFT")" ]; then
   echo "paper.sh: error: $GRPO starts from $(base "$GRPO") but $SFT from $(base "$SFT"); use one base" >&2
   exit 2
 fi
-# The base model, before any training (the demo's warm start is made when missing, without the
-# held-out indicators; see scripts/warmstart_demo.sh).
-read -r -a HELD <<< "${PAPER_HELD_OUT:-}"
-bash scripts/warmstart_demo.sh paper.sh "$GRPO" "$BUILD" "${HELD[@]}"
+# The base model, before any training: the recipe's, or a --model_name_or_path flag's (the demo's
+# warm start is made when missing, without the held-out indicators; see scripts/warmstart_demo.sh).
+BASE_MODEL=$(bash scripts/warmstart_demo.sh paper.sh "$GRPO" "$BUILD" "${PAPER_HELD_OUT:-}" "$@")
 mkdir -p "$OUT/runs" "$OUT/predictions" "$OUT/reports"
 
 train() {  # train NAME COMMAND RECIPE [flags...]
@@ -68,15 +67,10 @@ print(" ".join(i for i in json.load(open(sys.argv[1]))["indicators"] if i not in
   [ ${#trained[@]} -gt 0 ] || { echo "paper.sh: error: PAPER_HELD_OUT leaves no indicator to train on" >&2; exit 2; }
   mkdir -p "$t/predictions" "$t/reports"
   train transfer grpo "$GRPO" --train_indicators "${trained[@]}" "$@"
-  local name base_model prev=""
-  base_model=$(base "$GRPO")
-  for name in "$@"; do  # a --model_name_or_path flag overrides the recipe's base
-    [ "$prev" = --model_name_or_path ] && base_model=$name
-    prev=$name
-  done
+  local name
   for name in knn base transfer; do
     local how=(--backend knn)
-    [ "$name" = base ] && how=(--backend transformers --model "$base_model" "${PREDICT[@]}")
+    [ "$name" = base ] && how=(--backend transformers --model "$BASE_MODEL" "${PREDICT[@]}")
     [ "$name" = transfer ] && how=(--backend transformers --model "$OUT/runs/transfer" "${PREDICT[@]}")
     urp-eval predict --data "$BUILD" --split unseen --indicators "${held[@]}" \
       --out "$t/predictions/$name-unseen.parquet" "${how[@]}"

@@ -95,26 +95,31 @@ def significant_vs(reports: Path, found: dict, reference: str) -> tuple[set[tupl
     return marked, notes
 
 
+def splits_in(found: dict) -> list[str]:
+    """The splits some report covers, in SPLITS' order (the transfer table has the unseen one only)."""
+    return [s for s in SPLITS if any(k[1] == s for k in found)]
+
+
 def rows(found: dict, indicators: list[str], metric: str, marked: set | frozenset = frozenset(),
          methods: dict[str, str] = METHODS) -> list[list[str]]:
     out = []
     for method, label in methods.items():
         if not any(k[0] == method for k in found):
             continue
-        row, vals = [label], {"seen": [], "unseen": []}
+        row, vals = [label], {s: [] for s in splits_in(found)}
         for ind in indicators:
-            for short in SPLITS:
+            for short, got in vals.items():
                 m = found.get((method, short), {}).get(ind, {})
                 row.append(_cell_with_interval(m, metric, (method, short, ind, metric) in marked))
                 if m.get(metric) is not None:
-                    vals[short].append(m[metric])
+                    got.append(m[metric])
         row += [_cell(sum(v) / len(v)) if v else "–" for v in vals.values()]
         out.append(row)
     return out
 
 
-def header(indicators: list[str]) -> list[str]:
-    return ["method", *[f"{i} ({s})" for i in indicators for s in SPLITS], "mean (seen)", "mean (unseen)"]
+def header(indicators: list[str], splits: list[str]) -> list[str]:
+    return ["method", *[f"{i} ({s})" for i in indicators for s in splits], *[f"mean ({s})" for s in splits]]
 
 
 def legend(methods: dict[str, str], reference: str) -> str:
@@ -126,7 +131,7 @@ def markdown(found: dict, indicators: list[str], marked: set, notes: list[str],
              table: tuple[dict[str, str], str] = TABLES["paper"]) -> str:
     parts = ["# Comparison table (0.0-9.9 score scale)", "", legend(*table), *[f"- {n}" for n in notes], ""]
     for metric, title in METRICS.items():
-        h = header(indicators)
+        h = header(indicators, splits_in(found))
         parts += [f"## {title}", "", "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
         parts += ["| " + " | ".join(r) + " |" for r in rows(found, indicators, metric, marked, table[0])]
         parts.append("")
@@ -138,7 +143,7 @@ def html_page(found: dict, indicators: list[str], marked: set, notes: list[str],
     body = ["<h1>Comparison table (0.0–9.9 score scale)</h1>", f"<p>{html.escape(legend(*table))}</p>",
             *[f"<p>{html.escape(n)}</p>" for n in notes]]
     for metric, title in METRICS.items():
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header(indicators))
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header(indicators, splits_in(found)))
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
                       for r in rows(found, indicators, metric, marked, table[0]))
         body.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")

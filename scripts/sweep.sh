@@ -23,7 +23,7 @@ BUILD=$1; RECIPE=$2; shift 2
 for f in "$RECIPE" "$BUILD/manifest.json"; do
   [ -f "$f" ] || { echo "sweep.sh: error: $f not found" >&2; exit 2; }
 done
-bash scripts/warmstart_demo.sh sweep.sh "$RECIPE" "$BUILD"  # the demo recipes' base, made when missing
+bash scripts/warmstart_demo.sh sweep.sh "$RECIPE" "$BUILD" "" "$@" >/dev/null  # the base, made when the demo's is missing
 OUT=${SWEEP_OUT:-sweeps/$(basename "$RECIPE" .yaml)}
 LAUNCH=${PAPER_LAUNCH:-urp-train}
 read -r -a PREDICT <<< "${SWEEP_PREDICT---max-samples 16 --max-new-tokens 16}"
