@@ -31,12 +31,11 @@ def test_grpo_demo_recipe_runs_on_the_demo_build(demo_build, tiny_model_dir, tmp
 
     run = tmp_path / "demo-grpo"
     cmd = ["urp-train", "grpo", "--config", str(REPO / "configs/train/demo.yaml"), "--build_dir", str(demo_build),
-           "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(run), "--max_steps", "2",
-           "--save_steps", "1", "--max_completion_length", "8"]
+           "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(run), "--max_steps", "1",
+           "--save_strategy", "no", "--max_completion_length", "8"]  # checkpoints: test_cli.py
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, cwd=REPO,
                          env={**os.environ, "URP_DEBUG": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (run / "checkpoint-1").is_dir() and (run / "checkpoint-2").is_dir()
     logs = json.loads((run / "trainer_state.json").read_text())["log_history"]
     groups = {k.split("/")[1] for e in logs for k in e if k.startswith("rewards_by_group/")}
     assert groups and all(g[:4] in ("BRA-", "ARG-", "PRY-") for g in groups)  # the build's geographic groups
