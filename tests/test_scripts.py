@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +79,24 @@ def test_paper_table_gives_intervals_and_marks_significant_differences_from_sft(
     assert any("±" in c for c in grpo)
     for ind, cell in unseen_cells.items():
         assert cell.endswith("†") == (("test_unseen", ind) in expected), (ind, cell)
+
+    # the sweep's table (scripts/sweep.sh): one row per run in the order written, † against the first run
+    runs = tmp_path / "sweep"
+    for i, (name, method) in enumerate((("lambda1.0_frozen", "grpo"), ("lambda0.5_trainable", "sft"))):
+        shutil.copytree(reports / f"{method}-unseen", runs / f"{name}-unseen")
+        os.utime(runs / f"{name}-unseen", (1e9 + i, 1e9 + i))  # lambda1.0_frozen was written first
+    out = _script("paper_table.py", str(runs), "--out", str(tmp_path / "s"), "--table", "sweep")
+    assert out.returncode == 0, out.stderr
+    r2 = (tmp_path / "s" / "table.md").read_text().split("## R²")[1].split("##")[0].splitlines()
+    assert "differs significantly from the lambda1.0_frozen row" in (tmp_path / "s" / "table.md").read_text()
+    assert [line.split(" | ")[0] for line in r2 if line.startswith("| ") and "---" not in line] == [
+        "| method", "| lambda1.0_frozen", "| lambda0.5_trainable"]
+    swept = next(line for line in r2 if line.startswith("| lambda0.5_trainable")).split(" | ")[1:-1]
+    reverse = compare(reports / "grpo-unseen", reports / "sft-unseen", CompareConfig(scale="score"))
+    marked = {r["indicator"] for r in reverse.rows if r["metric"] == "r2" and r["significant"]}
+    columns = [h.removesuffix(" (unseen)") for h in r2[2].split(" | ")[1:-1]]  # "| method | a (unseen) | ... |"
+    assert len(columns) == len(swept) and set(columns) <= set(indicators) and columns
+    assert [c.endswith("†") for c in swept] == [ind in marked for ind in columns]
 
 
 def test_paper_refuses_a_missing_base_model_at_once(tmp_path):
