@@ -61,9 +61,7 @@ predict_and_report() {  # predict_and_report NAME [predict flags...]
 transfer() {  # zero-shot transfer to the indicators in $PAPER_HELD_OUT
   local held trained t=$OUT/transfer
   read -r -a held <<< "$PAPER_HELD_OUT"
-  read -r -a trained <<< "$(python -c 'import json, sys
-held = set(sys.argv[2:])
-print(" ".join(i for i in json.load(open(sys.argv[1]))["indicators"] if i not in held))' "$BUILD/manifest.json" "${held[@]}")"
+  read -r -a trained <<< "$(python scripts/other_indicators.py "$BUILD" "${held[@]}")"
   [ ${#trained[@]} -gt 0 ] || { echo "paper.sh: error: PAPER_HELD_OUT leaves no indicator to train on" >&2; exit 2; }
   mkdir -p "$t/predictions" "$t/reports"
   train transfer grpo "$GRPO" --train_indicators "${trained[@]}" "$@"

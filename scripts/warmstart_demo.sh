@@ -28,9 +28,8 @@ if [ "$BASE" = runs/demo-warmstart ] && [ ! -d "$BASE" ]; then
     [ -d models/tiny-qwen2.5-vl ] || urp-train tiny-model --out models/tiny-qwen2.5-vl
     keep=()
     if [ -n "$HELD" ]; then
-      read -r -a keep <<< "$(python -c 'import json, sys
-held = set(sys.argv[2].split())
-print(" ".join(i for i in json.load(open(sys.argv[1]))["indicators"] if i not in held))' "$BUILD/manifest.json" "$HELD")"
+      read -r -a held <<< "$HELD"
+      read -r -a keep <<< "$(python scripts/other_indicators.py "$BUILD" "${held[@]}")"
       keep=(--train_indicators "${keep[@]}")
     fi
     urp-train sft --config configs/train/warmstart_demo.yaml --build-dir "$BUILD" "${keep[@]}"

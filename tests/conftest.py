@@ -228,11 +228,11 @@ def _start_colocate(build: Path, model: Path, tmp: Path) -> VLLMProcess:
     return VLLMProcess(proc, log, out=tmp)
 
 
-
 def _vllm_processes_wanted(session: pytest.Session) -> set[str]:
     """The names of the vLLM processes whose test files this session runs."""
     return {VLLM_PROCESS_TESTS[name] for item in session.items
             if (name := Path(str(item.path)).name) in VLLM_PROCESS_TESTS}
+
 
 @pytest.fixture(scope="session")
 def vllm_processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):

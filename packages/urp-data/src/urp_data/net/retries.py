@@ -62,7 +62,6 @@ class PacedRetry(Retry):
             self.pace(host, self.min_interval_s)
 
 
-
 def retry_wait_s(retry: Retry, response: Any, host: str) -> float:
     """Seconds to wait before retrying ``response``: its ``Retry-After`` (capped at ``retry.retry_after_max``);
     after a 429 without one, until its ``X-RateLimit-Reset`` or else the host's documented window
@@ -78,4 +77,3 @@ def retry_wait_s(retry: Retry, response: Any, host: str) -> float:
             return min(max(int(reset) - time.time(), 0.0), policy.window_s)
         return policy.window_s
     return retry.get_backoff_time()
-

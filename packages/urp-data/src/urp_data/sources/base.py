@@ -121,8 +121,8 @@ class IndicatorSource(Protocol):
 
 
 def indicator_info(spec: dict[str, Any], source: str, resolution: str, licence: str, *, method: str,
-          resolution_km: float | None = None, radius_km: float | None = None,
-          derived_from_prompt: bool = False) -> IndicatorInfo:
+                   resolution_km: float | None = None, radius_km: float | None = None,
+                   derived_from_prompt: bool = False) -> IndicatorInfo:
     """An indicator source's manifest entry; ``resolution_km`` and ``derived_from_prompt`` in the region file override the measured ones."""
     s = indicator_spec(spec["name"], spec.get("description"), spec.get("unit"))
     km = spec.get("resolution_km", resolution_km)
